@@ -1,0 +1,70 @@
+"""Load an MMDetection model once, run it many times, return plain detections.
+
+Reads like ``mmdet.apis`` from the outside: ``load_detector(spec, device)`` then ``detect(image)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    class_id: int
+    score: float
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in the input image's pixels
+    mask: np.ndarray | None = None  # HxW bool, for instance-segmentation models
+
+    def to_json(self) -> dict:
+        document = {"label": self.label, "class_id": self.class_id,
+                    "score": round(self.score, 4), "bbox": [round(v, 2) for v in self.bbox]}
+        if self.mask is not None:
+            document["mask"] = _rle(self.mask)
+        return document
+
+
+def _rle(mask: np.ndarray) -> dict:
+    """COCO run-length encoding, as pycocotools.mask.decode reads it."""
+    from pycocotools import mask as coco_mask
+    encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(encoded["size"]), "counts": encoded["counts"].decode("ascii")}
+
+
+def resolve_device(setting: str) -> str:
+    """``auto`` picks CUDA when torch sees a GPU, else the CPU."""
+    import torch
+    if setting == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+class Detector:
+    """One loaded model."""
+
+    def __init__(self, spec: ModelSpec, device: str):
+        from mmdet.apis import init_detector
+        self.spec = spec
+        self.device = device
+        self.model = init_detector(str(spec.config), str(spec.require_checkpoint()), device=device)
+        self.classes: tuple[str, ...] = tuple(self.model.dataset_meta["classes"])
+
+    def detect(self, image_bgr: np.ndarray, threshold: float) -> list[Detection]:
+        """Detections scoring at least ``threshold``, best first, in ``image_bgr``'s pixels."""
+        import torch
+        from mmdet.apis import inference_detector
+        with torch.inference_mode():
+            instances = inference_detector(self.model, image_bgr).pred_instances
+        keep = instances.scores >= threshold
+        scores = instances.scores[keep].cpu().numpy()
+        boxes = instances.bboxes[keep].cpu().numpy()
+        labels = instances.labels[keep].cpu().numpy()
+        masks = instances.masks[keep].cpu().numpy() if "masks" in instances else None
+        order = np.argsort(-scores, kind="stable")
+        return [Detection(label=self.classes[int(labels[i])], class_id=int(labels[i]),
+                          score=float(scores[i]), bbox=tuple(float(v) for v in boxes[i]),
+                          mask=None if masks is None else masks[i])
+                for i in order]

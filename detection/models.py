@@ -1,0 +1,87 @@
+"""The model registry: names -> mmdet config, checkpoint and a hint, read from ``models.toml``.
+
+Nothing here imports torch or mmdet, so the web process stays small.
+"""
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import zoo
+
+
+class UnknownModel(LookupError):
+    """A model name that the registry does not offer."""
+
+
+class MissingCheckpoint(FileNotFoundError):
+    """A configured model whose checkpoint file is not on disk."""
+
+    def __init__(self, model: "ModelSpec"):
+        super().__init__(
+            f"model {model.name!r} has no checkpoint at {model.checkpoint}; "
+            f"run: python mmdetectionl.py download {model.name}")
+        self.model = model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config: Path
+    checkpoint: Path
+    weights_url: str | None
+    hint: str
+    box_ap: float | None
+    mask_ap: float | None
+
+    @property
+    def available(self) -> bool:
+        return self.checkpoint.is_file()
+
+    def require_checkpoint(self) -> Path:
+        if not self.available:
+            raise MissingCheckpoint(self)
+        return self.checkpoint
+
+    def describe(self) -> dict:
+        """The model as the API lists it."""
+        return {"name": self.name, "hint": self.hint, "box_ap": self.box_ap,
+                "mask_ap": self.mask_ap, "masks": self.mask_ap is not None,
+                "available": self.available}
+
+
+def mmdet_configs_dir() -> Path:
+    """Where mmdet's wheel keeps its bundled configs (found without importing mmdet)."""
+    spec = importlib.util.find_spec("mmdet")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("mmdet is not installed; run the install command from README.md")
+    return Path(spec.origin).parent / ".mim" / "configs"
+
+
+def _resolve_config(raw: str, base: Path) -> Path:
+    for candidate in (base / raw, mmdet_configs_dir() / raw):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"model config {raw!r} is neither under {base} nor in mmdet's configs")
+
+
+def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSpec]:
+    """Read every model of ``models_file``, filling URL, AP and checkpoint from mmdet's metafiles."""
+    with open(models_file, "rb") as f:
+        tables = tomllib.load(f)
+    registry = {}
+    for name, table in tables.items():
+        config = _resolve_config(table["config"], models_file.parent)
+        entry = zoo.find_metafile_entry(config, mmdet_configs_dir())
+        url = entry.weights_url if entry else None
+        if "checkpoint" in table:
+            checkpoint = (models_file.parent / Path(table["checkpoint"]).expanduser()).resolve()
+        else:
+            checkpoint = checkpoints_dir / (zoo.file_name(url) if url else f"{name}.pth")
+        registry[name] = ModelSpec(
+            name=name, config=config, checkpoint=checkpoint, weights_url=url,
+            hint=table.get("hint", ""), box_ap=entry.box_ap if entry else None,
+            mask_ap=entry.mask_ap if entry else None)
+    return registry

@@ -1,0 +1,118 @@
+"""The detection side of the service.
+
+    python mmdetectionl.py SID [THRESHOLD]   detect one stored upload in the foreground (the
+                                             original signature; same as `detect SID THRESHOLD`)
+    python mmdetectionl.py worker [--daemon] run the queue worker (web.py starts it as a daemon)
+    python mmdetectionl.py download NAME     fetch a model's checkpoint from mmdet's zoo
+    python mmdetectionl.py list              the configured models and whether they are installed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pyramid.paster import get_appsettings
+
+from detection.jobs import SID_PATTERN, Job
+from detection.models import load_registry
+from detection.settings import Settings, parse_settings
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
+COMMANDS = ("detect", "worker", "download", "list")
+
+
+def load_settings(config_file: str) -> Settings:
+    return parse_settings(get_appsettings(config_file), config_file)
+
+
+def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
+    from detection.worker import Worker, process
+    if not SID_PATTERN.fullmatch(sid):
+        sys.exit(f"not a job id: {sid!r} (32 hex digits)")
+    worker = Worker(settings)
+    if not worker.queue.input_path(sid).is_file():
+        sys.exit(f"no stored upload {worker.queue.input_path(sid)}")
+    job = Job.new(sid, model or settings.default_model,
+                  settings.default_threshold if threshold is None else threshold)
+    document = process(job, worker.queue, worker.models)
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def download(settings: Settings, name: str, force: bool) -> int:
+    from detection.zoo import DownloadError, download as fetch
+    registry = load_registry(settings.models_file, settings.checkpoints_dir)
+    if name not in registry:
+        sys.exit(f"unknown model {name!r}; configured: {', '.join(registry)}")
+    spec = registry[name]
+    if spec.available and not force:
+        print(f"{name}: already installed at {spec.checkpoint}")
+        return 0
+    if not spec.weights_url:
+        sys.exit(f"mmdet's zoo publishes no checkpoint for {spec.config.name}; "
+                 f"put one at {spec.checkpoint}")
+    try:
+        fetch(spec.weights_url, spec.checkpoint)
+    except DownloadError as error:
+        sys.exit(str(error))
+    print(f"{name}: saved {spec.checkpoint}")
+    return 0
+
+
+def list_models(settings: Settings) -> int:
+    registry = load_registry(settings.models_file, settings.checkpoints_dir)
+    for spec in registry.values():
+        default = " (default)" if spec.name == settings.default_model else ""
+        state = "installed" if spec.available else "missing: run download"
+        ap = f"box AP {spec.box_ap}" if spec.box_ap else "box AP ?"
+        print(f"{spec.name:18} {ap:12} {state:22} {spec.hint}{default}")
+    return 0
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        argv = ["detect", *argv]  # the original `mmdetectionl.py SID THRESHOLD`
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="the service's .ini settings (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("detect", help="detect one stored upload in the foreground")
+    one.add_argument("sid", help="the job id (uploads/<sid>.png)")
+    one.add_argument("threshold", nargs="?", type=float, help="score threshold (default: settings)")
+    one.add_argument("--model", help="model name (default: settings)")
+    worker = commands.add_parser("worker", help="run the queue worker")
+    worker.add_argument("--daemon", action="store_true", help="detach with python-daemon")
+    fetch = commands.add_parser("download", help="download a model's checkpoint")
+    fetch.add_argument("name")
+    fetch.add_argument("--force", action="store_true", help="download even if present")
+    commands.add_parser("list", help="list the configured models")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    arguments = parse_arguments(argv)
+    settings = load_settings(arguments.config)
+    if arguments.command == "detect":
+        logging.basicConfig(level=logging.WARNING)
+        return detect(settings, arguments.sid, arguments.threshold, arguments.model)
+    if arguments.command == "worker":
+        from detection.daemon import WorkerLock, run_daemon
+        if arguments.daemon:
+            run_daemon(settings)
+            return 0
+        from detection.worker import Worker
+        logging.basicConfig(level=logging.INFO)
+        with WorkerLock(settings.worker_lock_file):
+            Worker(settings).run()
+        return 0
+    if arguments.command == "download":
+        return download(settings, arguments.name, arguments.force)
+    return list_models(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

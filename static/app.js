@@ -1,0 +1,251 @@
+// The upload page: each chosen file becomes a job card that uploads, polls /status and shows the
+// result. Jobs are kept in localStorage so a reload resumes them. No dependencies, no build step.
+"use strict";
+
+const STORE_KEY = "detection.jobs";
+const POLL_MS = 1000;
+const MAX_POLL_MS = 8000;
+const GIVE_UP_MS = 10 * 60 * 1000;
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// --- Jobs remembered across reloads -------------------------------------------------------------
+function savedJobs() {
+  try { return JSON.parse(localStorage.getItem(STORE_KEY)) || []; } catch { return []; }
+}
+function rememberJob(job) {
+  const jobs = savedJobs().filter((j) => j.sid !== job.sid);
+  jobs.push(job);
+  localStorage.setItem(STORE_KEY, JSON.stringify(jobs.slice(-50)));
+}
+
+// --- A job card ---------------------------------------------------------------------------------
+class JobCard {
+  constructor(name) {
+    this.el = $("#job-template").content.firstElementChild.cloneNode(true);
+    $(".job-name", this.el).textContent = name;
+    this.image = $(".result", this.el);
+    this.highlight = $(".highlight", this.el);
+    $("#jobs").prepend(this.el);
+    $("#no-jobs").hidden = true;
+  }
+  setState(state, label = state) {
+    const badge = $(".state", this.el);
+    badge.className = `state ${state}`;
+    badge.textContent = label;
+    this.el.dataset.state = state;
+  }
+  setMessage(text, isError = false) {
+    const message = $(".message", this.el);
+    message.hidden = !text;
+    message.textContent = text || "";
+    message.classList.toggle("error", isError);
+  }
+  fail(reason) {
+    this.setState("failed");
+    this.setMessage(reason, true);
+    $(".upload-progress", this.el).hidden = true;
+  }
+  showProgress(fraction) {
+    const bar = $(".upload-progress", this.el);
+    bar.hidden = fraction >= 1;
+    bar.value = fraction;
+  }
+  showStatus(status) {
+    if (status.state === "queued") {
+      this.setState("queued");
+      this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
+    } else if (status.state === "running") {
+      this.setState("running");
+      this.setMessage("Detecting objects…");
+    } else if (status.state === "failed") {
+      this.fail(`Detection failed: ${status.error}`);
+    } else if (status.state === "done") {
+      this.showResult(status);
+    }
+  }
+  showResult(status) {
+    this.setState("done");
+    this.setMessage("");
+    this.image.classList.remove("preview");
+    this.image.alt = `Result: ${summarize(status.detections)}`;
+    this.image.src = status.result_url;
+    const png = $(".png-link", this.el);
+    const json = $(".json-link", this.el);
+    png.href = status.result_url;
+    json.href = status.json_url;
+    png.download = `${status.sid}.out.png`;
+    json.download = `${status.sid}.json`;
+    const seconds = (status.timings.inference_ms / 1000).toFixed(2);
+    $(".summary", this.el).textContent =
+      `${summarize(status.detections)} (model ${status.model}, threshold ${status.threshold}, inference ${seconds} s)`;
+    const rows = $("tbody", this.el);
+    rows.replaceChildren(...status.detections.map((d, i) => this.row(d, i, status.image)));
+    $(".details", this.el).hidden = false;
+  }
+  row(detection, index, size) {
+    const tr = document.createElement("tr");
+    tr.tabIndex = 0;
+    const box = detection.bbox.map((v) => Math.round(v)).join(", ");
+    for (const text of [index + 1, detection.label, detection.score.toFixed(2), box]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    const show = () => this.highlightBox(detection.bbox, size);
+    const hide = () => { this.highlight.hidden = true; };
+    tr.addEventListener("mouseenter", show);
+    tr.addEventListener("focus", show);
+    tr.addEventListener("mouseleave", hide);
+    tr.addEventListener("blur", hide);
+    return tr;
+  }
+  highlightBox([x1, y1, x2, y2], size) {
+    const scale = this.image.clientWidth / size.width;
+    Object.assign(this.highlight.style, {
+      left: `${x1 * scale}px`, top: `${y1 * scale}px`,
+      width: `${(x2 - x1) * scale}px`, height: `${(y2 - y1) * scale}px`,
+    });
+    this.highlight.hidden = false;
+  }
+}
+
+function summarize(detections) {
+  if (!detections.length) return "No objects above the threshold";
+  const counts = {};
+  for (const d of detections) counts[d.label] = (counts[d.label] || 0) + 1;
+  const parts = Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([l, n]) => `${n} × ${l}`);
+  return `${detections.length} object${detections.length > 1 ? "s" : ""}: ${parts.join(", ")}`;
+}
+
+// --- Upload and poll ----------------------------------------------------------------------------
+function upload(file, card, model, threshold) {
+  const form = new FormData();
+  form.append("image", file);
+  form.append("threshold", threshold);
+  form.append("model", model);
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/upload");
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) card.showProgress(e.loaded / e.total); };
+  xhr.onload = () => {
+    card.showProgress(1);
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: described below */ }
+    if (xhr.status === 202) {
+      const job = { sid: body.sid, name: file.name, started: Date.now() };
+      rememberJob(job);
+      poll(card, job);
+    } else if (xhr.status === 503 && xhr.getResponseHeader("Retry-After")) {
+      retryLater(file, card, model, threshold, Number(xhr.getResponseHeader("Retry-After")), body.error);
+    } else {
+      card.fail(`Upload refused: ${body.error || `HTTP ${xhr.status}`}`);
+    }
+  };
+  xhr.onerror = () => card.fail("The upload did not reach the server (network error).");
+  card.setState("uploading");
+  card.setMessage("Uploading…");
+  xhr.send(form);
+}
+
+async function retryLater(file, card, model, threshold, seconds, reason) {
+  card.setState("waiting", "busy");
+  for (let left = Math.max(1, seconds); left > 0; left--) {
+    card.setMessage(`Server busy (${reason || "queue full"}): retrying in ${left} s…`);
+    await sleep(1000);
+  }
+  upload(file, card, model, threshold);
+}
+
+async function poll(card, job) {
+  let delay = POLL_MS;
+  for (;;) {
+    if (Date.now() - job.started > GIVE_UP_MS) {
+      card.fail("Gave up waiting after 10 minutes; the server may be overloaded. Try again later.");
+      return;
+    }
+    try {
+      const response = await fetch(`/status/${job.sid}`, { cache: "no-store" });
+      const status = await response.json();
+      if (response.status === 404) {
+        card.fail("The server no longer has this job (it expired or was removed).");
+        return;
+      }
+      if (!response.ok) throw new Error(status.error || `HTTP ${response.status}`);
+      card.showStatus(status);
+      if (status.state === "done" || status.state === "failed") return;
+      delay = POLL_MS;
+    } catch (error) {
+      delay = Math.min(delay * 2, MAX_POLL_MS);
+      card.setMessage(`Lost contact with the server (${error.message}); retrying in ${delay / 1000} s.`, true);
+    }
+    await sleep(delay);
+  }
+}
+
+// --- Controls -----------------------------------------------------------------------------------
+async function loadModels() {
+  const select = $("#model");
+  const slider = $("#threshold");
+  try {
+    const response = await fetch("/models");
+    const body = await response.json();
+    const hints = {};
+    for (const model of body.models) {
+      const option = new Option(model.available ? model.name : `${model.name} (not installed)`, model.name);
+      option.disabled = !model.available;
+      option.selected = model.name === body.default;
+      hints[model.name] = [model.hint, model.box_ap && `COCO box AP ${model.box_ap}`].filter(Boolean).join("; ");
+      select.append(option);
+    }
+    const showHint = () => { $("#model-hint").textContent = hints[select.value] || ""; };
+    select.addEventListener("change", showHint);
+    showHint();
+    slider.value = body.default_threshold;
+    slider.dispatchEvent(new Event("input"));
+  } catch (error) {
+    $("#model-hint").textContent = `Could not load the model list (${error.message}); the server default is used.`;
+  }
+}
+
+function startJobs(files) {
+  for (const file of files) {
+    const card = new JobCard(file.name);
+    card.image.classList.add("preview");
+    card.image.alt = `Preview of ${file.name}`;
+    card.image.src = URL.createObjectURL(file);
+    upload(file, card, $("#model").value, $("#threshold").value);
+  }
+}
+
+function setUp() {
+  const zone = $("#drop-zone");
+  const input = $("#file-input");
+  zone.addEventListener("click", () => input.click());
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
+  });
+  input.addEventListener("change", () => { startJobs([...input.files]); input.value = ""; });
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragging"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragging");
+    startJobs([...e.dataTransfer.files]);
+  });
+  const slider = $("#threshold");
+  slider.addEventListener("input", () => { $("#threshold-value").textContent = Number(slider.value).toFixed(2); });
+  $("#clear-jobs").addEventListener("click", () => {
+    localStorage.removeItem(STORE_KEY);
+    $("#jobs").replaceChildren();
+    $("#no-jobs").hidden = false;
+  });
+  loadModels();
+  for (const job of savedJobs()) {
+    const card = new JobCard(job.name);
+    card.setState("queued", "checking");
+    poll(card, job);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", setUp);

@@ -1,0 +1,207 @@
+"""Fixtures: settings in a temp dir, random-weights checkpoints built from mmdet's real configs,
+the app under WebTest, and a live server (waitress + the real daemon) on a free port."""
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CHECKPOINT = ROOT.parent / "shared" / "models" / "yolox_nano_coco.pth"
+SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
+
+sys.path.insert(0, str(ROOT))
+
+
+def build_random_checkpoint(config_name: str, destination: Path, seed: int = 0) -> Path:
+    """A checkpoint of mmdet's model for ``config_name`` with mmdet's own random initialisation."""
+    import torch
+    from mmengine.config import Config
+    from mmdet.apis import init_detector
+
+    from detection.models import mmdet_configs_dir
+
+    config = Config.fromfile(mmdet_configs_dir() / config_name)
+    config.model.backbone.init_cfg = None  # no pretrained download: random init throughout
+    torch.manual_seed(seed)
+    model = init_detector(config, checkpoint=None, device="cpu")
+    model.init_weights()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "meta": {"dataset_meta": model.dataset_meta}},
+               destination)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def rtmdet_checkpoint(checkpoints_dir) -> Path:
+    return build_random_checkpoint("rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
+                                   checkpoints_dir / "rtmdet_tiny_random.pth")
+
+
+def write_models_file(path: Path, checkpoints: dict[str, Path]) -> Path:
+    """A models.toml like the shipped one, with the given checkpoints (others point nowhere)."""
+    import tomllib
+    with open(ROOT / "configs" / "models.toml", "rb") as f:
+        tables = tomllib.load(f)
+    lines = []
+    for name, table in tables.items():
+        lines += [f"[{name}]", f"config = {table['config']!r}", f"hint = {table['hint']!r}"]
+        checkpoint = checkpoints.get(name, path.parent / "absent" / f"{name}.pth")
+        lines += [f"checkpoint = {str(checkpoint)!r}", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Write a testing .ini (from configs/testing.ini) with overrides; return its path."""
+    def make(checkpoints: dict[str, Path], **overrides) -> Path:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(ROOT / "configs" / "testing.ini")
+        app = parser["app:main"]
+        app["detection.uploads_dir"] = str(tmp_path / "uploads")
+        app["detection.checkpoints_dir"] = str(tmp_path / "checkpoints")
+        app["detection.models_file"] = str(write_models_file(tmp_path / "models.toml",
+                                                             checkpoints))
+        for key, value in overrides.items():
+            app[f"detection.{key}"] = str(value)
+        ini = tmp_path / "testing.ini"
+        with open(ini, "w") as f:
+            parser.write(f)
+        return ini
+    return make
+
+
+@pytest.fixture
+def fake_checkpoint(tmp_path) -> Path:
+    """A file standing in for weights, for tests that never load a model."""
+    path = tmp_path / "fake.pth"
+    path.write_bytes(b"not loaded by these tests")
+    return path
+
+
+def app_for(ini: Path):
+    from pyramid.paster import get_appsettings
+
+    from web import main
+    return main({"__file__": str(ini)}, **get_appsettings(str(ini)))
+
+
+@pytest.fixture
+def testapp(make_config, fake_checkpoint):
+    """The app under WebTest, with no worker (jobs stay queued)."""
+    import webtest
+    ini = make_config({"rtmdet_tiny": fake_checkpoint}, spawn_worker="false", max_queue=5)
+    return webtest.TestApp(app_for(ini))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """``python web.py INI`` on a free port: real waitress, real daemon started by the app."""
+
+    def __init__(self, ini: Path):
+        self.ini = ini
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(ini)
+        self.uploads = Path(parser["app:main"]["detection.uploads_dir"])
+
+    def start(self, timeout: float = 30) -> "LiveServer":
+        self.log = open(self.ini.parent / f"web-{self.port}.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "web.py"), str(self.ini)], cwd=ROOT,
+            env={**os.environ, "PORT": str(self.port)}, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/health", timeout=1).raise_for_status()
+                return self
+            except requests.RequestException:
+                assert self.process.poll() is None, "web.py exited at start-up"
+                time.sleep(0.1)
+        raise TimeoutError("the server did not answer /health")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def worker_pid(self) -> int | None:
+        from detection.daemon import worker_pid
+        return worker_pid(self.uploads / ".worker.lock")
+
+    def kill_worker(self, sig: int = signal.SIGKILL) -> int | None:
+        pid = self.worker_pid()
+        if pid:
+            os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while self.worker_pid() == pid and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return pid
+
+    def upload(self, image: bytes, name: str = "photo.png", **fields) -> requests.Response:
+        return requests.post(self.url + "/upload", files={"image": (name, image)},
+                             data=fields, timeout=30)
+
+    def wait_until_finished(self, sid: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = requests.get(f"{self.url}/status/{sid}", timeout=10).json()
+            if status["state"] in ("done", "failed"):
+                return status
+            time.sleep(0.1)
+        raise TimeoutError(f"job {sid} did not finish in {timeout} s: {status}")
+
+
+@pytest.fixture
+def live_server(make_config, rtmdet_checkpoint):
+    """Start servers with ``live_server(**overrides)``; all are stopped, workers killed, after."""
+    servers = []
+
+    def start(checkpoints: dict | None = None, **overrides) -> LiveServer:
+        ini = make_config(checkpoints or {"rtmdet_tiny": rtmdet_checkpoint}, **overrides)
+        server = LiveServer(ini).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.kill_worker()
+
+
+def png_bytes(size=(320, 240), color=(40, 120, 200), mode="RGB", format="PNG", **save) -> bytes:
+    """An image file in memory: a flat background with a few shapes on it."""
+    import io
+
+    from PIL import Image, ImageDraw
+    image = Image.new("RGB", size, color)
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    draw.rectangle((w // 8, h // 6, w // 2, h * 5 // 6), fill=(230, 200, 40))
+    draw.ellipse((w // 2, h // 4, w * 7 // 8, h * 3 // 4), fill=(200, 40, 60))
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **save)
+    return buffer.getvalue()

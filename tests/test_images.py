@@ -1,0 +1,112 @@
+"""Decoding uploads: every format Pillow reads, orientation, and every way an upload can be bad."""
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detection.images import BadImage, ImageTooLarge, decode_image, save_png
+from tests.conftest import png_bytes
+
+LIMIT = 4_000_000
+
+
+def decode(data: bytes, max_pixels: int = LIMIT) -> Image.Image:
+    return decode_image(io.BytesIO(data), max_pixels)
+
+
+@pytest.mark.parametrize("format,mode,save", [
+    ("JPEG", "RGB", {}), ("JPEG", "CMYK", {}), ("JPEG", "L", {}), ("PNG", "RGB", {}),
+    ("PNG", "P", {}), ("WEBP", "RGB", {}), ("GIF", "P", {}), ("BMP", "RGB", {}),
+    ("TIFF", "RGB", {"compression": "tiff_lzw"}), ("TIFF", "CMYK", {}), ("PPM", "RGB", {}),
+])
+def test_every_common_format_becomes_rgb_with_the_same_content(format, mode, save):
+    image = decode(png_bytes(format=format, mode=mode, **save))
+    assert image.mode == "RGB" and image.size == (320, 240)
+    reference = Image.open(io.BytesIO(png_bytes())).convert(mode).convert("RGB")
+    # The rectangle and the background survive every codec (lossy ones roughly).
+    for xy in [(100, 120), (10, 10)]:
+        assert np.abs(np.subtract(image.getpixel(xy), reference.getpixel(xy))).max() < 40
+
+
+def test_sixteen_bit_grayscale_png_is_scaled_not_clipped():
+    values = np.full((50, 60), 32768, dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    image = decode(buffer.getvalue())
+    assert image.mode == "RGB" and image.getpixel((5, 5)) == (127, 127, 127)
+
+
+def test_transparency_is_laid_on_white():
+    rgba = Image.new("RGBA", (40, 30), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (0, 0, 255, 255))
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    image = decode(buffer.getvalue())
+    assert image.getpixel((5, 5)) == (255, 255, 255) and image.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.open(io.BytesIO(png_bytes(size=(300, 200)))).convert("RGB")
+    # Stored rotated, with orientation 6 ("rotate 90 CW to view") in the EXIF.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    image = decode(buffer.getvalue())
+    assert image.size == (300, 200)
+    assert np.abs(np.subtract(image.getpixel((80, 100)), upright.getpixel((80, 100)))).max() < 40
+
+
+def test_text_is_not_an_image():
+    with pytest.raises(BadImage, match="not an image"):
+        decode(b"hello, this is a text file\n" * 10)
+
+
+def test_postscript_is_refused_before_ghostscript_sees_it():
+    with pytest.raises(BadImage, match="not an image"):
+        decode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+
+
+def test_truncated_image():
+    data = png_bytes(size=(640, 480), format="JPEG")
+    with pytest.raises(BadImage, match="truncated or corrupt"):
+        decode(data[: len(data) // 2])
+
+
+def test_corrupt_header():
+    data = bytearray(png_bytes())
+    data[20:30] = b"\xff" * 10  # the IHDR chunk, CRC no longer matches
+    with pytest.raises(BadImage):
+        decode(bytes(data))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A few bytes of PNG whose header claims ``width`` x ``height`` pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_refused_from_its_header():
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        decode(bomb_png(100_000, 100_000))
+
+
+def test_pixel_limit_is_a_setting():
+    assert decode(png_bytes(size=(100, 100)), max_pixels=10_000).size == (100, 100)
+    with pytest.raises(ImageTooLarge):
+        decode(png_bytes(size=(101, 100)), max_pixels=10_000)
+
+
+def test_save_png_is_atomic_and_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "a.png"
+    save_png(Image.new("RGB", (10, 10)), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+    assert Image.open(target).size == (10, 10)

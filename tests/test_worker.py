@@ -1,0 +1,119 @@
+"""The worker with real models from random-weights checkpoints: results, the oracle, failures."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detection.jobs import Job, JobState, SpoolQueue, new_sid
+from detection.settings import parse_settings
+from detection.worker import Worker
+from tests.conftest import build_random_checkpoint, png_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def worker(make_config, rtmdet_checkpoint):
+    from pyramid.paster import get_appsettings
+    ini = make_config({"rtmdet_tiny": rtmdet_checkpoint})
+    return Worker(parse_settings(get_appsettings(str(ini)), str(ini)))
+
+
+def enqueue(queue: SpoolQueue, image: bytes, threshold=0.0, model="rtmdet_tiny") -> Job:
+    job = Job.new(new_sid(), model, threshold)
+    queue.input_path(job.sid).write_bytes(image)
+    queue.enqueue(job)
+    return queue.claim_next()
+
+
+def test_a_job_ends_with_a_drawn_png_and_its_json(worker):
+    job = enqueue(worker.queue, png_bytes(size=(500, 375)), threshold=0.0)
+    worker.run_one(job)
+    status = worker.queue.status(job.sid)
+    assert status.state is JobState.DONE
+    document = json.loads(worker.queue.result_path(job.sid).read_bytes())
+    assert document["image"] == {"width": 500, "height": 375}
+    assert document["model"] == "rtmdet_tiny" and document["threshold"] == 0.0
+    detections = document["detections"]
+    assert detections, "a random model at threshold 0 still proposes boxes"
+    scores = [d["score"] for d in detections]
+    assert scores == sorted(scores, reverse=True)
+    for d in detections:
+        x1, y1, x2, y2 = d["bbox"]
+        assert -1 <= x1 <= x2 <= 501 and -1 <= y1 <= y2 <= 376
+        assert set(d) == {"label", "class_id", "score", "bbox"}
+    assert set(document["timings"]) >= {"inference_ms", "draw_ms", "write_ms"}
+    drawn = Image.open(worker.queue.output_path(job.sid))
+    assert drawn.size == (500, 375)
+    assert drawn.tobytes() != Image.open(worker.queue.input_path(job.sid)).convert("RGB").tobytes()
+
+
+def test_the_threshold_filters(worker):
+    low = enqueue(worker.queue, png_bytes(), threshold=0.0)
+    worker.run_one(low)
+    scores = [d["score"] for d in worker.queue.status(low.sid).result["detections"]]
+    cut = float(np.median(scores))
+    high = enqueue(worker.queue, png_bytes(), threshold=cut)
+    worker.run_one(high)
+    kept = worker.queue.status(high.sid).result["detections"]
+    assert kept and len(kept) < len(scores) and min(d["score"] for d in kept) >= cut - 1e-4
+
+
+def test_oracle_detections_equal_mmdet_inference_detector(worker, rtmdet_checkpoint):
+    """The service's boxes, in original-image pixels, equal mmdet's own API on the stored PNG."""
+    from mmdet.apis import inference_detector, init_detector
+    job = enqueue(worker.queue, png_bytes(size=(800, 450), format="JPEG"), threshold=0.05)
+    worker.run_one(job)
+    ours = worker.queue.status(job.sid).result["detections"]
+    spec = worker.models.registry["rtmdet_tiny"]
+    model = init_detector(str(spec.config), str(rtmdet_checkpoint), device="cpu")
+    instances = inference_detector(model, str(worker.queue.input_path(job.sid))).pred_instances
+    instances = instances[instances.scores >= 0.05]
+    order = instances.scores.argsort(descending=True)
+    theirs = [(model.dataset_meta["classes"][int(instances.labels[i])], float(instances.scores[i]),
+               instances.bboxes[i].tolist()) for i in order]
+    assert len(ours) == len(theirs) > 0
+    for mine, (label, score, box) in zip(ours, theirs):
+        assert mine["label"] == label
+        assert mine["score"] == pytest.approx(score, abs=1e-3)
+        assert mine["bbox"] == pytest.approx(box, abs=0.02)
+
+
+def test_a_missing_checkpoint_fails_the_job_naming_the_download_command(worker):
+    job = enqueue(worker.queue, png_bytes(), model="faster_rcnn_r50")
+    worker.run_one(job)
+    status = worker.queue.status(job.sid)
+    assert status.state is JobState.FAILED
+    assert "python mmdetectionl.py download faster_rcnn_r50" in status.error
+
+
+def test_an_unreadable_stored_image_fails_the_job_with_a_reason(worker):
+    job = enqueue(worker.queue, b"this was never a png")
+    worker.run_one(job)
+    status = worker.queue.status(job.sid)
+    assert status.state is JobState.FAILED and "detection failed" in status.error
+    assert not worker.queue.output_path(job.sid).exists()
+
+
+def test_models_stay_warm_within_the_count_bound(worker, rtmdet_checkpoint):
+    cache = worker.models
+    cache.max_models = 1
+    first = cache.get("rtmdet_tiny")
+    assert cache.get("rtmdet_tiny") is first and cache.loaded == ["rtmdet_tiny"]
+
+
+def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmdet_checkpoint):
+    from pycocotools import mask as coco_mask
+    from pyramid.paster import get_appsettings
+    masks = build_random_checkpoint("rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py",
+                                    checkpoints_dir / "rtmdet_ins_random.pth")
+    ini = make_config({"rtmdet_tiny": rtmdet_checkpoint, "rtmdet_ins_tiny": masks})
+    worker = Worker(parse_settings(get_appsettings(str(ini)), str(ini)))
+    job = enqueue(worker.queue, png_bytes(size=(320, 240)), threshold=0.0, model="rtmdet_ins_tiny")
+    worker.run_one(job)
+    detections = worker.queue.status(job.sid).result["detections"]
+    assert detections and all("mask" in d for d in detections)
+    decoded = coco_mask.decode({"size": detections[0]["mask"]["size"],
+                                "counts": detections[0]["mask"]["counts"].encode()})
+    assert decoded.shape == (240, 320)
