@@ -73,8 +73,10 @@ def list_models(settings: Settings) -> int:
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        argv = ["detect", *argv]  # the original `mmdetectionl.py SID THRESHOLD`
+    first = 2 if argv[:1] == ["--config"] else 1 if argv[:1] and argv[0].startswith("--config=") else 0
+    rest = argv[first:]
+    if rest and not rest[0].startswith("-") and rest[0] not in COMMANDS:
+        argv = [*argv[:first], "detect", *rest]  # the original `mmdetectionl.py SID THRESHOLD`
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),

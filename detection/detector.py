@@ -61,6 +61,9 @@ class Detector:
         keep = instances.scores >= threshold
         scores = instances.scores[keep].cpu().numpy()
         boxes = instances.bboxes[keep].cpu().numpy()
+        height, width = image_bgr.shape[:2]
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # mmdet clips to the padded network input
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         labels = instances.labels[keep].cpu().numpy()
         masks = instances.masks[keep].cpu().numpy() if "masks" in instances else None
         order = np.argsort(-scores, kind="stable")

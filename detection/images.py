@@ -55,7 +55,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16") or values.max(initial=0) > 255:
             values = values / 257.0
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))  # mode L
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if has_alpha:
         rgba = image.convert("RGBA")

@@ -20,24 +20,7 @@ SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
 
 sys.path.insert(0, str(ROOT))
 
-
-def build_random_checkpoint(config_name: str, destination: Path, seed: int = 0) -> Path:
-    """A checkpoint of mmdet's model for ``config_name`` with mmdet's own random initialisation."""
-    import torch
-    from mmengine.config import Config
-    from mmdet.apis import init_detector
-
-    from detection.models import mmdet_configs_dir
-
-    config = Config.fromfile(mmdet_configs_dir() / config_name)
-    config.model.backbone.init_cfg = None  # no pretrained download: random init throughout
-    torch.manual_seed(seed)
-    model = init_detector(config, checkpoint=None, device="cpu")
-    model.init_weights()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "meta": {"dataset_meta": model.dataset_meta}},
-               destination)
-    return destination
+from tests.random_weights import build_random_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
