@@ -48,24 +48,25 @@ def write_models_file(path: Path, checkpoints: dict[str, Path]) -> Path:
     return path
 
 
+def write_config(directory: Path, checkpoints: dict[str, Path], **overrides) -> Path:
+    """Write a testing .ini (from configs/testing.ini) using ``directory``; return its path."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "configs" / "testing.ini")
+    app = parser["app:main"]
+    app["detection.uploads_dir"] = str(directory / "uploads")
+    app["detection.checkpoints_dir"] = str(directory / "checkpoints")
+    app["detection.models_file"] = str(write_models_file(directory / "models.toml", checkpoints))
+    for key, value in overrides.items():
+        app[f"detection.{key}"] = str(value)
+    ini = directory / "testing.ini"
+    with open(ini, "w") as f:
+        parser.write(f)
+    return ini
+
+
 @pytest.fixture
 def make_config(tmp_path):
-    """Write a testing .ini (from configs/testing.ini) with overrides; return its path."""
-    def make(checkpoints: dict[str, Path], **overrides) -> Path:
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(ROOT / "configs" / "testing.ini")
-        app = parser["app:main"]
-        app["detection.uploads_dir"] = str(tmp_path / "uploads")
-        app["detection.checkpoints_dir"] = str(tmp_path / "checkpoints")
-        app["detection.models_file"] = str(write_models_file(tmp_path / "models.toml",
-                                                             checkpoints))
-        for key, value in overrides.items():
-            app[f"detection.{key}"] = str(value)
-        ini = tmp_path / "testing.ini"
-        with open(ini, "w") as f:
-            parser.write(f)
-        return ini
-    return make
+    return lambda checkpoints, **overrides: write_config(tmp_path, checkpoints, **overrides)
 
 
 @pytest.fixture
