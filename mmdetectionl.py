@@ -8,6 +8,11 @@
 """
 from __future__ import annotations
 
+import warnings
+
+# Pyramid 2.0 still imports pkg_resources; setuptools warns about it on every start.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
 import argparse
 import json
 import logging

@@ -6,6 +6,11 @@ it); ``python web.py [INI]`` serves it with waitress. ``HOST`` and ``PORT`` over
 """
 from __future__ import annotations
 
+import warnings
+
+# Pyramid 2.0 still imports pkg_resources; setuptools warns about it on every start.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
 import os
 import sys
 from pathlib import Path

@@ -17,6 +17,7 @@ ENVIRONMENT_OVERRIDES = {
     "DETECTION_UPLOADS_DIR": "uploads_dir",
     "DETECTION_CHECKPOINTS_DIR": "checkpoints_dir",
     "DETECTION_MODELS_FILE": "models_file",
+    "DETECTION_DEFAULT_MODEL": "default_model",
     "DETECTION_DEVICE": "device",
 }
 
