@@ -19,6 +19,7 @@ dev:
 	$(MAKE) run CONFIG=configs/development.ini
 
 test: install
+	bash scripts/install-browser.sh
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 clean:

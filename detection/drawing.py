@@ -39,15 +39,34 @@ def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Im
     short_side = min(canvas.size)
     line_width = max(2, round(short_side / 300))
     font = _font(max(12, round(short_side / 40)))
-    for detection in reversed(detections):
-        color = class_color(detection.class_id)
-        x1, y1, x2, y2 = detection.bbox
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=line_width)
+    labels, placed = [], []
+    for detection in detections:  # best first: they get the best label places
         text = f"{detection.label} {detection.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        height = bottom - top + 2 * line_width
-        label_y = y1 - height if y1 - height >= 0 else y1  # above the box, or inside at the top
-        draw.rectangle((x1, label_y, x1 + right - left + 2 * line_width, label_y + height),
-                       fill=color)
-        draw.text((x1 + line_width, label_y + line_width - top), text, fill=(0, 0, 0), font=font)
+        size = (right - left + 2 * line_width, bottom - top + 2 * line_width)
+        rectangle = _label_place(detection.bbox, size, placed)
+        placed.append(rectangle)
+        labels.append((rectangle, text, top))
+    for detection, (rectangle, text, top) in reversed(list(zip(detections, labels))):
+        color = class_color(detection.class_id)
+        draw.rectangle(detection.bbox, outline=color, width=line_width)
+        draw.rectangle(rectangle, fill=color)
+        draw.text((rectangle[0] + line_width, rectangle[1] + line_width - top), text,
+                  fill=(0, 0, 0), font=font)
     return canvas
+
+
+def _label_place(bbox, size, placed) -> tuple[float, float, float, float]:
+    """Above the box, else inside its top, else below it: the first place no better label has."""
+    x1, y1, _, y2 = bbox
+    width, height = size
+    candidates = [(x1, y1 - height), (x1, y1), (x1, y2)]
+    rectangles = [(x, max(0, y), x + width, max(0, y) + height) for x, y in candidates]
+    for rectangle in rectangles:
+        if not any(_overlap(rectangle, other) for other in placed):
+            return rectangle
+    return rectangles[0]
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -137,7 +137,7 @@ function upload(file, card, model, threshold) {
       rememberJob(job);
       poll(card, job);
     } else if (xhr.status === 503 && xhr.getResponseHeader("Retry-After")) {
-      retryLater(file, card, model, threshold, Number(xhr.getResponseHeader("Retry-After")), body.error);
+      retryLater(file, card, model, threshold, Number(xhr.getResponseHeader("Retry-After")));
     } else {
       card.fail(`Upload refused: ${body.error || `HTTP ${xhr.status}`}`);
     }
@@ -148,10 +148,10 @@ function upload(file, card, model, threshold) {
   xhr.send(form);
 }
 
-async function retryLater(file, card, model, threshold, seconds, reason) {
+async function retryLater(file, card, model, threshold, seconds) {
   card.setState("waiting", "busy");
   for (let left = Math.max(1, seconds); left > 0; left--) {
-    card.setMessage(`Server busy (${reason || "queue full"}): retrying in ${left} s…`);
+    card.setMessage(`The server is busy (its queue is full): retrying in ${left} s…`);
     await sleep(1000);
   }
   upload(file, card, model, threshold);

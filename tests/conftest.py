@@ -129,6 +129,7 @@ class LiveServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+            self.log.close()
 
     def worker_pid(self) -> int | None:
         from detection.daemon import worker_pid
