@@ -5,6 +5,7 @@ Reads like ``mmdet.apis`` from the outside: ``load_detector(spec, device)`` then
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -43,14 +44,21 @@ def resolve_device(setting: str) -> str:
 
 
 class Detector:
-    """One loaded model."""
+    """One loaded model; on the CPU, ``runtime="onnxruntime"`` runs its backbone with ONNX Runtime."""
 
-    def __init__(self, spec: ModelSpec, device: str):
+    def __init__(self, spec: ModelSpec, device: str, runtime: str = "torch",
+                 cache_dir: Path | None = None, threads: int = 0):
         from mmdet.apis import init_detector
         self.spec = spec
         self.device = device
-        self.model = init_detector(str(spec.config), str(spec.require_checkpoint()), device=device)
+        checkpoint = spec.require_checkpoint()
+        self.model = init_detector(str(spec.config), str(checkpoint), device=device)
         self.classes: tuple[str, ...] = tuple(self.model.dataset_meta["classes"])
+        self.runtime = "torch"
+        if runtime == "onnxruntime" and device == "cpu" and cache_dir is not None:
+            from .acceleration import use_onnxruntime
+            if use_onnxruntime(self.model, checkpoint, spec.config, cache_dir, threads):
+                self.runtime = "onnxruntime"
 
     def detect(self, image_bgr: np.ndarray, threshold: float) -> list[Detection]:
         """Detections scoring at least ``threshold``, best first, in ``image_bgr``'s pixels."""

@@ -38,6 +38,7 @@ class Settings:
     max_pixels: int
     max_queue: int
     device: str
+    runtime: str
     torch_threads: int
     idle_exit_seconds: float
     poll_interval_seconds: float
@@ -49,6 +50,10 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.uploads_dir / ".queue"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        return self.checkpoints_dir / ".onnx"
 
     @property
     def worker_lock_file(self) -> Path:
@@ -77,6 +82,13 @@ def _number(raw: Mapping[str, str], key: str, default: float, kind: type, low: f
     if not low <= number <= high:
         raise SettingsError(f"{PREFIX}{key} must be between {low} and {high}, got {number}")
     return number
+
+
+def _choice(raw: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = str(raw.get(key, default)).strip()
+    if value not in choices:
+        raise SettingsError(f"{PREFIX}{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _flag(raw: Mapping[str, str], key: str, default: bool) -> bool:
@@ -109,6 +121,7 @@ def parse_settings(app_settings: Mapping[str, str], config_file: str | None = No
         max_pixels=_number(raw, "max_pixels", 40_000_000, int, 1, 2**40),
         max_queue=_number(raw, "max_queue", 100, int, 1, 1_000_000),
         device=raw.get("device", "auto").strip(),
+        runtime=_choice(raw, "runtime", "onnxruntime", ("onnxruntime", "torch")),
         torch_threads=_number(raw, "torch_threads", 0, int, 0, 1024),
         idle_exit_seconds=_number(raw, "idle_exit_seconds", 600, float, 0, 10**9),
         poll_interval_seconds=_number(raw, "poll_interval_seconds", 0.02, float, 0.001, 60),

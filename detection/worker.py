@@ -33,17 +33,18 @@ log = logging.getLogger(__name__)
 class ModelCache:
     """Loaded detectors by name, evicting the least recently used beyond the bounds."""
 
-    def __init__(self, registry: dict[str, ModelSpec], device: str, max_models: int,
-                 max_memory_mb: int):
+    def __init__(self, registry: dict[str, ModelSpec], settings: Settings):
         self.registry = registry
-        self.device = device
-        self.max_models = max_models
-        self.max_memory_mb = max_memory_mb
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.max_models = settings.max_loaded_models
+        self.max_memory_mb = settings.max_worker_memory_mb
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
 
     @property
-    def loaded(self) -> list[str]:
-        return list(self._loaded)
+    def loaded(self) -> dict[str, str]:
+        """Loaded model names -> the runtime each runs on."""
+        return {name: detector.runtime for name, detector in self._loaded.items()}
 
     def get(self, name: str) -> Detector:
         if name in self._loaded:
@@ -53,8 +54,11 @@ class ModelCache:
             raise UnknownModel(f"unknown model {name!r}")
         self._evict(keep=self.max_models - 1)
         started = time.perf_counter()
-        self._loaded[name] = Detector(self.registry[name], self.device)
-        log.info("loaded model %s on %s in %.1f s", name, self.device,
+        settings = self.settings
+        detector = Detector(self.registry[name], self.device, settings.runtime,
+                            settings.onnx_cache_dir, settings.torch_threads)
+        self._loaded[name] = detector
+        log.info("loaded model %s on %s (%s) in %.1f s", name, self.device, detector.runtime,
                  time.perf_counter() - started)
         self._evict(keep=self.max_models, memory_bound=True)
         return self._loaded[name]
@@ -123,8 +127,7 @@ class Worker:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
-                                 resolve_device(settings.device), settings.max_loaded_models,
-                                 settings.max_worker_memory_mb)
+                                 settings)
         self.stop = threading.Event()
         self.jobs_done = 0
 
@@ -146,7 +149,8 @@ class Worker:
     def write_state(self) -> None:
         """What /health shows of this worker."""
         state = {"pid": os.getpid(), "device": self.models.device, "version": __version__,
-                 "models_loaded": self.models.loaded, "jobs_done": self.jobs_done,
+                 "models_loaded": sorted(self.models.loaded), "runtimes": self.models.loaded,
+                 "jobs_done": self.jobs_done,
                  "updated": time.time()}
         write_atomically(self.settings.worker_state_file, json.dumps(state).encode())
 

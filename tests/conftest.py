@@ -109,6 +109,7 @@ class LiveServer:
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(ini)
         self.uploads = Path(parser["app:main"]["detection.uploads_dir"])
+        self.models_file = Path(parser["app:main"]["detection.models_file"])
 
     def start(self, timeout: float = 30) -> "LiveServer":
         self.log = open(self.ini.parent / f"web-{self.port}.log", "ab")

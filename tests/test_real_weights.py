@@ -116,3 +116,22 @@ def test_the_drawn_result_shows_the_boxes(server):
     assert tuple(edge) == class_color(dog["class_id"])
     inside = (slice(y1 + 20, y2 - 20), slice(x1 + 20, x2 - 20))
     assert np.abs(drawn[inside].astype(int) - original[inside]).mean() < 3, "boxes, not blur"
+
+
+def test_onnxruntime_and_pytorch_give_the_same_detections(server):
+    """The fast path (ONNX Runtime backbone) against PyTorch alone, on every photo."""
+    from detection.detector import Detector
+    from detection.images import decode_image
+    from detection.models import load_registry
+    from tests.test_worker import assert_same_detections
+    health = requests.get(server.url + "/health", timeout=10).json()
+    assert health["worker"]["runtimes"]["yolox_nano"] == "onnxruntime"
+    spec = load_registry(server.models_file, server.uploads)["yolox_nano"]
+    torch_only = Detector(spec, "cpu", runtime="torch")
+    for photo in sorted(SHARED_PHOTOS.glob("*.jpg")):
+        status = detect(server, photo.read_bytes(), threshold="0.3")
+        with open(photo, "rb") as f:
+            pixels = np.asarray(decode_image(f, 10**8))[:, :, ::-1].copy()
+        reference = [(d.label, d.score, d.bbox) for d in torch_only.detect(pixels, 0.3)]
+        assert len(status["detections"]) == len(reference), photo.name
+        assert_same_detections(status["detections"], reference, box_tolerance=0.5)

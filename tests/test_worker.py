@@ -76,10 +76,22 @@ def test_oracle_detections_equal_mmdet_inference_detector(worker, rtmdet_checkpo
     theirs = [(model.dataset_meta["classes"][int(instances.labels[i])], float(instances.scores[i]),
                instances.bboxes[i].tolist()) for i in order]
     assert len(ours) == len(theirs) > 0
-    for mine, (label, score, box) in zip(ours, theirs):
-        assert mine["label"] == label
-        assert mine["score"] == pytest.approx(score, abs=1e-3)
-        assert mine["bbox"] == pytest.approx(box, abs=0.02)
+    assert_same_detections(ours, theirs)
+
+
+def assert_same_detections(ours: list[dict], theirs: list[tuple], box_tolerance: float = 0.1):
+    """Each detection matches one of theirs: same label, score within 1e-3, box within tolerance.
+
+    (ONNX Runtime reorders float operations, so boxes move by hundredths of a pixel and
+    near-equal scores may swap places.)"""
+    unmatched = list(theirs)
+    for mine in ours:
+        match = next((t for t in unmatched if t[0] == mine["label"]
+                      and abs(t[1] - mine["score"]) <= 1e-3
+                      and max(abs(a - b) for a, b in zip(t[2], mine["bbox"])) <= box_tolerance),
+                     None)
+        assert match is not None, f"no match for {mine}"
+        unmatched.remove(match)
 
 
 def test_a_missing_checkpoint_fails_the_job_naming_the_download_command(worker):
@@ -102,7 +114,7 @@ def test_models_stay_warm_within_the_count_bound(worker, rtmdet_checkpoint):
     cache = worker.models
     cache.max_models = 1
     first = cache.get("rtmdet_tiny")
-    assert cache.get("rtmdet_tiny") is first and cache.loaded == ["rtmdet_tiny"]
+    assert cache.get("rtmdet_tiny") is first and cache.loaded == {"rtmdet_tiny": "onnxruntime"}
 
 
 def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmdet_checkpoint):
@@ -119,3 +131,14 @@ def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmd
     decoded = coco_mask.decode({"size": detections[0]["mask"]["size"],
                                 "counts": detections[0]["mask"]["counts"].encode()})
     assert decoded.shape == (240, 320)
+
+
+def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatch, tmp_path):
+    from detection import acceleration
+    from detection.detector import Detector
+    monkeypatch.setattr(acceleration, "RELATIVE_TOLERANCE", -1.0)  # nothing can pass
+    spec = worker.models.registry["rtmdet_tiny"]
+    detector = Detector(spec, "cpu", runtime="onnxruntime", cache_dir=tmp_path / "onnx")
+    assert detector.runtime == "torch"
+    image = np.asarray(Image.new("RGB", (320, 240), (90, 140, 60)))[:, :, ::-1].copy()
+    assert detector.detect(image, 0.0), "the PyTorch model is intact after the export"
