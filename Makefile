@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 CONFIG ?= configs/production.ini
 MODEL ?= rtmdet_tiny
 
-.PHONY: install run dev test clean
+.PHONY: install run dev test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt scripts/install.sh pyproject.toml
@@ -24,3 +24,6 @@ test: install
 
 clean:
 	rm -rf uploads/*.png uploads/*.json uploads/.queue uploads/.worker.*
+
+bench: install
+	$(PYTHON) bench/benchmark.py --output docs/benchmarks.md

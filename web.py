@@ -18,6 +18,7 @@ from pathlib import Path
 from pyramid.config import Configurator
 
 from detection.models import MissingCheckpoint, UnknownModel
+from detection.security import ApiKeyPolicy
 from detection.service import DetectionService
 from detection.settings import SettingsError, parse_settings
 
@@ -31,8 +32,10 @@ def main(global_config: dict, **app_settings: str):
     with Configurator(settings=app_settings) as config:
         config.registry.service = service
         config.add_request_method(lambda request: request.registry.service, "service", reify=True)
+        config.set_security_policy(ApiKeyPolicy(settings.api_keys))
         config.include("detection.routes")
         config.scan("detection.views")
+        config.scan("detection.deepstack")
     return config.make_wsgi_app()
 
 

@@ -12,3 +12,6 @@ def includeme(config) -> None:
     config.add_route("uploaded_file", "/uploads/{name}")
     config.add_route("health", "/health")
     config.add_route("models", "/models")
+    config.add_route("openapi", "/openapi.json")
+    config.add_route("deepstack_detection", "/v1/vision/detection")
+    config.add_route("deepstack_custom", "/v1/vision/custom/{model}")

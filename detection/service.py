@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import BinaryIO
 
 from . import __version__
@@ -21,6 +22,12 @@ class BadParameter(ValueError):
 
 class ModelUnavailable(RuntimeError):
     """A configured model whose checkpoint is not installed on this server."""
+
+
+class DetectionTimeout(TimeoutError):
+    """A synchronous request's job did not finish in time (it goes on; poll its status)."""
+
+    retry_after = 5
 
 
 class DetectionService:
@@ -56,16 +63,26 @@ class DetectionService:
                                    f"(its checkpoint is missing)")
         return spec
 
-    def parse_threshold(self, raw: str | None) -> float:
+    def parse_threshold(self, raw: str | None, default: float | None = None,
+                        name: str = "threshold") -> float:
         if raw is None or not str(raw).strip():
-            return self.settings.default_threshold
+            return self.settings.default_threshold if default is None else default
         try:
             threshold = float(raw)
         except ValueError:
-            raise BadParameter(f"threshold must be a number in [0, 1], got {raw!r}") from None
+            raise BadParameter(f"{name} must be a number in [0, 1], got {raw!r}") from None
         if not 0.0 <= threshold <= 1.0:  # also rejects nan
-            raise BadParameter(f"threshold must be a number in [0, 1], got {raw!r}")
+            raise BadParameter(f"{name} must be a number in [0, 1], got {raw!r}")
         return threshold
+
+    def parse_seconds(self, raw: str, name: str, maximum: float) -> float:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0.0 <= seconds <= maximum:
+            raise BadParameter(f"{name} must be a number of seconds in [0, {maximum:g}], got {raw!r}")
+        return seconds
 
     def accept_upload(self, stream: BinaryIO, model: ModelSpec, threshold: float) -> str:
         """Decode, store and enqueue an upload; return its new sid."""
@@ -94,6 +111,22 @@ class DetectionService:
         status = self.queue.status(sid)
         if status is not None and status.state in (JobState.QUEUED, JobState.RUNNING):
             self.ensure_worker()  # a poll revives a dead worker
+        return status
+
+    def wait_for(self, sid: str, timeout: float) -> JobStatus | None:
+        """The job's status once it is done or failed, or when ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while not self.queue.is_finished(sid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.job_status(sid)
+
+    def detect_now(self, sid: str) -> JobStatus:
+        """Wait for a synchronous request's job, up to ``settings.sync_timeout_seconds``."""
+        status = self.wait_for(sid, self.settings.sync_timeout_seconds)
+        if status.state not in (JobState.DONE, JobState.FAILED):
+            raise DetectionTimeout(
+                f"detection took longer than {self.settings.sync_timeout_seconds:g} s; "
+                f"the job goes on: GET /status/{sid}")
         return status
 
     def health(self) -> dict:

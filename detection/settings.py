@@ -19,6 +19,7 @@ ENVIRONMENT_OVERRIDES = {
     "DETECTION_MODELS_FILE": "models_file",
     "DETECTION_DEFAULT_MODEL": "default_model",
     "DETECTION_DEVICE": "device",
+    "DETECTION_API_KEYS": "api_keys",
 }
 
 
@@ -46,6 +47,8 @@ class Settings:
     max_worker_memory_mb: int
     retention_hours: float
     spawn_worker: bool
+    sync_timeout_seconds: float
+    api_keys: tuple[str, ...]
 
     @property
     def spool_dir(self) -> Path:
@@ -129,4 +132,6 @@ def parse_settings(app_settings: Mapping[str, str], config_file: str | None = No
         max_worker_memory_mb=_number(raw, "max_worker_memory_mb", 3072, int, 64, 10**7),
         retention_hours=_number(raw, "retention_hours", 24, float, 0, 10**6),
         spawn_worker=_flag(raw, "spawn_worker", True),
+        sync_timeout_seconds=_number(raw, "sync_timeout_seconds", 30, float, 0.1, 3600),
+        api_keys=tuple(raw.get("api_keys", "").replace(",", " ").split()),
     )

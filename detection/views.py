@@ -1,21 +1,27 @@
 """HTTP only: parse the request, call the service, answer JSON. Errors become JSON in one place."""
 from __future__ import annotations
 
+import io
 import logging
 import re
+from email.parser import BytesParser
+from email.policy import HTTP
 
 from pyramid.httpexceptions import HTTPException
 from pyramid.response import FileResponse
-from pyramid.view import notfound_view_config, view_config
+from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from .images import BadImage, ImageTooLarge
 from .jobs import JobState, JobStatus, QueueFull
 from .models import UnknownModel
+from .openapi import openapi_document
 from .routes import STATIC_DIR
-from .service import BadParameter, ModelUnavailable
+from .security import API_PERMISSION
+from .service import BadParameter, DetectionTimeout, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
+MAX_STATUS_WAIT = 60.0
 UPLOADED_FILE = re.compile(r"(?P<sid>[0-9a-f]{32})(?P<kind>\.png|\.out\.png|\.json|\.error\.json)")
 CONTENT_TYPES = {".png": "image/png", ".out.png": "image/png",
                  ".json": "application/json", ".error.json": "application/json"}
@@ -29,8 +35,17 @@ class JobNotFound(LookupError):
     pass
 
 
-ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, BadImage: 422, ImageTooLarge: 413,
-                BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 503, QueueFull: 503}
+class ModelNotFound(UnknownModel):
+    """An unknown model named in the URL (a missing resource, not a bad parameter)."""
+
+
+class DetectionFailed(RuntimeError):
+    """A synchronous request's job failed in the worker; the message is the worker's reason."""
+
+
+ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadImage: 422,
+                ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 503,
+                QueueFull: 503, DetectionTimeout: 503, DetectionFailed: 500}
 
 
 @view_config(route_name="home", request_method="GET")
@@ -38,10 +53,9 @@ def home(request):
     return FileResponse(str(STATIC_DIR / "index.html"), request, content_type="text/html")
 
 
-@view_config(route_name="upload", request_method="POST", renderer="json")
-def upload(request):
-    service = request.service
-    limit = service.settings.max_upload_bytes
+def read_image_form(request):
+    """The multipart form and its ``image`` as a binary stream, or a clear error."""
+    limit = request.service.settings.max_upload_bytes
     if request.content_length and request.content_length > limit:
         raise BodyTooLarge(f"the upload is {request.content_length} bytes; the limit is {limit}")
     try:
@@ -49,26 +63,53 @@ def upload(request):
     except ValueError as error:
         raise BadParameter(f"malformed multipart body: {error}") from None
     field = form.get("image")
+    if isinstance(field, str) and request.content_type == "multipart/form-data":
+        return form, io.BytesIO(_part_bytes(request, "image"))
     if not hasattr(field, "file"):
         raise BadParameter("send the image as a multipart/form-data file field named 'image'")
+    return form, field.file
+
+
+def _part_bytes(request, name: str) -> bytes:
+    """A multipart part sent without a file name (some DeepStack clients do): WebOb decodes it as
+    text, losing binary data, so take its bytes from the body with the standard email parser."""
+    head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + request.body)
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == name:
+            return part.get_payload(decode=True) or b""
+    return b""
+
+
+@view_config(route_name="upload", request_method="POST", renderer="json",
+             permission=API_PERMISSION)
+def upload(request):
+    service = request.service
+    form, image = read_image_form(request)
     model = service.pick_model(form.get("model"))
     threshold = service.parse_threshold(form.get("threshold"))
-    sid = service.accept_upload(field.file, model, threshold)
+    sid = service.accept_upload(image, model, threshold)
     request.response.status_int = 202
     request.response.location = request.route_url("status", sid=sid)
     return {"sid": sid, **_urls(request, sid)}
 
 
-@view_config(route_name="status", request_method="GET", renderer="json", http_cache=0)
+@view_config(route_name="status", request_method="GET", renderer="json", http_cache=0,
+             permission=API_PERMISSION)
 def status(request):
+    """``?wait=S`` (up to 60) answers as soon as the job finishes, or after S seconds."""
     sid = request.matchdict["sid"]
     job_status = request.service.job_status(sid)
     if job_status is None:
         raise JobNotFound(f"no job with id {sid!r}")
+    if "wait" in request.GET and job_status.state in (JobState.QUEUED, JobState.RUNNING):
+        wait = request.service.parse_seconds(request.GET["wait"], "wait", MAX_STATUS_WAIT)
+        job_status = request.service.wait_for(sid, wait)
     return status_body(request, job_status)
 
 
-@view_config(route_name="uploaded_file", request_method="GET", renderer="json")
+@view_config(route_name="uploaded_file", request_method="GET", renderer="json",
+             permission=API_PERMISSION)
 def uploaded_file(request):
     """The original design's poll: 404 until the file exists (410 if the job failed)."""
     name = request.matchdict["name"]
@@ -95,12 +136,18 @@ def health(request):
     return request.service.health()
 
 
-@view_config(route_name="models", request_method="GET", renderer="json")
+@view_config(route_name="models", request_method="GET", renderer="json",
+             permission=API_PERMISSION)
 def models(request):
     service = request.service
     return {"default": service.settings.default_model,
             "default_threshold": service.settings.default_threshold,
             "models": [spec.describe() for spec in service.models.values()]}
+
+
+@view_config(route_name="openapi", request_method="GET", renderer="json")
+def openapi(request):
+    return openapi_document(request.service)
 
 
 def _urls(request, sid: str) -> dict:
@@ -123,26 +170,42 @@ def status_body(request, job_status: JobStatus) -> dict:
     return body
 
 
+def error_body(request, message: str) -> dict:
+    """Our error shape; DeepStack clients also get their ``success: false``."""
+    route = request.matched_route
+    if route is not None and route.name.startswith("deepstack"):
+        return {"success": False, "error": message}
+    return {"error": message}
+
+
 @notfound_view_config(renderer="json")
 def not_found(request):
     request.response.status_int = 404
-    return {"error": f"nothing at {request.path}"}
+    return error_body(request, f"nothing at {request.path}")
+
+
+@forbidden_view_config(renderer="json")
+def no_api_key(request):
+    request.response.status_int = 401
+    request.response.headers["WWW-Authenticate"] = 'Bearer realm="detection"'
+    return error_body(request, "a valid API key is required (Authorization: Bearer KEY, "
+                               "X-API-Key: KEY, or an api_key form field)")
 
 
 @view_config(context=HTTPException, renderer="json")
 def http_error(error, request):
     request.response.status_int = error.status_int
     request.response.headers.update({k: v for k, v in error.headers.items() if k == "Allow"})
-    return {"error": error.detail or error.title}
+    return error_body(request, error.detail or error.title)
 
 
 @view_config(context=Exception, renderer="json")
 def domain_error(error, request):
     status = next((ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS), 500)
     request.response.status_int = status
-    if isinstance(error, QueueFull):
+    if isinstance(error, (QueueFull, DetectionTimeout)):
         request.response.headers["Retry-After"] = str(error.retry_after)
-    if status == 500:
+    if status == 500 and not isinstance(error, DetectionFailed):
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return {"error": "internal error; the server log has the details"}
-    return {"error": str(error)}
+        return error_body(request, "internal error; the server log has the details")
+    return error_body(request, str(error))

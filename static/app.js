@@ -3,12 +3,37 @@
 "use strict";
 
 const STORE_KEY = "detection.jobs";
+const API_KEY_STORE = "detection.apiKey";
 const POLL_MS = 1000;
 const MAX_POLL_MS = 8000;
 const GIVE_UP_MS = 10 * 60 * 1000;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// --- API key (only where the server is configured with keys) --------------------------------------
+const apiKey = () => localStorage.getItem(API_KEY_STORE);
+const keyHeaders = () => (apiKey() ? { "X-API-Key": apiKey() } : {});
+
+function askForKey() {
+  const key = window.prompt("This server needs an API key:");
+  if (!key) return false;
+  localStorage.setItem(API_KEY_STORE, key.trim());
+  return true;
+}
+
+async function api(url) {
+  const response = await fetch(url, { cache: "no-store", headers: keyHeaders() });
+  if (response.status === 401 && askForKey()) return api(url);
+  return response;
+}
+
+// A URL the page can show or offer for download: with a key, the file is fetched with it.
+async function fileUrl(url) {
+  if (!apiKey()) return url;
+  const response = await api(url);
+  return URL.createObjectURL(await response.blob());
+}
 
 // --- Jobs remembered across reloads -------------------------------------------------------------
 function savedJobs() {
@@ -52,7 +77,7 @@ class JobCard {
     bar.hidden = fraction >= 1;
     bar.value = fraction;
   }
-  showStatus(status) {
+  async showStatus(status) {
     if (status.state === "queued") {
       this.setState("queued");
       this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
@@ -62,19 +87,19 @@ class JobCard {
     } else if (status.state === "failed") {
       this.fail(`Detection failed: ${status.error}`);
     } else if (status.state === "done") {
-      this.showResult(status);
+      await this.showResult(status);
     }
   }
-  showResult(status) {
+  async showResult(status) {
     this.setState("done");
     this.setMessage("");
     this.image.classList.remove("preview");
     this.image.alt = `Result: ${summarize(status.detections)}`;
-    this.image.src = status.result_url;
+    this.image.src = await fileUrl(status.result_url);
     const png = $(".png-link", this.el);
     const json = $(".json-link", this.el);
-    png.href = status.result_url;
-    json.href = status.json_url;
+    png.href = this.image.src;
+    json.href = await fileUrl(status.json_url);
     png.download = `${status.sid}.out.png`;
     json.download = `${status.sid}.json`;
     const seconds = (status.timings.inference_ms / 1000).toFixed(2);
@@ -127,6 +152,7 @@ function upload(file, card, model, threshold) {
   form.append("model", model);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/upload");
+  for (const [name, value] of Object.entries(keyHeaders())) xhr.setRequestHeader(name, value);
   xhr.upload.onprogress = (e) => { if (e.lengthComputable) card.showProgress(e.loaded / e.total); };
   xhr.onload = () => {
     card.showProgress(1);
@@ -136,6 +162,8 @@ function upload(file, card, model, threshold) {
       const job = { sid: body.sid, name: file.name, started: Date.now() };
       rememberJob(job);
       poll(card, job);
+    } else if (xhr.status === 401 && askForKey()) {
+      upload(file, card, model, threshold);
     } else if (xhr.status === 503 && xhr.getResponseHeader("Retry-After")) {
       retryLater(file, card, model, threshold, Number(xhr.getResponseHeader("Retry-After")));
     } else {
@@ -165,14 +193,14 @@ async function poll(card, job) {
       return;
     }
     try {
-      const response = await fetch(`/status/${job.sid}`, { cache: "no-store" });
+      const response = await api(`/status/${job.sid}`);
       const status = await response.json();
       if (response.status === 404) {
         card.fail("The server no longer has this job (it expired or was removed).");
         return;
       }
       if (!response.ok) throw new Error(status.error || `HTTP ${response.status}`);
-      card.showStatus(status);
+      await card.showStatus(status);
       if (status.state === "done" || status.state === "failed") return;
       delay = POLL_MS;
     } catch (error) {
@@ -188,7 +216,7 @@ async function loadModels() {
   const select = $("#model");
   const slider = $("#threshold");
   try {
-    const response = await fetch("/models");
+    const response = await api("/models");
     const body = await response.json();
     const hints = {};
     for (const model of body.models) {

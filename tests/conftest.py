@@ -149,13 +149,15 @@ class LiveServer:
         return requests.post(self.url + "/upload", files={"image": (name, image)},
                              data=fields, timeout=30)
 
-    def wait_until_finished(self, sid: str, timeout: float = 120) -> dict:
+    def wait_until_finished(self, sid: str, timeout: float = 120, interval: float = 0) -> dict:
+        """Long-poll /status (``?wait=``), or poll every ``interval`` seconds as the page does."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = requests.get(f"{self.url}/status/{sid}", timeout=10).json()
+            wait = f"?wait={min(30.0, deadline - time.monotonic()):.1f}" if not interval else ""
+            status = requests.get(f"{self.url}/status/{sid}{wait}", timeout=60).json()
             if status["state"] in ("done", "failed"):
                 return status
-            time.sleep(0.1)
+            time.sleep(interval or 0.01)
         raise TimeoutError(f"job {sid} did not finish in {timeout} s: {status}")
 
 

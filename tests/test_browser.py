@@ -158,3 +158,14 @@ def test_phone_width_has_no_sideways_scrolling_and_works_by_keyboard(browser, li
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "phone.png", full_page=True)
     context.close()
+
+
+def test_a_server_with_api_keys_asks_for_one_and_shows_the_result(page, live_server, tmp_path):
+    server = live_server(api_keys="sesame")
+    page.on("dialog", lambda dialog: dialog.accept("sesame"))
+    open_page(page, server)  # /models answered 401: the page asked, then retried with the key
+    assert page.evaluate("localStorage.getItem('detection.apiKey')") == "sesame"
+    page.locator("#threshold").fill("0.99")
+    page.locator("#file-input").set_input_files(str(write_image(tmp_path)))
+    wait_done(page, page.locator(".job").first)
+    assert page.locator("img.result").get_attribute("src").startswith("blob:")

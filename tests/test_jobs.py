@@ -94,3 +94,13 @@ def test_prune_removes_old_finished_jobs_but_never_pending_ones(queue):
     assert not list(queue.uploads_dir.glob(f"{old_done.sid}.*"))
     assert queue.input_path(old_pending.sid).exists()
     assert queue.result_path(fresh_done.sid).exists()
+
+
+def test_a_finished_job_reads_done_even_before_its_running_ticket_is_dropped(queue):
+    job = accept(queue)
+    claimed = queue.claim_next()
+    queue.result_path(claimed.sid).write_text(json.dumps(
+        {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))
+    # The worker has written the result but not yet called finish().
+    assert queue.is_finished(job.sid)
+    assert queue.status(job.sid).state is JobState.DONE

@@ -1,0 +1,53 @@
+"""The DeepStack / CodeProject.AI detection API, so their clients work unchanged.
+
+Synchronous for the client, but the job goes through the same queue and worker as /upload, and
+stays visible under /status/<sid> and /uploads/<sid>.*.
+"""
+from __future__ import annotations
+
+import time
+
+from pyramid.view import view_config
+
+from .jobs import JobState
+from .security import API_PERMISSION
+from .views import DetectionFailed, ModelNotFound, read_image_form
+
+DEFAULT_MIN_CONFIDENCE = 0.4
+
+
+@view_config(route_name="deepstack_detection", request_method="POST", renderer="json",
+             permission=API_PERMISSION)
+def detection(request):
+    return detect(request, model_name=None)
+
+
+@view_config(route_name="deepstack_custom", request_method="POST", renderer="json",
+             permission=API_PERMISSION)
+def custom(request):
+    name = request.matchdict["model"]
+    if name not in request.service.models:
+        raise ModelNotFound(f"unknown model {name!r}; choose one of {sorted(request.service.models)}")
+    return detect(request, model_name=name)
+
+
+def detect(request, model_name: str | None) -> dict:
+    service = request.service
+    started = time.perf_counter()
+    form, image = read_image_form(request)
+    model = service.pick_model(model_name)
+    threshold = service.parse_threshold(form.get("min_confidence"), DEFAULT_MIN_CONFIDENCE,
+                                        name="min_confidence")
+    sid = service.accept_upload(image, model, threshold)
+    status = service.detect_now(sid)
+    if status.state is JobState.FAILED:
+        raise DetectionFailed(status.error)
+    return {"success": True, "sid": sid,
+            "predictions": [prediction(d) for d in status.result["detections"]],
+            "duration": round((time.perf_counter() - started) * 1000)}
+
+
+def prediction(detection: dict) -> dict:
+    x_min, y_min, x_max, y_max = (round(v) for v in detection["bbox"])
+    return {"label": detection["label"], "confidence": detection["score"],
+            "x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}

@@ -1,0 +1,158 @@
+"""The OpenAPI 3.0 description served at /openapi.json (a fuzz test keeps it true)."""
+from __future__ import annotations
+
+from . import __version__
+
+
+def _json(schema: dict | str, description: str, headers: dict | None = None) -> dict:
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+KEYED = [{}, {"bearer": []}, {"apiKeyHeader": []}]  # a key only where the settings name any
+
+
+def _errors(schema: str, *codes: int) -> dict:
+    meaning = {400: "a bad parameter", 401: "a missing or wrong API key", 404: "not found",
+               410: "the job failed: its results will never exist",
+               413: "the body or the image is too large",
+               422: "not an image, empty, truncated or corrupt",
+               500: "the detection itself failed", 503: "queue full, timed out or model missing"}
+    return {str(code): _json(schema, meaning[code], RETRY_AFTER if code == 503 else None)
+            for code in codes}
+
+
+def _upload_form(model_names: list[str], threshold_name: str, default: float) -> dict:
+    properties = {
+        "image": {"type": "string", "format": "binary", "description": "the photo"},
+        threshold_name: {"type": "number", "minimum": 0, "maximum": 1, "default": default},
+        "api_key": {"type": "string", "description": "only where API keys are configured"},
+    }
+    if threshold_name == "threshold":
+        properties["model"] = {"type": "string", "enum": model_names}
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["image"], "properties": properties}}}}
+
+
+def _schemas() -> dict:
+    string, number, integer = {"type": "string"}, {"type": "number"}, {"type": "integer"}
+    detection = {"type": "object", "required": ["label", "class_id", "score", "bbox"],
+                 "properties": {"label": string, "class_id": integer, "score": number,
+                                "bbox": {"type": "array", "items": number, "minItems": 4,
+                                         "maxItems": 4, "description": "x1, y1, x2, y2 in pixels"},
+                                "mask": {"type": "object", "description": "COCO RLE",
+                                         "properties": {"size": {"type": "array",
+                                                                 "items": integer},
+                                                        "counts": string}}}}
+    image = {"type": "object", "required": ["width", "height"],
+             "properties": {"width": integer, "height": integer}}
+    urls = {"status_url": string, "result_url": string, "json_url": string}
+    return {
+        "Error": {"type": "object", "required": ["error"],
+                  "properties": {"error": string, "state": string}},
+        "DeepStackError": {"type": "object", "required": ["success", "error"],
+                           "properties": {"success": {"type": "boolean", "enum": [False]},
+                                          "error": string}},
+        "Detection": detection,
+        "Accepted": {"type": "object", "required": ["sid", *urls], "properties": {
+            "sid": string, **urls}},
+        "Status": {"type": "object", "required": ["sid", "state", "model", "threshold",
+                                                  "result_url", "json_url"],
+                   "properties": {
+                       "sid": string, "model": string, "threshold": number, **urls,
+                       "state": {"type": "string",
+                                 "enum": ["queued", "running", "done", "failed"]},
+                       "queue_position": integer, "image": image, "error": string,
+                       "detections": {"type": "array",
+                                      "items": {"$ref": "#/components/schemas/Detection"}},
+                       "timings": {"type": "object", "additionalProperties": number}}},
+        "Result": {"type": "object", "required": ["sid", "model", "threshold", "image",
+                                                  "detections", "timings"],
+                   "properties": {"sid": string, "model": string, "threshold": number,
+                                  "image": image, "timings": {"type": "object"},
+                                  "detections": {"type": "array", "items": {
+                                      "$ref": "#/components/schemas/Detection"}}}},
+        "Models": {"type": "object", "required": ["default", "default_threshold", "models"],
+                   "properties": {"default": string, "default_threshold": number,
+                                  "models": {"type": "array", "items": {"type": "object"}}}},
+        "Health": {"type": "object", "required": ["status", "version", "worker", "queue",
+                                                  "models"],
+                   "properties": {"status": string, "version": string,
+                                  "worker": {"type": "object"}, "queue": {"type": "object"},
+                                  "models": {"type": "object"}}},
+        "DeepStackResult": {"type": "object", "required": ["success", "predictions", "duration"],
+                            "properties": {
+                                "success": {"type": "boolean", "enum": [True]}, "sid": string,
+                                "duration": integer,
+                                "predictions": {"type": "array", "items": {
+                                    "type": "object",
+                                    "required": ["label", "confidence", "x_min", "y_min",
+                                                 "x_max", "y_max"],
+                                    "properties": {"label": string, "confidence": number,
+                                                   "x_min": integer, "y_min": integer,
+                                                   "x_max": integer, "y_max": integer}}}}},
+    }
+
+
+def openapi_document(service) -> dict:
+    models = sorted(service.models)
+    default = service.settings.default_threshold
+    sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
+    deepstack_errors = _errors("DeepStackError", 400, 401, 413, 422, 500, 503)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Object detection service", "version": __version__,
+                 "description": "Upload a photo; get every COCO object boxed, labelled and "
+                                "scored. Asynchronous API (/upload, /status, /uploads) and a "
+                                "DeepStack-compatible synchronous one (/v1/vision/...)."},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKeyHeader": {"type": "apiKey", "in": "header",
+                                                 "name": "X-API-Key"}}},
+        "paths": {
+            "/upload": {"post": {
+                "summary": "Queue a photo for detection", "security": KEYED,
+                "requestBody": _upload_form(models, "threshold", default),
+                "responses": {"202": _json("Accepted", "accepted; poll status_url"),
+                              **_errors("Error", 400, 401, 413, 422, 503)}}},
+            "/status/{sid}": {"get": {
+                "summary": "A job's state, and its detections once done", "security": KEYED,
+                "parameters": [sid],
+                "responses": {"200": _json("Status", "the job"),
+                              **_errors("Error", 401, 404)}}},
+            "/uploads/{name}": {"get": {
+                "summary": "<sid>.png (input), .out.png (drawn), .json (detections), "
+                           ".error.json (failure)", "security": KEYED,
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the file", "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": {"type": "object"}}}},
+                    **_errors("Error", 401, 404, 410)}}},
+            "/models": {"get": {"summary": "The models offered", "security": KEYED,
+                                "responses": {"200": _json("Models", "the models"),
+                                              **_errors("Error", 401)}}},
+            "/health": {"get": {"summary": "Worker, queue and models",
+                                "responses": {"200": _json("Health", "the service's state")}}},
+            "/v1/vision/detection": {"post": {
+                "summary": "DeepStack-compatible detection (waits for the result)",
+                "security": KEYED,
+                "requestBody": _upload_form(models, "min_confidence", 0.4),
+                "responses": {"200": _json("DeepStackResult", "the predictions"),
+                              **deepstack_errors}}},
+            "/v1/vision/custom/{model}": {"post": {
+                "summary": "DeepStack-compatible detection with a chosen model",
+                "security": KEYED,
+                "parameters": [{"name": "model", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "requestBody": _upload_form(models, "min_confidence", 0.4),
+                "responses": {"200": _json("DeepStackResult", "the predictions"),
+                              **_errors("DeepStackError", 404), **deepstack_errors}}},
+        },
+    }
