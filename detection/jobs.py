@@ -79,35 +79,9 @@ class JobQueue(Protocol):
     """The hand-off between web and worker; the spool below is one backend."""
 
     def enqueue(self, job: Job) -> None: ...
-    def status(self, sid: str) -> JobStatus | None:
-        # Final states first: a job never leaves them, and the worker writes the result before it
-        # drops the running ticket. If the job moves between two looks, look again.
-        for _ in range(3):
-            try:
-                return self._find(sid)
-            except FileNotFoundError:
-                continue
-        return None
-
-    def _find(self, sid: str) -> JobStatus | None:
-        if self.result_path(sid).exists():
-            result = json.loads(self.result_path(sid).read_bytes())
-            job = Job(sid, result["model"], result["threshold"], 0)
-            return JobStatus(job, JobState.DONE, result=result)
-        if self.error_path(sid).exists():
-            failure = json.loads(self.error_path(sid).read_bytes())
-            job = Job(sid, failure["model"], failure["threshold"], 0, failure["attempts"])
-            return JobStatus(job, JobState.FAILED, error=failure["error"])
-        for position, name in enumerate(self._queued_names(), start=1):
-            if name.endswith(f"-{sid}.json"):
-                return JobStatus(Job.from_file(self.queued_dir / name), JobState.QUEUED, position)
-        running = self.running_dir / f"{sid}.json"
-        if running.exists():
-            return JobStatus(Job.from_file(running), JobState.RUNNING)
-        if self.input_path(sid).exists():
-            raise FileNotFoundError(sid)  # it moved on while we looked: look again
-        return None
-
+    def status(self, sid: str) -> JobStatus | None: ...
+    def depth(self) -> int: ...
+    def is_finished(self, sid: str) -> bool: ...
     def claim_next(self) -> Job | None: ...
     def finish(self, job: Job) -> None: ...
     def fail(self, job: Job, reason: str) -> None: ...
@@ -162,9 +136,9 @@ class SpoolQueue:
                              job.to_bytes())
 
     def status(self, sid: str) -> JobStatus | None:
-        # Look in lifecycle order, so a job that moves on while we look is found at a later step;
-        # look twice in case a dead worker's job was sent back to the queue meanwhile.
-        for _ in range(2):
+        # Final states first: a job never leaves them, and the worker writes the result before it
+        # drops the running ticket. If the job moves between two looks, look again.
+        for _ in range(3):
             try:
                 return self._find(sid)
             except FileNotFoundError:
@@ -172,12 +146,6 @@ class SpoolQueue:
         return None
 
     def _find(self, sid: str) -> JobStatus | None:
-        for position, name in enumerate(self._queued_names(), start=1):
-            if name.endswith(f"-{sid}.json"):
-                return JobStatus(Job.from_file(self.queued_dir / name), JobState.QUEUED, position)
-        running = self.running_dir / f"{sid}.json"
-        if running.exists():
-            return JobStatus(Job.from_file(running), JobState.RUNNING)
         if self.result_path(sid).exists():
             result = json.loads(self.result_path(sid).read_bytes())
             job = Job(sid, result["model"], result["threshold"], 0)
@@ -186,8 +154,14 @@ class SpoolQueue:
             failure = json.loads(self.error_path(sid).read_bytes())
             job = Job(sid, failure["model"], failure["threshold"], 0, failure["attempts"])
             return JobStatus(job, JobState.FAILED, error=failure["error"])
+        for position, name in enumerate(self._queued_names(), start=1):
+            if name.endswith(f"-{sid}.json"):
+                return JobStatus(Job.from_file(self.queued_dir / name), JobState.QUEUED, position)
+        running = self.running_dir / f"{sid}.json"
+        if running.exists():
+            return JobStatus(Job.from_file(running), JobState.RUNNING)
         if self.input_path(sid).exists():
-            raise FileNotFoundError(sid)  # between two states: look again
+            raise FileNotFoundError(sid)  # it moved on while we looked: look again
         return None
 
     def claim_next(self) -> Job | None:
