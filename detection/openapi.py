@@ -15,6 +15,8 @@ def _json(schema: dict | str, description: str, headers: dict | None = None) -> 
 
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 KEYED = [{}, {"bearer": []}, {"apiKeyHeader": []}]  # a key only where the settings name any
+DEEPSTACK_KEY_NOTE = ("Where API keys are configured, DeepStack clients send theirs as an "
+                      "`api_key` form field (the headers work too).")
 
 
 def _errors(schema: str, *codes: int) -> dict:
@@ -22,7 +24,7 @@ def _errors(schema: str, *codes: int) -> dict:
                410: "the job failed: its results will never exist",
                413: "the body or the image is too large",
                422: "not an image, empty, truncated or corrupt",
-               500: "the detection itself failed", 503: "queue full, timed out or model missing"}
+               500: "the detection itself failed", 503: "queue full, or timed out waiting"}
     return {str(code): _json(schema, meaning[code], RETRY_AFTER if code == 503 else None)
             for code in codes}
 
@@ -31,7 +33,6 @@ def _upload_form(model_names: list[str], threshold_name: str, default: float) ->
     properties = {
         "image": {"type": "string", "format": "binary", "description": "the photo"},
         threshold_name: {"type": "number", "minimum": 0, "maximum": 1, "default": default},
-        "api_key": {"type": "string", "description": "only where API keys are configured"},
     }
     if threshold_name == "threshold":
         properties["model"] = {"type": "string", "enum": model_names}
@@ -100,7 +101,7 @@ def _schemas() -> dict:
 
 
 def openapi_document(service) -> dict:
-    models = sorted(service.models)
+    models = service.installed_models()
     default = service.settings.default_threshold
     sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
     deepstack_errors = _errors("DeepStackError", 400, 401, 413, 422, 500, 503)
@@ -142,12 +143,14 @@ def openapi_document(service) -> dict:
                                 "responses": {"200": _json("Health", "the service's state")}}},
             "/v1/vision/detection": {"post": {
                 "summary": "DeepStack-compatible detection (waits for the result)",
+                "description": DEEPSTACK_KEY_NOTE,
                 "security": KEYED,
                 "requestBody": _upload_form(models, "min_confidence", 0.4),
                 "responses": {"200": _json("DeepStackResult", "the predictions"),
                               **deepstack_errors}}},
             "/v1/vision/custom/{model}": {"post": {
                 "summary": "DeepStack-compatible detection with a chosen model",
+                "description": DEEPSTACK_KEY_NOTE,
                 "security": KEYED,
                 "parameters": [{"name": "model", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],

@@ -3,15 +3,21 @@ from pathlib import Path
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
+# name: (pattern, the methods its views answer; GET implies HEAD)
+ROUTES = {
+    "home": ("/", "GET, HEAD"),
+    "upload": ("/upload", "POST"),
+    "status": ("/status/{sid}", "GET, HEAD"),
+    "uploaded_file": ("/uploads/{name}", "GET, HEAD"),
+    "health": ("/health", "GET, HEAD"),
+    "models": ("/models", "GET, HEAD"),
+    "openapi": ("/openapi.json", "GET, HEAD"),
+    "deepstack_detection": ("/v1/vision/detection", "POST"),
+    "deepstack_custom": ("/v1/vision/custom/{model}", "POST"),
+}
+
 
 def includeme(config) -> None:
     config.add_static_view("static", str(STATIC_DIR), cache_max_age=3600)
-    config.add_route("home", "/")
-    config.add_route("upload", "/upload")
-    config.add_route("status", "/status/{sid}")
-    config.add_route("uploaded_file", "/uploads/{name}")
-    config.add_route("health", "/health")
-    config.add_route("models", "/models")
-    config.add_route("openapi", "/openapi.json")
-    config.add_route("deepstack_detection", "/v1/vision/detection")
-    config.add_route("deepstack_custom", "/v1/vision/custom/{model}")
+    for name, (pattern, _) in ROUTES.items():
+        config.add_route(name, pattern)

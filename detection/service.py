@@ -59,9 +59,12 @@ class DetectionService:
             raise UnknownModel(f"unknown model {name!r}; choose one of {sorted(self.models)}")
         spec = self.models[name]
         if not spec.available:
-            raise ModelUnavailable(f"model {name!r} is not installed on this server "
-                                   f"(its checkpoint is missing)")
+            raise ModelUnavailable(f"model {name!r} is not installed on this server (its checkpoint "
+                                   f"is missing); installed: {self.installed_models()}")
         return spec
+
+    def installed_models(self) -> list[str]:
+        return sorted(name for name, spec in self.models.items() if spec.available)
 
     def parse_threshold(self, raw: str | None, default: float | None = None,
                         name: str = "threshold") -> float:
@@ -142,5 +145,5 @@ class DetectionService:
                 "queue": {"depth": self.queue.depth(), "max": self.settings.max_queue},
                 "models": {"default": self.settings.default_model,
                            "configured": sorted(self.models),
-                           "available": sorted(n for n, m in self.models.items() if m.available),
+                           "available": self.installed_models(),
                            "loaded": worker.get("models_loaded", [])}}

@@ -15,13 +15,14 @@ from .images import BadImage, ImageTooLarge
 from .jobs import JobState, JobStatus, QueueFull
 from .models import UnknownModel
 from .openapi import openapi_document
-from .routes import STATIC_DIR
+from .routes import ROUTES, STATIC_DIR
 from .security import API_PERMISSION
 from .service import BadParameter, DetectionTimeout, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_STATUS_WAIT = 60.0
+SINGLE_VALUED_FIELDS = ("image", "threshold", "model", "min_confidence", "api_key")
 UPLOADED_FILE = re.compile(r"(?P<sid>[0-9a-f]{32})(?P<kind>\.png|\.out\.png|\.json|\.error\.json)")
 CONTENT_TYPES = {".png": "image/png", ".out.png": "image/png",
                  ".json": "application/json", ".error.json": "application/json"}
@@ -44,7 +45,7 @@ class DetectionFailed(RuntimeError):
 
 
 ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadImage: 422,
-                ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 503,
+                ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 400,
                 QueueFull: 503, DetectionTimeout: 503, DetectionFailed: 500}
 
 
@@ -62,6 +63,9 @@ def read_image_form(request):
         form = request.POST
     except ValueError as error:
         raise BadParameter(f"malformed multipart body: {error}") from None
+    for name in SINGLE_VALUED_FIELDS:
+        if len(form.getall(name)) > 1:
+            raise BadParameter(f"send the {name} field once, not {len(form.getall(name))} times")
     field = form.get("image")
     if isinstance(field, str) and request.content_type == "multipart/form-data":
         return form, io.BytesIO(_part_bytes(request, "image"))
@@ -180,6 +184,12 @@ def error_body(request, message: str) -> dict:
 
 @notfound_view_config(renderer="json")
 def not_found(request):
+    route = request.matched_route
+    if route is not None and route.name in ROUTES:  # the path exists, not for this method
+        allowed = ROUTES[route.name][1]
+        request.response.status_int = 405
+        request.response.headers["Allow"] = allowed
+        return error_body(request, f"{request.method} is not allowed here; use {allowed}")
     request.response.status_int = 404
     return error_body(request, f"nothing at {request.path}")
 

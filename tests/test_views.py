@@ -78,7 +78,8 @@ def test_a_failed_job_answers_410_with_its_reason_on_the_result_urls(testapp):
     ({"threshold": "-0.1"}, None, 400, "threshold"),
     ({"threshold": "nan"}, None, 400, "threshold"),
     ({"model": "yolo9000"}, None, 400, "unknown model"),
-    ({"model": "faster_rcnn_r50"}, None, 503, "not installed"),
+    ({}, [("image", "a.png", png_bytes()), ("image", "b.png", png_bytes())], 400, "once"),
+    ({"model": "faster_rcnn_r50"}, None, 400, "not installed"),
 ])
 def test_bad_uploads_get_a_clear_json_error_and_store_nothing(testapp, fields, files, status,
                                                               message):
@@ -120,9 +121,10 @@ def test_unknown_sids_path_tricks_and_listings_are_json_404(testapp, path):
     assert response.content_type == "application/json" and "error" in response.json
 
 
-def test_wrong_method_is_a_json_error(testapp):
-    response = testapp.get("/upload", expect_errors=True)
-    assert response.status_int in (404, 405) and "error" in response.json
+def test_a_method_a_route_does_not_answer_is_405_with_allow(testapp):
+    response = testapp.get("/upload", status=405)
+    assert response.headers["Allow"] == "POST" and "not allowed" in response.json["error"]
+    assert testapp.delete("/status/" + "a" * 32, status=405).headers["Allow"] == "GET, HEAD"
 
 
 def test_health_and_models(testapp):
