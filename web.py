@@ -36,6 +36,7 @@ def main(global_config: dict, **app_settings: str):
         config.include("detection.routes")
         config.scan("detection.views")
         config.scan("detection.deepstack")
+        config.scan("detection.errors")
     return config.make_wsgi_app()
 
 

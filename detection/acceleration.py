@@ -61,6 +61,9 @@ def use_onnxruntime(model, checkpoint: Path, config: Path, cache_dir: Path, thre
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
+    # Spinning threads would keep both cores busy after each run, slowing the PyTorch head and
+    # post-processing that follow (measured: RTMDet-tiny 235 -> 203 ms, YOLOX-Nano 39 -> 33 ms).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options,
                                            providers=["CPUExecutionProvider"])
 

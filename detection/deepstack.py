@@ -11,7 +11,8 @@ from pyramid.view import view_config
 
 from .jobs import JobState
 from .security import API_PERMISSION
-from .views import DetectionFailed, ModelNotFound, read_image_form
+from .errors import DetectionFailed, ModelNotFound
+from .forms import read_image_form
 
 DEFAULT_MIN_CONFIDENCE = 0.4
 
