@@ -65,20 +65,21 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return statistics.median(seconds), float(np.percentile(seconds, 95))
 
 
-def measure_floor(config: str, checkpoint: Path, images: list[bytes], rounds: int) -> list[float]:
-    """Raw mmdet: inference_detector on a warm model, per image."""
+def measure_floor(config: str, checkpoint: Path, images: list[bytes],
+                  rounds: int) -> dict[int, list[float]]:
+    """Raw mmdet: inference_detector on a warm model; seconds per image, by image size."""
     from detection.models import mmdet_configs_dir
     from mmdet.apis import inference_detector, init_detector
     model = init_detector(str(mmdet_configs_dir() / config), str(checkpoint), device="cpu")
     arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1].copy()
               for data in images]
     inference_detector(model, arrays[0])
-    times = []
+    times = {size: [] for size in range(len(arrays))}
     for _ in range(rounds):
-        for array in arrays:
+        for size, array in enumerate(arrays):
             started = time.perf_counter()
             inference_detector(model, array)
-            times.append(time.perf_counter() - started)
+            times[size].append(time.perf_counter() - started)
     del model
     gc.collect()
     return times
@@ -165,7 +166,8 @@ def bench_model(name: str, checkpoint: Path, images: list[bytes], args, workdir:
     assert server.wait_until_finished(sid, 600)["state"] == "done"
     cold = time.perf_counter() - started
     try:
-        runs = [one_upload(server, images[i % len(images)]) for i in range(uploads)]
+        runs = [{**one_upload(server, images[i % len(images)]), "size": i % len(images)}
+                for i in range(uploads)]
         crowd = burst(server, images, burst_size)
         print(f"== {name}: original design", flush=True)
         original = original_design(ini, server, images[0], 2 if heavy else 3)
@@ -191,7 +193,7 @@ def report(results: list[dict]) -> str:
         "| cold start |",
         "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        floor50, floor95 = percentiles(r["floor"])
+        floor50, floor95 = percentiles([t for times in r["floor"].values() for t in times])
         service50, service95 = percentiles([run["total"] for run in r["runs"]])
         original50 = statistics.median(r["original"])
         b = r["burst"]
@@ -208,12 +210,24 @@ def report(results: list[dict]) -> str:
               "| model | total | decode+save | hand-off | read | model | inference | draw | write "
               "| fetch |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        median = {k: statistics.median(run[k] for run in r["runs"]) for k in r["runs"][0]}
+        median = {k: statistics.median(run[k] for run in r["runs"]) for k in r["runs"][0]
+                  if k != "size"}
         lines.append(
             f"| {r['name']} | {median['total'] * 1000:.0f} | {median['upload'] * 1000:.0f} "
             f"| {median['handoff'] * 1000:.0f} | {median['read_ms']:.0f} | {median['model_ms']:.0f} "
             f"| {median['inference_ms']:.0f} | {median['draw_ms']:.0f} | {median['write_ms']:.0f} "
             f"| {median['fetch'] * 1000:.0f} |")
+    lines += ["", "Service ÷ floor by image size (medians; the service's extra work is mostly PNG "
+              "encoding and decoding, which grows with the pixels):", "",
+              "| model | " + " | ".join(f"{w}x{h}" for w, h in SIZES) + " |",
+              "|---|" + "---|" * len(SIZES)]
+    for r in results:
+        cells = []
+        for size in range(len(SIZES)):
+            service = statistics.median(run["total"] for run in r["runs"] if run["size"] == size)
+            floor = statistics.median(r["floor"][size])
+            cells.append(f"{service:.3f} ÷ {floor:.3f} = {service / floor:.2f}")
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
