@@ -12,7 +12,7 @@ from pyramid.view import view_config
 from .jobs import JobState
 from .security import API_PERMISSION
 from .errors import DetectionFailed, ModelNotFound
-from .forms import read_image_form
+from .forms import parse_number, read_image_form
 
 DEFAULT_MIN_CONFIDENCE = 0.4
 
@@ -37,8 +37,8 @@ def detect(request, model_name: str | None) -> dict:
     started = time.perf_counter()
     form, image = read_image_form(request)
     model = service.pick_model(model_name)
-    threshold = service.parse_threshold(form.get("min_confidence"), DEFAULT_MIN_CONFIDENCE,
-                                        name="min_confidence")
+    threshold = parse_number(form.get("min_confidence"), "min_confidence", 1.0,
+                             DEFAULT_MIN_CONFIDENCE)
     sid = service.accept_upload(image, model, threshold)
     status = service.detect_now(sid)
     if status.state is JobState.FAILED:

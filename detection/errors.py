@@ -6,12 +6,12 @@ import logging
 from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
-from .forms import BodyTooLarge
+from .forms import BadParameter, BodyTooLarge
 from .images import BadImage, ImageTooLarge
 from .jobs import QueueFull
 from .models import UnknownModel
 from .routes import ROUTES
-from .service import BadParameter, DetectionTimeout, ModelUnavailable
+from .service import DetectionTimeout, ModelUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -2,16 +2,32 @@
 from __future__ import annotations
 
 import io
+import math
 from email.parser import BytesParser
 from email.policy import HTTP
-
-from .service import BadParameter
 
 SINGLE_VALUED_FIELDS = ("image", "threshold", "model", "min_confidence", "api_key")
 
 
+class BadParameter(ValueError):
+    """A request parameter is missing or malformed; the message says which and why."""
+
+
 class BodyTooLarge(ValueError):
     pass
+
+
+def parse_number(raw: str | None, name: str, high: float, default: float) -> float:
+    """``raw`` as a number in [0, high]; ``default`` when it is absent or blank."""
+    if raw is None or not str(raw).strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= high:  # also rejects nan
+        raise BadParameter(f"{name} must be a number in [0, {high:g}], got {raw!r}")
+    return value
 
 
 def read_image_form(request):

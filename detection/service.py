@@ -16,10 +16,6 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-class BadParameter(ValueError):
-    """A request parameter is missing or malformed; the message says which and why."""
-
-
 class ModelUnavailable(RuntimeError):
     """A configured model whose checkpoint is not installed on this server."""
 
@@ -65,27 +61,6 @@ class DetectionService:
 
     def installed_models(self) -> list[str]:
         return sorted(name for name, spec in self.models.items() if spec.available)
-
-    def parse_threshold(self, raw: str | None, default: float | None = None,
-                        name: str = "threshold") -> float:
-        if raw is None or not str(raw).strip():
-            return self.settings.default_threshold if default is None else default
-        try:
-            threshold = float(raw)
-        except ValueError:
-            raise BadParameter(f"{name} must be a number in [0, 1], got {raw!r}") from None
-        if not 0.0 <= threshold <= 1.0:  # also rejects nan
-            raise BadParameter(f"{name} must be a number in [0, 1], got {raw!r}")
-        return threshold
-
-    def parse_seconds(self, raw: str, name: str, maximum: float) -> float:
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = -1.0
-        if not 0.0 <= seconds <= maximum:
-            raise BadParameter(f"{name} must be a number of seconds in [0, {maximum:g}], got {raw!r}")
-        return seconds
 
     def accept_upload(self, stream: BinaryIO, model: ModelSpec, threshold: float) -> str:
         """Decode, store and enqueue an upload; return its new sid."""

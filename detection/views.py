@@ -7,7 +7,7 @@ from pyramid.response import FileResponse
 from pyramid.view import view_config
 
 from .errors import JobNotFound
-from .forms import read_image_form
+from .forms import parse_number, read_image_form
 from .jobs import JobState, JobStatus
 from .openapi import openapi_document
 from .routes import STATIC_DIR
@@ -30,7 +30,8 @@ def upload(request):
     service = request.service
     form, image = read_image_form(request)
     model = service.pick_model(form.get("model"))
-    threshold = service.parse_threshold(form.get("threshold"))
+    threshold = parse_number(form.get("threshold"), "threshold", 1.0,
+                             service.settings.default_threshold)
     sid = service.accept_upload(image, model, threshold)
     request.response.status_int = 202
     request.response.location = request.route_url("status", sid=sid)
@@ -46,7 +47,7 @@ def status(request):
     if job_status is None:
         raise JobNotFound(f"no job with id {sid!r}")
     if "wait" in request.GET and job_status.state in (JobState.QUEUED, JobState.RUNNING):
-        wait = request.service.parse_seconds(request.GET["wait"], "wait", MAX_STATUS_WAIT)
+        wait = parse_number(request.GET["wait"], "wait", MAX_STATUS_WAIT, 0.0)
         job_status = request.service.wait_for(sid, wait)
     return status_body(request, job_status)
 

@@ -145,3 +145,13 @@ def test_the_page_is_served(testapp):
     assert page.content_type == "text/html" and "<form" in page.text
     for asset in ("/static/app.js", "/static/style.css"):
         assert testapp.get(asset).status_int == 200
+
+
+def test_status_wait_answers_when_the_time_is_up_and_rejects_bad_values(testapp):
+    import time
+    sid = upload(testapp).json["sid"]
+    started = time.monotonic()
+    assert testapp.get(f"/status/{sid}?wait=0.3").json["state"] == "queued"
+    assert 0.3 <= time.monotonic() - started < 5
+    for bad in ("-1", "61", "soon", "nan"):
+        assert "wait" in testapp.get(f"/status/{sid}?wait={bad}", status=400).json["error"]
