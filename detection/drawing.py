@@ -24,6 +24,16 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+@functools.lru_cache(maxsize=4096)
+def _label_mask(text: str, size: int) -> Image.Image:
+    """The text rendered once as a mask: crowded scenes repeat labels ("person 0.93")."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text)
+    mask = Image.new("L", (right - left, bottom - top))
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    return mask
+
+
 def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Image:
     """A copy of ``image`` with every detection drawn; the best-scoring ones end on top."""
     canvas = image.convert("RGB")
@@ -38,21 +48,19 @@ def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Im
     draw = ImageDraw.Draw(canvas)
     short_side = min(canvas.size)
     line_width = max(2, round(short_side / 300))
-    font = _font(max(12, round(short_side / 40)))
+    font_size = max(12, round(short_side / 40))
     labels, placed = [], []
     for detection in detections:  # best first: they get the best label places
-        text = f"{detection.label} {detection.score:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        size = (right - left + 2 * line_width, bottom - top + 2 * line_width)
+        mask = _label_mask(f"{detection.label} {detection.score:.2f}", font_size)
+        size = (mask.width + 2 * line_width, mask.height + 2 * line_width)
         rectangle = _label_place(detection.bbox, size, placed)
         placed.append(rectangle)
-        labels.append((rectangle, text, top))
-    for detection, (rectangle, text, top) in reversed(list(zip(detections, labels))):
+        labels.append((rectangle, mask))
+    for detection, (rectangle, mask) in reversed(list(zip(detections, labels))):
         color = class_color(detection.class_id)
         draw.rectangle(detection.bbox, outline=color, width=line_width)
         draw.rectangle(rectangle, fill=color)
-        draw.text((rectangle[0] + line_width, rectangle[1] + line_width - top), text,
-                  fill=(0, 0, 0), font=font)
+        draw.bitmap((rectangle[0] + line_width, rectangle[1] + line_width), mask, fill=(0, 0, 0))
     return canvas
 
 
