@@ -187,9 +187,6 @@ class SpoolQueue:
                    "attempts": job.attempts, "error": reason}
         write_atomically(self.error_path(job.sid), json.dumps(failure).encode())
         (self.running_dir / f"{job.sid}.json").unlink(missing_ok=True)
-        for name in self._queued_names():  # a job failed outside the queue leaves no ticket behind
-            if name.endswith(f"-{job.sid}.json"):
-                (self.queued_dir / name).unlink(missing_ok=True)
 
     def recover_abandoned(self) -> list[Job]:
         """Requeue (or, on their last attempt, fail) the jobs a dead worker left in running/.
