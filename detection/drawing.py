@@ -53,7 +53,7 @@ def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Im
     for detection in detections:  # best first: they get the best label places
         mask = _label_mask(f"{detection.label} {detection.score:.2f}", font_size)
         size = (mask.width + 2 * line_width, mask.height + 2 * line_width)
-        rectangle = _label_place(detection.bbox, size, placed)
+        rectangle = _label_place(detection.bbox, size, placed, canvas.width)
         placed.append(rectangle)
         labels.append((rectangle, mask))
     for detection, (rectangle, mask) in reversed(list(zip(detections, labels))):
@@ -64,10 +64,12 @@ def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Im
     return canvas
 
 
-def _label_place(bbox, size, placed) -> tuple[float, float, float, float]:
-    """Above the box, else inside its top, else below it: the first place no better label has."""
+def _label_place(bbox, size, placed, image_width) -> tuple[float, float, float, float]:
+    """Above the box, else inside its top, else below it: the first place no better label has.
+    Labels of boxes at the right edge shift left to stay in the picture."""
     x1, y1, _, y2 = bbox
     width, height = size
+    x1 = max(0, min(x1, image_width - width))
     candidates = [(x1, y1 - height), (x1, y1), (x1, y2)]
     rectangles = [(x, max(0, y), x + width, max(0, y) + height) for x, y in candidates]
     for rectangle in rectangles:

@@ -31,3 +31,12 @@ def test_masks_tint_only_their_pixels():
     mask[10:30, 10:40] = True
     drawn = np.asarray(draw_detections(image, [Detection("cat", 15, 0.9, (5, 5, 95, 75), mask)]))
     assert drawn[20, 20].sum() > 0 and drawn[50, 60].sum() == 0
+
+
+def test_labels_at_the_right_edge_stay_in_the_picture():
+    image = Image.new("RGB", (300, 200), (255, 255, 255))
+    edge = Detection("donut", 54, 0.9, (280.0, 80.0, 300.0, 150.0))
+    drawn = np.asarray(draw_detections(image, [edge]))
+    label_row = drawn[70]  # just above the box, where its label sits
+    coloured = np.flatnonzero((label_row == np.array(class_color(54))).all(axis=1))
+    assert coloured.size and coloured.min() < 240, "the label was moved left, into view"
