@@ -118,8 +118,6 @@ def run_daemon(settings) -> None:
     """Detach (python-daemon), take the lock, and run the worker until stopped or idle."""
     import daemon  # python-daemon
 
-    from .worker import Worker
-
     lock = WorkerLock(settings.worker_lock_file)
     log_file = open(settings.worker_log_file, "a", buffering=1)
     context = daemon.DaemonContext(
@@ -132,7 +130,14 @@ def run_daemon(settings) -> None:
     with context:
         logging.basicConfig(stream=log_file, level=logging.INFO,
                             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-        worker = Worker(settings)
+        try:
+            from .worker import Worker
+            worker = Worker(settings)
+        except Exception as error:  # e.g. a broken install: say so, rather than leave jobs waiting
+            log.exception("the worker could not start")
+            fail_waiting_jobs(settings, f"the detection worker could not start: "
+                                        f"{type(error).__name__}: {error}")
+            return
         signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())  # finish the job, then stop
 
         def still_wanted() -> bool:
@@ -143,3 +148,12 @@ def run_daemon(settings) -> None:
         log.info("worker %d started", os.getpid())
         worker.run(still_wanted)
         log.info("worker %d stopping", os.getpid())
+
+
+def fail_waiting_jobs(settings, reason: str) -> None:
+    """End every queued (or abandoned) job as failed with ``reason``; needs the worker lock."""
+    from .jobs import SpoolQueue
+    queue = SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue)
+    queue.recover_abandoned()
+    while (job := queue.claim_next()) is not None:
+        queue.fail(job, reason)

@@ -94,6 +94,19 @@ def test_the_worker_exits_when_idle_and_comes_back_on_demand(live_server):
     assert server.wait_until_finished(second)["state"] == "done"
 
 
+def test_a_worker_that_cannot_start_fails_the_jobs_with_the_reason(live_server, tmp_path,
+                                                                   monkeypatch):
+    broken = tmp_path / "broken" / "torch"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this torch is broken')")
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))  # the web process never imports torch
+    server = live_server()
+    sid = server.upload(png_bytes()).json()["sid"]
+    status = server.wait_until_finished(sid, timeout=60)
+    assert status["state"] == "failed"
+    assert "could not start" in status["error"] and "this torch is broken" in status["error"]
+
+
 def test_missing_default_checkpoint_gives_a_clear_message_not_a_traceback(make_config, tmp_path):
     ini = make_config({})
     result = subprocess.run([sys.executable, str(ROOT / "web.py"), str(ini)], cwd=ROOT,
