@@ -153,7 +153,7 @@ def run_daemon(settings) -> None:
 def fail_waiting_jobs(settings, reason: str) -> None:
     """End every queued (or abandoned) job as failed with ``reason``; needs the worker lock."""
     from .jobs import SpoolQueue
-    queue = SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue)
+    queue = SpoolQueue.for_settings(settings)
     queue.recover_abandoned()
     while (job := queue.claim_next()) is not None:
         queue.fail(job, reason)

@@ -41,9 +41,10 @@ class JobState(str, Enum):
 class QueueFull(RuntimeError):
     """The queue holds as many jobs as it may; try again after ``retry_after`` seconds."""
 
-    def __init__(self, depth: int, retry_after: int):
-        super().__init__(f"the detection queue is full ({depth} jobs); try again in {retry_after} s")
-        self.retry_after = retry_after
+    def __init__(self, depth: int):
+        self.retry_after = max(1, min(60, depth // 10))  # a rough time for the queue to move
+        super().__init__(f"the detection queue is full ({depth} jobs); "
+                         f"try again in {self.retry_after} s")
 
 
 @dataclass
@@ -91,6 +92,10 @@ class JobQueue(Protocol):
 class SpoolQueue:
     """A job queue kept as files under ``<uploads>/.queue``; results live in ``<uploads>``."""
 
+    @classmethod
+    def for_settings(cls, settings) -> "SpoolQueue":
+        return cls(settings.uploads_dir, settings.spool_dir, settings.max_queue)
+
     def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int):
         self.uploads_dir = uploads_dir
         self.queued_dir = spool_dir / "queued"
@@ -131,7 +136,7 @@ class SpoolQueue:
         with self._enqueue_lock:  # one process's threads never overshoot the bound together
             depth = self.depth()
             if depth >= self.max_queue:
-                raise QueueFull(depth, retry_after=max(1, min(60, depth // 10)))
+                raise QueueFull(depth)
             write_atomically(self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.json",
                              job.to_bytes())
 

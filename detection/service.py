@@ -39,7 +39,7 @@ class DetectionService:
             if not spec.available:
                 log.warning("model %s is unavailable: no checkpoint at %s (run: python "
                             "mmdetectionl.py download %s)", spec.name, spec.checkpoint, spec.name)
-        self.queue = SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue)
+        self.queue = SpoolQueue.for_settings(settings)
         self.launcher = WorkerLauncher(settings.worker_lock_file, settings.config_file)
         if self.queue.depth():
             self.ensure_worker()  # jobs left from before a restart
@@ -66,7 +66,7 @@ class DetectionService:
         """Decode, store and enqueue an upload; return its new sid."""
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:  # refuse before spending time on decoding
-            raise QueueFull(depth, retry_after=max(1, min(60, depth // 10)))
+            raise QueueFull(depth)
         if not stream.read(1):
             raise BadImage("the file is empty")
         stream.seek(0)

@@ -122,8 +122,7 @@ class Worker:
     def __init__(self, settings: Settings, queue: JobQueue | None = None):
         import torch
         self.settings = settings
-        self.queue = queue or SpoolQueue(settings.uploads_dir, settings.spool_dir,
-                                         settings.max_queue)
+        self.queue = queue or SpoolQueue.for_settings(settings)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
