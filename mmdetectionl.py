@@ -19,18 +19,12 @@ import logging
 import sys
 from pathlib import Path
 
-from pyramid.paster import get_appsettings
-
 from detection.jobs import SID_PATTERN, Job
 from detection.models import load_registry
-from detection.settings import Settings, parse_settings
+from detection.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
 COMMANDS = ("detect", "worker", "download", "list")
-
-
-def load_settings(config_file: str) -> Settings:
-    return parse_settings(get_appsettings(config_file), config_file)
 
 
 def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
@@ -107,14 +101,12 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.WARNING)
         return detect(settings, arguments.sid, arguments.threshold, arguments.model)
     if arguments.command == "worker":
-        from detection.daemon import WorkerLock, run_daemon
+        from detection.daemon import WorkerLock, run_daemon, supervise
         if arguments.daemon:
             run_daemon(settings)
             return 0
-        from detection.worker import Worker
-        logging.basicConfig(level=logging.INFO)
-        with WorkerLock(settings.worker_lock_file):
-            Worker(settings).run()
+        with WorkerLock(settings.worker_lock_file) as lock:  # in the foreground (e.g. systemd)
+            supervise(settings, lock, logging.StreamHandler(sys.stderr))
         return 0
     if arguments.command == "download":
         return download(settings, arguments.name, arguments.force)

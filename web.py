@@ -11,16 +11,20 @@ import warnings
 # Pyramid 2.0 still imports pkg_resources; setuptools warns about it on every start.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
+import ctypes
 import os
+import resource
 import sys
 from pathlib import Path
 
 from pyramid.config import Configurator
+from pyramid.response import Response
 
+from detection.forms import FORM_OVERHEAD_BYTES
 from detection.models import MissingCheckpoint, UnknownModel
 from detection.security import ApiKeyPolicy
 from detection.service import DetectionService
-from detection.settings import SettingsError, parse_settings
+from detection.settings import Settings, SettingsError, parse_settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
 
@@ -33,11 +37,54 @@ def main(global_config: dict, **app_settings: str):
         config.registry.service = service
         config.add_request_method(lambda request: request.registry.service, "service", reify=True)
         config.set_security_policy(ApiKeyPolicy(settings.api_keys))
+        config.set_response_factory(lambda request: RelativeLocationResponse())
+        config.include("detection.guards")
+        config.include("detection.forms")
         config.include("detection.routes")
         config.scan("detection.views")
         config.scan("detection.deepstack")
         config.scan("detection.errors")
     return config.make_wsgi_app()
+
+
+class RelativeLocationResponse(Response):
+    """Keeps ``Location`` as the view set it (relative, or under ``public_url``); WebOb would
+    otherwise make it absolute from the client's ``Host`` header."""
+
+    def _abs_headerlist(self, environ):
+        return list(self.headerlist)
+
+
+# Waitress's own limits, checked against the app's before serving (README: "Limits").
+RESERVED_THREADS = 2  # kept free of waiting requests, for /health, uploads and polls
+
+
+def check_server_limits(server: dict, settings: Settings) -> None:
+    """Refuse waitress settings that would let the app's limits be bypassed or starve it."""
+    threads = int(server.get("threads", 4))
+    if settings.max_waiting_requests > threads - RESERVED_THREADS:
+        raise SettingsError(f"detection.max_waiting_requests ({settings.max_waiting_requests}) "
+                            f"must leave {RESERVED_THREADS} of waitress's {threads} threads free")
+    # Waitress refuses bigger bodies as they arrive: the upload limit plus the form's framing.
+    server["max_request_body_size"] = str(settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    # Each connection may hold a socket and a spooled body: raise the soft descriptor limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * int(server.get("connection_limit", 100)) + 256
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def return_large_buffers_to_the_system() -> None:
+    """Uploads pass through buffers of up to ``max_upload_bytes``; glibc would keep such freed
+    buffers in a thread's heap for good (its threshold grows with them). A fixed threshold of
+    256 KiB makes every larger buffer its own mapping, returned to the system when freed."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 def serve(config_file: str) -> None:
@@ -47,13 +94,15 @@ def serve(config_file: str) -> None:
     from pyramid.paster import setup_logging
 
     setup_logging(config_file)
+    return_large_buffers_to_the_system()
     loader = plaster.get_loader(config_file, protocols=["wsgi"])
-    try:
-        app = loader.get_wsgi_app()
-    except (MissingCheckpoint, UnknownModel, SettingsError, FileNotFoundError) as error:
-        sys.exit(f"Cannot start the service: {error}")
     server = {k: v for k, v in loader.get_settings("server:main").items()
               if k not in ("use", "here", "__file__")}
+    try:
+        app = loader.get_wsgi_app()
+        check_server_limits(server, app.registry.service.settings)
+    except (MissingCheckpoint, UnknownModel, SettingsError, FileNotFoundError) as error:
+        sys.exit(f"Cannot start the service: {error}")
     if os.environ.get("HOST") or os.environ.get("PORT"):
         host, _, port = server.get("listen", "127.0.0.1:6543").rpartition(":")
         server["listen"] = f"{os.environ.get('HOST', host)}:{os.environ.get('PORT', port)}"

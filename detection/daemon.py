@@ -1,12 +1,15 @@
 """One detection daemon at a time: the worker lock, starting the daemon, and running it.
 
-The lock is an ``flock`` on ``uploads/.worker.lock`` holding the worker's pid. The kernel drops it
-when the process dies however it dies (kill -9, OOM), so a free lock means no live worker.
+The lock is an ``flock`` on ``uploads/.worker.lock`` holding the daemon's pid (the supervisor of
+the worker process). The kernel drops it when the process dies however it dies (kill -9, OOM),
+so a free lock means no live daemon.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import logging.handlers
 import os
 import signal
 import subprocess
@@ -21,6 +24,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = PROJECT_ROOT / "mmdetectionl.py"
 # A daemon just started needs a moment (a Python start-up) to take the lock: don't start another.
 STARTUP_GRACE_SECONDS = 3.0
+HEALTHY_LIFETIME_SECONDS = 60.0
+MAX_RESTART_DELAY_SECONDS = 60.0
+LOG_MAX_BYTES = 10 * 2**20
+LOG_BACKUPS = 3
 
 
 class WorkerAlreadyRunning(RuntimeError):
@@ -84,76 +91,116 @@ def worker_pid(lock_path: Path) -> int | None:
 
 
 class WorkerLauncher:
-    """Used by the web process: start the daemon when no worker holds the lock."""
+    """Used by the web process: start the daemon when no live one holds the lock.
 
-    def __init__(self, lock_path: Path, config_file: Path | None):
-        self.lock_path = lock_path
-        self.config_file = config_file
+    A daemon that falls silent (its heartbeat in ``.worker.json`` older than the limit: stopped or
+    hung) is killed with its worker; one that keeps dying is started again less and less often.
+    """
+
+    def __init__(self, settings):
+        self.settings = settings
         self._lock = threading.Lock()
         self._started_at = -STARTUP_GRACE_SECONDS
-        self._launcher: subprocess.Popen | None = None
+        self._restart_delay = 0.0
 
     def ensure_running(self) -> int | None:
-        """Start the daemon unless one is running or starting; return the live worker's pid."""
-        pid = worker_pid(self.lock_path)
-        if pid is not None:
+        """Start the daemon unless one is running or starting; return the live daemon's pid."""
+        pid = worker_pid(self.settings.worker_lock_file)
+        if pid is not None and not self._silent(pid):
             return pid
         with self._lock:
-            if self._launcher is not None and self._launcher.poll() is not None:
-                self._launcher = None  # reaped: python-daemon's first process exits at once
-            if time.monotonic() - self._started_at < STARTUP_GRACE_SECONDS:
+            since_start = time.monotonic() - self._started_at
+            if since_start < STARTUP_GRACE_SECONDS + self._restart_delay:
                 return None
+            if pid is not None:
+                self._kill(pid)
+            self._restart_delay = self._next_delay(since_start)
             command = [sys.executable, str(WORKER_SCRIPT)]
-            if self.config_file:
-                command += ["--config", str(self.config_file)]
+            if self.settings.config_file:
+                command += ["--config", str(self.settings.config_file)]
             command += ["worker", "--daemon"]
-            self._launcher = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                                              stdout=subprocess.DEVNULL, start_new_session=True)
+            launcher = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, start_new_session=True)
+            # python-daemon's first process exits once the daemon has forked: reap it.
+            threading.Thread(target=launcher.wait, daemon=True).start()
             self._started_at = time.monotonic()
             log.info("started the detection daemon: %s", " ".join(command))
         return None
 
+    def _next_delay(self, since_start: float) -> float:
+        """Back off while daemons keep dying soon after their start (but not after a clean exit)."""
+        state = read_worker_state(self.settings.worker_state_file)
+        if state.get("state") == "stopped" or since_start > HEALTHY_LIFETIME_SECONDS:
+            return 0.0
+        return min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * self._restart_delay))
+
+    def _silent(self, pid: int) -> bool:
+        return heartbeat_age(self.settings.worker_lock_file) > self.settings.heartbeat_timeout_seconds
+
+    def _kill(self, pid: int) -> None:
+        log.error("the detection daemon %d sent no heartbeat for %g s (stopped or hung): "
+                  "killing it and its worker", pid, self.settings.heartbeat_timeout_seconds)
+        try:
+            # python-daemon made it a session leader: its process group holds its worker too.
+            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5
+        while worker_pid(self.settings.worker_lock_file) == pid and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def heartbeat_age(lock_path: Path) -> float:
+    """Seconds since the daemon last touched its lock file (it does twice a second)."""
+    try:
+        return max(0.0, time.time() - lock_path.stat().st_mtime)
+    except FileNotFoundError:
+        return 0.0
+
+
+def read_worker_state(path: Path) -> dict:
+    """``uploads/.worker.json`` as written by the supervisor ({} if absent or unreadable)."""
+    try:
+        state = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
 
 def run_daemon(settings) -> None:
-    """Detach (python-daemon), take the lock, and run the worker until stopped or idle."""
+    """Detach (python-daemon), take the lock, and supervise the worker until stopped or idle."""
     import daemon  # python-daemon
 
     lock = WorkerLock(settings.worker_lock_file)
-    log_file = open(settings.worker_log_file, "a", buffering=1)
+    stderr = open(settings.worker_stderr_file, "a", buffering=1)
+    if stderr.tell() > LOG_MAX_BYTES:  # what logging cannot catch (a crash): kept, bounded
+        stderr.truncate(0)
     context = daemon.DaemonContext(
         working_directory=str(PROJECT_ROOT), umask=0o022, pidfile=lock,
-        stdout=log_file, stderr=log_file, files_preserve=[log_file])
+        stdout=stderr, stderr=stderr, files_preserve=[stderr])
     try:
         context.open()
     except WorkerAlreadyRunning:
         return  # another daemon won the race: it will take the jobs
     with context:
-        logging.basicConfig(stream=log_file, level=logging.INFO,
-                            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-        try:
-            from .worker import Worker
-            worker = Worker(settings)
-        except Exception as error:  # e.g. a broken install: say so, rather than leave jobs waiting
-            log.exception("the worker could not start")
-            fail_waiting_jobs(settings, f"the detection worker could not start: "
-                                        f"{type(error).__name__}: {error}")
-            return
-        signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())  # finish the job, then stop
-
-        def still_wanted() -> bool:
-            # Let go of the lock before the last look, so an upload that saw it held is not missed.
-            lock.release()
-            return worker.queue.depth() > 0 and lock.acquire()
-
-        log.info("worker %d started", os.getpid())
-        worker.run(still_wanted)
-        log.info("worker %d stopping", os.getpid())
+        handler = logging.handlers.RotatingFileHandler(
+            settings.worker_log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+        supervise(settings, lock, handler)
 
 
-def fail_waiting_jobs(settings, reason: str) -> None:
-    """End every queued (or abandoned) job as failed with ``reason``; needs the worker lock."""
-    from .jobs import SpoolQueue
-    queue = SpoolQueue.for_settings(settings)
-    queue.recover_abandoned()
-    while (job := queue.claim_next()) is not None:
-        queue.fail(job, reason)
+def supervise(settings, lock: WorkerLock, handler: logging.Handler) -> None:
+    """Run the supervisor (in the foreground, or in the daemon), logging to ``handler``."""
+    from .supervisor import Supervisor
+
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+    def still_wanted() -> bool:
+        # Let go of the lock before the last look, so an upload that saw it held is not missed.
+        lock.release()
+        return supervisor.queue.depth() > 0 and lock.acquire()
+
+    supervisor = Supervisor(settings, still_wanted)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())
+    supervisor.run()

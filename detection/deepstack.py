@@ -12,7 +12,7 @@ from pyramid.view import view_config
 from .jobs import JobState
 from .security import API_PERMISSION
 from .errors import DetectionFailed, ModelNotFound
-from .forms import parse_number, read_image_form
+from .forms import parse_number, require_image
 
 DEFAULT_MIN_CONFIDENCE = 0.4
 
@@ -35,15 +35,14 @@ def custom(request):
 def detect(request, model_name: str | None) -> dict:
     service = request.service
     started = time.perf_counter()
-    form, image = read_image_form(request)
+    form = request.upload_form
     model = service.pick_model(model_name)
-    threshold = parse_number(form.get("min_confidence"), "min_confidence", 1.0,
+    threshold = parse_number(form.fields.get("min_confidence"), "min_confidence", 1.0,
                              DEFAULT_MIN_CONFIDENCE)
-    sid = service.accept_upload(image, model, threshold)
-    status = service.detect_now(sid)
+    status = service.detect_now(require_image(form), model, threshold)
     if status.state is JobState.FAILED:
         raise DetectionFailed(status.error)
-    return {"success": True, "sid": sid,
+    return {"success": True, "sid": status.job.sid,
             "predictions": [prediction(d) for d in status.result["detections"]],
             "duration": round((time.perf_counter() - started) * 1000)}
 

@@ -7,11 +7,13 @@ from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from .forms import BadParameter, BodyTooLarge
+from .guards import CrossSiteRequest
 from .images import BadImage, ImageTooLarge
 from .jobs import QueueFull
 from .models import UnknownModel
 from .routes import ROUTES
-from .service import DetectionTimeout, ModelUnavailable
+from .service import DetectionTimeout, DiskFull, ModelUnavailable, TooManyWaiting
+from .storage import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,17 @@ class DetectionFailed(RuntimeError):
 
 ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadImage: 422,
                 ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 400,
-                QueueFull: 503, DetectionTimeout: 503, DetectionFailed: 500}
+                CrossSiteRequest: 403, QueueFull: 503, DetectionTimeout: 503,
+                TooManyWaiting: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500}
+RETRY_LATER = (QueueFull, DetectionTimeout, TooManyWaiting)
+DEEPSTACK_PREFIX = "/v1/"
 
 
 def error_body(request, message: str) -> dict:
-    """Our error shape; DeepStack clients also get their ``success: false``."""
-    route = request.matched_route
-    if route is not None and route.name.startswith("deepstack"):
+    """Our error shape; DeepStack clients also get their ``success: false``.
+
+    Told by the path, not the route: errors raised before routing (body limits) answer too."""
+    if request.path.startswith(DEEPSTACK_PREFIX):
         return {"success": False, "error": message}
     return {"error": message}
 
@@ -72,7 +78,7 @@ def http_error(error, request):
 def domain_error(error, request):
     status = next((ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS), 500)
     request.response.status_int = status
-    if isinstance(error, (QueueFull, DetectionTimeout)):
+    if isinstance(error, RETRY_LATER):
         request.response.headers["Retry-After"] = str(error.retry_after)
     if status == 500 and not isinstance(error, DetectionFailed):
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -1,12 +1,26 @@
-"""Reading an upload's multipart form: the image as a binary stream, whatever the client sent."""
+"""Reading an upload's multipart form: parsed once, with limits, before anything else touches it.
+
+WebOb's ``request.POST`` opens a temp file per file part and recurses into nested multiparts, so
+a small hostile body could exhaust file descriptors or the stack. Here the body is parsed by
+``multipart`` (a streaming parser with limits) into memory, at most ``max_upload_bytes`` of it,
+and ``request.upload_form`` (reified) is the only way views and the security policy read it.
+"""
 from __future__ import annotations
 
-import io
 import math
-from email.parser import BytesParser
-from email.policy import HTTP
+from dataclasses import dataclass, field
 
-SINGLE_VALUED_FIELDS = ("image", "threshold", "model", "min_confidence", "api_key")
+import multipart
+
+# The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
+TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key")
+IMAGE_FIELD = "image"
+MAX_PARTS = 16
+MAX_TEXT_FIELD_BYTES = 1024
+MAX_PART_HEADERS = 8
+MAX_PART_HEADER_BYTES = 4096
+# What multipart framing may add to an image of max_upload_bytes (boundaries, part headers).
+FORM_OVERHEAD_BYTES = MAX_PARTS * (MAX_PART_HEADERS * MAX_PART_HEADER_BYTES // 4 + 256)
 
 
 class BadParameter(ValueError):
@@ -14,7 +28,13 @@ class BadParameter(ValueError):
 
 
 class BodyTooLarge(ValueError):
-    pass
+    """The body, or one of its parts, is over a limit."""
+
+
+@dataclass
+class UploadForm:
+    fields: dict[str, str] = field(default_factory=dict)
+    image: bytes | None = None
 
 
 def parse_number(raw: str | None, name: str, high: float, default: float) -> float:
@@ -30,32 +50,64 @@ def parse_number(raw: str | None, name: str, high: float, default: float) -> flo
     return value
 
 
-def read_image_form(request):
-    """The multipart form and its ``image`` as a binary stream, or a clear error."""
+def check_body_size(request, limit: int) -> None:
+    """413 for a declared body over the upload limit, before any byte of it is read."""
+    length = request.content_length or 0
+    if length > limit + FORM_OVERHEAD_BYTES:
+        raise BodyTooLarge(f"the upload is {length} bytes; the limit is {limit}")
+
+
+def read_upload_form(request) -> UploadForm:
+    """The request's multipart form (``request.upload_form``), or a clear error."""
     limit = request.service.settings.max_upload_bytes
-    if request.content_length and request.content_length > limit:
-        raise BodyTooLarge(f"the upload is {request.content_length} bytes; the limit is {limit}")
-    try:
-        form = request.POST
-    except ValueError as error:
-        raise BadParameter(f"malformed multipart body: {error}") from None
-    for name in SINGLE_VALUED_FIELDS:
-        if len(form.getall(name)) > 1:
-            raise BadParameter(f"send the {name} field once, not {len(form.getall(name))} times")
-    field = form.get("image")
-    if isinstance(field, str) and request.content_type == "multipart/form-data":
-        return form, io.BytesIO(_part_bytes(request, "image"))
-    if not hasattr(field, "file"):
+    check_body_size(request, limit)
+    if request.content_type != "multipart/form-data":
         raise BadParameter("send the image as a multipart/form-data file field named 'image'")
-    return form, field.file
+    _, options = multipart.parse_options_header(request.headers["Content-Type"])
+    boundary = options.get("boundary")
+    if not boundary:
+        raise BadParameter("malformed multipart body: no boundary in its Content-Type")
+    parser = multipart.MultipartParser(
+        request.body_file, boundary, content_length=request.content_length or -1,
+        part_limit=MAX_PARTS, header_limit=MAX_PART_HEADERS,
+        headersize_limit=MAX_PART_HEADER_BYTES, partsize_limit=limit,
+        # Everything stays in memory (the body is capped): no temp file per part.
+        spool_limit=limit + FORM_OVERHEAD_BYTES, memory_limit=limit + FORM_OVERHEAD_BYTES)
+    form = UploadForm()
+    try:
+        for part in parser:
+            _take_part(form, part, limit)
+    except multipart.ParserLimitReached as error:
+        raise BodyTooLarge(f"the form is over a limit: {error} (at most {MAX_PARTS} parts, "
+                           f"{MAX_PART_HEADERS} headers a part, an image of {limit} bytes)") from None
+    except multipart.MultipartError as error:
+        raise BadParameter(f"malformed multipart body: {error}") from None
+    return form
 
 
-def _part_bytes(request, name: str) -> bytes:
-    """A multipart part sent without a file name (some DeepStack clients do): WebOb decodes it as
-    text, losing binary data, so take its bytes from the body with the standard email parser."""
-    head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
-    message = BytesParser(policy=HTTP).parsebytes(head + request.body)
-    for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == name:
-            return part.get_payload(decode=True) or b""
-    return b""
+def require_image(form: UploadForm) -> bytes:
+    if form.image is None:
+        raise BadParameter("send the image as a multipart/form-data file field named 'image'")
+    return form.image
+
+
+def _take_part(form: UploadForm, part: multipart.MultipartPart, limit: int) -> None:
+    if part.name == IMAGE_FIELD:
+        if form.image is not None:
+            raise BadParameter("send the image field once, not several times")
+        # Bytes as sent, with or without a file name (some DeepStack clients send none).
+        form.image = part.file.getvalue()
+    elif part.name in TEXT_FIELDS:
+        if part.name in form.fields:
+            raise BadParameter(f"send the {part.name} field once, not several times")
+        if part.size > MAX_TEXT_FIELD_BYTES:
+            raise BadParameter(f"the {part.name} field is over {MAX_TEXT_FIELD_BYTES} bytes")
+        try:
+            form.fields[part.name] = part.value
+        except UnicodeDecodeError:
+            raise BadParameter(f"the {part.name} field is not text") from None
+    part.close()
+
+
+def includeme(config) -> None:
+    config.add_request_method(read_upload_form, "upload_form", reify=True)

@@ -1,21 +1,25 @@
 """Jobs, their states, and the spool that hands them from the web process to the worker.
 
-The spool is a directory of tickets, one JSON file per job, Maildir style: a ticket appears by an
-atomic rename into ``queued/`` (named ``<enqueue time ns>-<sid>.json`` so a listing is oldest
-first), a worker claims it by renaming it into ``running/``, and it leaves ``running/`` once the
-worker has written ``<sid>.json`` (done) or ``<sid>.error.json`` (failed) into uploads/.
-A ticket still in ``running/`` when a new worker takes the worker lock was abandoned by a worker
-that died: it is queued again once, and fails for good the second time.
+The spool is a directory of tickets, one JSON file per job, Maildir style. A ticket appears by an
+atomic, fsynced rename into ``queued/`` as ``<enqueue time ns>-<sid>.<attempts>.json`` (a listing
+is oldest first). A worker claims it by renaming it into ``running/`` as
+``<sid>.<attempts + 1>.json``: the claim and the count of attempts are one rename, so the count is
+right before any work starts, even on a full disk. The ticket leaves ``running/`` once the worker
+has written ``<sid>.json`` (done) or ``<sid>.error.json`` (failed) into uploads/.
+A ticket still in ``running/`` when a new worker starts was abandoned by a worker that died: it
+is queued again once, and fails for good the second time. A ticket that cannot be read (a power
+cut can leave an empty file) is set aside in ``damaged/`` and its job failed with the reason.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -47,24 +51,44 @@ class QueueFull(RuntimeError):
                          f"try again in {self.retry_after} s")
 
 
+QUEUED_TICKET = re.compile(r"(?P<ns>\d{20})-(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
+RUNNING_TICKET = re.compile(r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class TicketDamaged(ValueError):
+    """A ticket file that does not hold a job (torn by a power cut, or not ours)."""
+
+
 @dataclass
 class Job:
     sid: str
     model: str
     threshold: float
     enqueued_ns: int
-    attempts: int = 0
+    attempts: int = 0  # kept in the ticket's name, not in its content
 
     @classmethod
     def new(cls, sid: str, model: str, threshold: float) -> "Job":
         return cls(sid=sid, model=model, threshold=threshold, enqueued_ns=time.time_ns())
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps({"sid": self.sid, "model": self.model, "threshold": self.threshold,
+                           "enqueued_ns": self.enqueued_ns}).encode()
 
     @classmethod
-    def from_file(cls, path: Path) -> "Job":
-        return cls(**json.loads(path.read_bytes()))
+    def from_ticket(cls, path: Path, sid: str, attempts: int) -> "Job":
+        """The job in a ticket file, or ``TicketDamaged`` saying what is wrong with it."""
+        try:
+            fields = json.loads(path.read_bytes())
+            job = cls(sid=fields["sid"], model=fields["model"],
+                      threshold=float(fields["threshold"]),
+                      enqueued_ns=int(fields["enqueued_ns"]), attempts=attempts)
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
+            raise TicketDamaged(f"its ticket is damaged ({type(error).__name__}: {error})") from None
+        if job.sid != sid or not isinstance(job.model, str):
+            raise TicketDamaged("its ticket does not match its name")
+        return job
 
 
 @dataclass
@@ -82,6 +106,7 @@ class JobQueue(Protocol):
     def enqueue(self, job: Job) -> None: ...
     def status(self, sid: str) -> JobStatus | None: ...
     def depth(self) -> int: ...
+    def pending_sids(self) -> set[str]: ...
     def is_finished(self, sid: str) -> bool: ...
     def claim_next(self) -> Job | None: ...
     def finish(self, job: Job) -> None: ...
@@ -100,9 +125,10 @@ class SpoolQueue:
         self.uploads_dir = uploads_dir
         self.queued_dir = spool_dir / "queued"
         self.running_dir = spool_dir / "running"
+        self.damaged_dir = spool_dir / "damaged"
         self.max_queue = max_queue
         self._enqueue_lock = threading.Lock()
-        for directory in (uploads_dir, self.queued_dir, self.running_dir):
+        for directory in (uploads_dir, self.queued_dir, self.running_dir, self.damaged_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
     # Paths of a job's files in uploads/ (the public, polled side).
@@ -128,8 +154,13 @@ class SpoolQueue:
         """Jobs waiting or being detected."""
         return len(self._queued_names()) + len(self._running_names())
 
+    def pending_sids(self) -> set[str]:
+        """The jobs queued or running (their files must stay)."""
+        sids = {m["sid"] for n in self._queued_names() if (m := QUEUED_TICKET.fullmatch(n))}
+        return sids | {m["sid"] for n in self._running_names() if (m := RUNNING_TICKET.fullmatch(n))}
+
     def is_finished(self, sid: str) -> bool:
-        """Done or failed: two stat calls, cheap enough to ask every few milliseconds."""
+        """Done or failed: two stat calls."""
         return self.result_path(sid).exists() or self.error_path(sid).exists()
 
     def enqueue(self, job: Job) -> None:
@@ -137,8 +168,13 @@ class SpoolQueue:
             depth = self.depth()
             if depth >= self.max_queue:
                 raise QueueFull(depth)
-            write_atomically(self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.json",
-                             job.to_bytes())
+            write_atomically(self._queued_ticket(job), job.to_bytes(), durable=True)
+
+    def _queued_ticket(self, job: Job) -> Path:
+        return self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.{job.attempts}.json"
+
+    def _running_ticket(self, job: Job) -> Path:
+        return self.running_dir / f"{job.sid}.{job.attempts}.json"
 
     def status(self, sid: str) -> JobStatus | None:
         # Final states first: a job never leaves them, and the worker writes the result before it
@@ -151,47 +187,100 @@ class SpoolQueue:
         return None
 
     def _find(self, sid: str) -> JobStatus | None:
-        if self.result_path(sid).exists():
-            result = json.loads(self.result_path(sid).read_bytes())
-            job = Job(sid, result["model"], result["threshold"], 0)
-            return JobStatus(job, JobState.DONE, result=result)
-        if self.error_path(sid).exists():
-            failure = json.loads(self.error_path(sid).read_bytes())
-            job = Job(sid, failure["model"], failure["threshold"], 0, failure["attempts"])
-            return JobStatus(job, JobState.FAILED, error=failure["error"])
+        final = self._final_status(sid)
+        if final is not None:
+            return final
         for position, name in enumerate(self._queued_names(), start=1):
-            if name.endswith(f"-{sid}.json"):
-                return JobStatus(Job.from_file(self.queued_dir / name), JobState.QUEUED, position)
-        running = self.running_dir / f"{sid}.json"
-        if running.exists():
-            return JobStatus(Job.from_file(running), JobState.RUNNING)
+            match = QUEUED_TICKET.fullmatch(name)
+            if match and match["sid"] == sid:
+                try:
+                    job = Job.from_ticket(self.queued_dir / name, sid, int(match["attempts"] or 0))
+                except TicketDamaged as error:
+                    self._set_aside(self.queued_dir / name, sid, str(error))
+                    raise FileNotFoundError(sid) from None  # now failed: look again
+                return JobStatus(job, JobState.QUEUED, position)
+        for name in self._running_names():
+            match = RUNNING_TICKET.fullmatch(name)
+            if match and match["sid"] == sid:
+                job = Job(sid, "unknown", 0.0, 0, int(match["attempts"] or 1))
+                try:
+                    job = Job.from_ticket(self.running_dir / name, sid, job.attempts)
+                except TicketDamaged:
+                    pass  # the worker sets it aside; meanwhile it is running
+                return JobStatus(job, JobState.RUNNING)
         if self.input_path(sid).exists():
             raise FileNotFoundError(sid)  # it moved on while we looked: look again
+        return None
+
+    def _final_status(self, sid: str) -> JobStatus | None:
+        for path, state in ((self.result_path(sid), JobState.DONE),
+                            (self.error_path(sid), JobState.FAILED)):
+            try:
+                document = json.loads(path.read_bytes())
+                job = Job(sid, str(document.get("model") or "unknown"),
+                          float(document.get("threshold") or 0.0), 0,
+                          int(document.get("attempts") or 0))
+            except FileNotFoundError:
+                continue
+            except (ValueError, TypeError, AttributeError):
+                return JobStatus(Job(sid, "unknown", 0.0, 0), JobState.FAILED,
+                                 error=f"the job's {path.name} is damaged on disk")
+            if state is JobState.DONE:
+                return JobStatus(job, state, result=document)
+            return JobStatus(job, state, error=str(document.get("error")))
         return None
 
     def claim_next(self) -> Job | None:
         """Move the oldest queued ticket into running/ and return its job (None if none wait)."""
         for name in self._queued_names():
-            ticket = self.queued_dir / name
+            match = QUEUED_TICKET.fullmatch(name)
+            if match is None:
+                self._set_aside(self.queued_dir / name, None, "not a ticket name")
+                continue
+            attempts = int(match["attempts"] or 0) + 1
+            running = self.running_dir / f"{match['sid']}.{attempts}.json"
             try:
-                job = Job.from_file(ticket)
-                os.rename(ticket, self.running_dir / f"{job.sid}.json")
+                os.rename(self.queued_dir / name, running)
             except FileNotFoundError:
                 continue  # another worker took it
-            job.attempts += 1
-            write_atomically(self.running_dir / f"{job.sid}.json", job.to_bytes())
-            return job
+            try:
+                return Job.from_ticket(running, match["sid"], attempts)
+            except TicketDamaged as error:
+                self._set_aside(running, match["sid"], str(error))
         return None
 
     def finish(self, job: Job) -> None:
         """Called once the job's result files are in place."""
-        (self.running_dir / f"{job.sid}.json").unlink(missing_ok=True)
+        self._running_ticket(job).unlink(missing_ok=True)
 
     def fail(self, job: Job, reason: str) -> None:
-        failure = {"sid": job.sid, "model": job.model, "threshold": job.threshold,
-                   "attempts": job.attempts, "error": reason}
-        write_atomically(self.error_path(job.sid), json.dumps(failure).encode())
-        (self.running_dir / f"{job.sid}.json").unlink(missing_ok=True)
+        self._record_failure(job.sid, {"sid": job.sid, "model": job.model,
+                                       "threshold": job.threshold, "attempts": job.attempts,
+                                       "error": reason})
+        self._running_ticket(job).unlink(missing_ok=True)
+
+    def _record_failure(self, sid: str, failure: dict) -> None:
+        data = json.dumps(failure).encode()
+        try:
+            write_atomically(self.error_path(sid), data, durable=True)
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            # A full disk: the failed job's own files make room for its small failure record.
+            self.output_path(sid).unlink(missing_ok=True)
+            self.input_path(sid).unlink(missing_ok=True)
+            write_atomically(self.error_path(sid), data, durable=True)
+
+    def _set_aside(self, ticket: Path, sid: str | None, reason: str) -> None:
+        """Move a damaged ticket into damaged/ (kept for a look) and fail its job with the reason."""
+        try:
+            os.rename(ticket, self.damaged_dir / f"{time.time_ns()}-{ticket.name}")
+        except FileNotFoundError:
+            return  # someone else set it aside
+        if sid is not None and not self.is_finished(sid):
+            self._record_failure(sid, {"sid": sid, "model": None, "threshold": None,
+                                       "attempts": 0,
+                                       "error": f"the job was lost: {reason}; upload it again"})
 
     def recover_abandoned(self) -> list[Job]:
         """Requeue (or, on their last attempt, fail) the jobs a dead worker left in running/.
@@ -200,35 +289,19 @@ class SpoolQueue:
         """
         recovered = []
         for name in self._running_names():
-            job = Job.from_file(self.running_dir / name)
+            match = RUNNING_TICKET.fullmatch(name)
+            sid = match["sid"] if match else None
+            try:
+                if sid is None:
+                    raise TicketDamaged("not a ticket name")
+                job = Job.from_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
+            except TicketDamaged as error:
+                self._set_aside(self.running_dir / name, sid, str(error))
+                continue
             if job.attempts >= MAX_ATTEMPTS:
                 self.fail(job, f"the worker died {job.attempts} times while detecting this image "
-                               "(killed, or out of memory)")
+                               "(killed, hung, or out of memory)")
             else:
-                write_atomically(self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.json",
-                                 job.to_bytes())
-                (self.running_dir / name).unlink()
+                os.rename(self.running_dir / name, self._queued_ticket(job))
             recovered.append(job)
         return recovered
-
-    def prune(self, older_than_hours: float) -> int:
-        """Delete the files of finished jobs (done, failed or never queued) older than the limit."""
-        if older_than_hours <= 0:
-            return 0
-        cutoff = time.time() - older_than_hours * 3600
-        pending = {n.rsplit("-", 1)[-1][:-5] for n in self._queued_names()}
-        pending.update(n[:-5] for n in self._running_names())
-        sids = {p.name.split(".", 1)[0] for p in self.uploads_dir.iterdir()}
-        removed = 0
-        for sid in sids - pending:
-            if not SID_PATTERN.fullmatch(sid):
-                continue
-            files = list(self.uploads_dir.glob(f"{sid}.*"))
-            try:
-                if all(p.stat().st_mtime < cutoff for p in files):
-                    for p in files:
-                        p.unlink(missing_ok=True)
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed

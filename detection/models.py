@@ -35,6 +35,7 @@ class ModelSpec:
     hint: str
     box_ap: float | None
     mask_ap: float | None
+    timeout_seconds: float | None = None  # a job's time limit, if not the settings' one
 
     @property
     def available(self) -> bool:
@@ -83,5 +84,6 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
         registry[name] = ModelSpec(
             name=name, config=config, checkpoint=checkpoint, weights_url=url,
             hint=table.get("hint", ""), box_ap=entry.box_ap if entry else None,
-            mask_ap=entry.mask_ap if entry else None)
+            mask_ap=entry.mask_ap if entry else None,
+            timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table else None)
     return registry

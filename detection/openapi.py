@@ -20,11 +20,14 @@ DEEPSTACK_KEY_NOTE = ("Where API keys are configured, DeepStack clients send the
 
 
 def _errors(schema: str, *codes: int) -> dict:
-    meaning = {400: "a bad parameter", 401: "a missing or wrong API key", 404: "not found",
+    meaning = {400: "a bad parameter", 401: "a missing or wrong API key",
+               403: "a POST from a page of another origin", 404: "not found",
                410: "the job failed: its results will never exist",
                413: "the body or the image is too large",
                422: "not an image, empty, truncated or corrupt",
-               500: "the detection itself failed", 503: "queue full, or timed out waiting"}
+               500: "the detection itself failed",
+               503: "queue full, too many requests waiting, or timed out waiting",
+               507: "no room to store the image (storage budget or disk full)"}
     return {str(code): _json(schema, meaning[code], RETRY_AFTER if code == 503 else None)
             for code in codes}
 
@@ -35,7 +38,8 @@ def _upload_form(model_names: list[str], threshold_name: str, default: float) ->
         threshold_name: {"type": "number", "minimum": 0, "maximum": 1, "default": default},
     }
     if threshold_name == "threshold":
-        properties["model"] = {"type": "string", "enum": model_names}
+        properties["model"] = {"type": "string", "enum": ["", *model_names],
+                               "description": "an installed model; empty: the default"}
     return {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["image"], "properties": properties}}}}
 
@@ -104,7 +108,12 @@ def openapi_document(service) -> dict:
     models = service.installed_models()
     default = service.settings.default_threshold
     sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
-    deepstack_errors = _errors("DeepStackError", 400, 401, 413, 422, 500, 503)
+    deepstack_errors = _errors("DeepStackError", 400, 401, 403, 413, 422, 500, 503, 507)
+    # ``?wait=`` is described in words: as a formal optional number, an empty object serializes to
+    # no parameter at all, which a fuzzer then expects to be refused.
+    wait = ("Optional query parameter `wait` (seconds, 0 to 60): a long-poll, answered as soon "
+            "as the job is done or failed, or after that many seconds (at once when too many "
+            "requests wait already). Any other query parameter is a 400.")
     return {
         "openapi": "3.0.3",
         "info": {"title": "Object detection service", "version": __version__,
@@ -121,12 +130,12 @@ def openapi_document(service) -> dict:
                 "summary": "Queue a photo for detection", "security": KEYED,
                 "requestBody": _upload_form(models, "threshold", default),
                 "responses": {"202": _json("Accepted", "accepted; poll status_url"),
-                              **_errors("Error", 400, 401, 413, 422, 503)}}},
+                              **_errors("Error", 400, 401, 403, 413, 422, 503, 507)}}},
             "/status/{sid}": {"get": {
                 "summary": "A job's state, and its detections once done", "security": KEYED,
-                "parameters": [sid],
+                "description": wait, "parameters": [sid],
                 "responses": {"200": _json("Status", "the job"),
-                              **_errors("Error", 401, 404)}}},
+                              **_errors("Error", 400, 401, 404)}}},
             "/uploads/{name}": {"get": {
                 "summary": "<sid>.png (input), .out.png (drawn), .json (detections), "
                            ".error.json (failure)", "security": KEYED,

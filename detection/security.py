@@ -1,8 +1,11 @@
 """Optional API keys, as a Pyramid security policy: views with ``permission="api"`` need a key
 when the settings name any. Keys come as ``Authorization: Bearer KEY``, ``X-API-Key: KEY`` or, for
-DeepStack clients, an ``api_key`` form field. Keys are compared in constant time."""
+DeepStack clients, an ``api_key`` form field (read from the bounded form parse, and only when no
+header carries a key). Keys are compared in constant time, as SHA-256 digests so that neither
+a key's content nor its length shows in the time taken."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from pyramid.security import Allowed, Denied
@@ -17,19 +20,17 @@ def presented_key(request) -> str | None:
     if "X-API-Key" in request.headers:
         return request.headers["X-API-Key"].strip()
     if request.method == "POST" and request.content_type == "multipart/form-data":
-        try:
-            field = request.POST.get("api_key")
-        except ValueError:  # a malformed body: the view reports it
-            return None
-        return field if isinstance(field, str) else None
+        return request.upload_form.fields.get("api_key")
     return None
 
 
 def key_matches(candidate: str | None, keys: tuple[str, ...]) -> bool:
     if candidate is None:
         return False
-    # Compare with every key, so the time taken does not tell which one nearly matched.
-    results = [hmac.compare_digest(candidate.encode(), key.encode()) for key in keys]
+    # Compare digests (equal lengths) with every key, so the time taken tells nothing.
+    digest = hashlib.sha256(candidate.encode()).digest()
+    results = [hmac.compare_digest(digest, hashlib.sha256(key.encode()).digest())
+               for key in keys]
     return any(results)
 
 

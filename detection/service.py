@@ -1,17 +1,19 @@
 """What the web process does with a request, apart from HTTP: accept uploads, report jobs."""
 from __future__ import annotations
 
-import json
 import logging
-import time
-from typing import BinaryIO
+import os
+import threading
 
 from . import __version__
-from .daemon import WorkerLauncher, worker_pid
-from .images import BadImage, decode_image, save_png
-from .jobs import SID_PATTERN, Job, JobState, JobStatus, QueueFull, SpoolQueue, new_sid
+from .daemon import WorkerLauncher, heartbeat_age, read_worker_state, worker_pid
+from .images import BadImage, decode_image, limit_decoding, save_png
+from .jobs import (DISK_FULL, SID_PATTERN, Job, JobState, JobStatus, QueueFull, SpoolQueue,
+                   new_sid)
 from .models import ModelSpec, UnknownModel, load_registry
 from .settings import Settings
+from .storage import PruneReport, StorageBudget, prune_storage
+from .waiting import JobWaiter
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,16 @@ class DetectionTimeout(TimeoutError):
     """A synchronous request's job did not finish in time (it goes on; poll its status)."""
 
     retry_after = 5
+
+
+class TooManyWaiting(RuntimeError):
+    """Every slot for requests that wait for a result is taken; try again shortly."""
+
+    retry_after = 2
+
+
+class DiskFull(OSError):
+    """The disk itself is full (not just the storage budget): nothing more can be stored."""
 
 
 class DetectionService:
@@ -39,8 +51,15 @@ class DetectionService:
             if not spec.available:
                 log.warning("model %s is unavailable: no checkpoint at %s (run: python "
                             "mmdetectionl.py download %s)", spec.name, spec.checkpoint, spec.name)
+        limit_decoding(settings.max_pixels)
         self.queue = SpoolQueue.for_settings(settings)
-        self.launcher = WorkerLauncher(settings.worker_lock_file, settings.config_file)
+        self.launcher = WorkerLauncher(settings)
+        self.waiter = JobWaiter(settings.uploads_dir, self.queue.is_finished,
+                                settings.max_waiting_requests, on_tick=self.ensure_worker)
+        self.storage = StorageBudget(settings.uploads_dir, settings.max_storage_bytes,
+                                     make_room=self._make_room)
+        # Decoding is CPU and memory bound: one image per core at a time bounds both.
+        self._decoding = threading.BoundedSemaphore(os.cpu_count() or 2)
         if self.queue.depth():
             self.ensure_worker()  # jobs left from before a restart
 
@@ -50,7 +69,7 @@ class DetectionService:
         return self.launcher.ensure_running()
 
     def pick_model(self, name: str | None) -> ModelSpec:
-        name = (name or "").strip() or self.settings.default_model
+        name = name or self.settings.default_model
         if name not in self.models:
             raise UnknownModel(f"unknown model {name!r}; choose one of {sorted(self.models)}")
         spec = self.models[name]
@@ -62,26 +81,35 @@ class DetectionService:
     def installed_models(self) -> list[str]:
         return sorted(name for name, spec in self.models.items() if spec.available)
 
-    def accept_upload(self, stream: BinaryIO, model: ModelSpec, threshold: float) -> str:
+    def accept_upload(self, data: bytes, model: ModelSpec, threshold: float) -> str:
         """Decode, store and enqueue an upload; return its new sid."""
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:  # refuse before spending time on decoding
             raise QueueFull(depth)
-        if not stream.read(1):
+        if not data:
             raise BadImage("the file is empty")
-        stream.seek(0)
-        image = decode_image(stream, self.settings.max_pixels)
-        sid = new_sid()
-        save_png(image, self.queue.input_path(sid))
-        try:
-            self.queue.enqueue(Job.new(sid, model.name, threshold))
-        except QueueFull:
-            self.queue.input_path(sid).unlink(missing_ok=True)
-            raise
+        with self._decoding:
+            image = decode_image(data, self.settings.max_pixels)
+            # At most the stored PNG and the drawn one, each no bigger than the raw pixels.
+            self.storage.reserve(2 * 3 * image.width * image.height)
+            sid = new_sid()
+            try:
+                save_png(image, self.queue.input_path(sid))
+                self.queue.enqueue(Job.new(sid, model.name, threshold))
+            except BaseException as error:
+                self.queue.input_path(sid).unlink(missing_ok=True)
+                if isinstance(error, OSError) and error.errno in DISK_FULL:
+                    raise DiskFull("the server's disk is full; try again later") from None
+                raise
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
                  sid, image.width, image.height, model.name, threshold)
         self.ensure_worker()
         return sid
+
+    def _make_room(self, target_bytes: int) -> PruneReport:
+        return prune_storage(self.settings.uploads_dir, pending=self.queue.pending_sids(),
+                             retention_hours=self.settings.retention_hours,
+                             max_bytes=target_bytes)
 
     def job_status(self, sid: str) -> JobStatus | None:
         if not SID_PATTERN.fullmatch(sid):
@@ -92,32 +120,41 @@ class DetectionService:
         return status
 
     def wait_for(self, sid: str, timeout: float) -> JobStatus | None:
-        """The job's status once it is done or failed, or when ``timeout`` seconds have passed."""
-        deadline = time.monotonic() + timeout
-        while not self.queue.is_finished(sid) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        """The job's status once it is done or failed, or when ``timeout`` seconds have passed;
+        at once when too many requests wait already."""
+        with self.waiter.slot() as granted:
+            if granted:
+                self.waiter.wait(sid, timeout)
         return self.job_status(sid)
 
-    def detect_now(self, sid: str) -> JobStatus:
-        """Wait for a synchronous request's job, up to ``settings.sync_timeout_seconds``."""
-        status = self.wait_for(sid, self.settings.sync_timeout_seconds)
-        if status.state not in (JobState.DONE, JobState.FAILED):
-            raise DetectionTimeout(
-                f"detection took longer than {self.settings.sync_timeout_seconds:g} s; "
-                f"the job goes on: GET /status/{sid}")
-        return status
+    def detect_now(self, data: bytes, model: ModelSpec, threshold: float) -> JobStatus:
+        """Accept an upload and wait for its result, up to ``settings.sync_timeout_seconds``."""
+        with self.waiter.slot() as granted:
+            if not granted:
+                raise TooManyWaiting(f"{self.settings.max_waiting_requests} requests are waiting "
+                                     f"for results already; try again in "
+                                     f"{TooManyWaiting.retry_after} s")
+            sid = self.accept_upload(data, model, threshold)
+            if not self.waiter.wait(sid, self.settings.sync_timeout_seconds):
+                raise DetectionTimeout(
+                    f"detection took longer than {self.settings.sync_timeout_seconds:g} s; "
+                    f"the job goes on: GET /status/{sid}")
+        return self.job_status(sid)
 
     def health(self) -> dict:
         pid = worker_pid(self.settings.worker_lock_file)
-        worker = {"alive": pid is not None, "pid": pid}
+        worker = {"alive": False, "pid": pid}
         if pid is not None:
-            try:
-                worker.update(json.loads(self.settings.worker_state_file.read_bytes()))
-            except (FileNotFoundError, ValueError):
-                pass  # the worker is starting
-            worker["pid"] = pid
+            state = read_worker_state(self.settings.worker_state_file)
+            if state.get("pid") == pid:
+                worker.update(state)
+            age = heartbeat_age(self.settings.worker_lock_file)
+            worker["heartbeat_age_seconds"] = round(age, 1)
+            worker["alive"] = age <= self.settings.heartbeat_timeout_seconds
         return {"status": "ok", "version": __version__, "worker": worker,
                 "queue": {"depth": self.queue.depth(), "max": self.settings.max_queue},
+                "storage": {"bytes": self.storage.estimated_bytes,
+                            "max_bytes": self.settings.max_storage_bytes},
                 "models": {"default": self.settings.default_model,
                            "configured": sorted(self.models),
                            "available": self.installed_models(),

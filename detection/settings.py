@@ -20,6 +20,7 @@ ENVIRONMENT_OVERRIDES = {
     "DETECTION_DEFAULT_MODEL": "default_model",
     "DETECTION_DEVICE": "device",
     "DETECTION_API_KEYS": "api_keys",
+    "DETECTION_PUBLIC_URL": "public_url",
 }
 
 
@@ -48,7 +49,19 @@ class Settings:
     retention_hours: float
     spawn_worker: bool
     sync_timeout_seconds: float
+    max_waiting_requests: int
+    job_timeout_seconds: float
+    model_load_timeout_seconds: float
+    heartbeat_timeout_seconds: float
+    max_storage_mb: int
+    prune_interval_seconds: float
+    public_url: str
+    allowed_origins: tuple[str, ...]
     api_keys: tuple[str, ...]
+
+    @property
+    def max_storage_bytes(self) -> int | None:
+        return self.max_storage_mb * 2**20 if self.max_storage_mb else None
 
     @property
     def spool_dir(self) -> Path:
@@ -69,6 +82,11 @@ class Settings:
     @property
     def worker_log_file(self) -> Path:
         return self.uploads_dir / ".worker.log"
+
+    @property
+    def worker_stderr_file(self) -> Path:
+        """The daemon's own stdout/stderr (what logging cannot catch, e.g. a crash)."""
+        return self.uploads_dir / ".worker.stderr"
 
 
 def _path(raw: str, base: Path) -> Path:
@@ -103,6 +121,19 @@ def _flag(raw: Mapping[str, str], key: str, default: bool) -> bool:
     raise SettingsError(f"{PREFIX}{key} must be true or false, got {value!r}")
 
 
+def _words(raw: str) -> tuple[str, ...]:
+    """A list setting: words separated by spaces or commas."""
+    return tuple(str(raw).replace(",", " ").split())
+
+
+def _url(raw: str) -> str:
+    url = str(raw).strip().rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{PREFIX}public_url and allowed_origins take http(s)://host[:port] "
+                            f"URLs, got {raw!r}")
+    return url
+
+
 def parse_settings(app_settings: Mapping[str, str], config_file: str | None = None,
                    environ: Mapping[str, str] = os.environ) -> Settings:
     """Build ``Settings`` from the ini's app settings (``detection.*`` keys) and the environment."""
@@ -133,5 +164,21 @@ def parse_settings(app_settings: Mapping[str, str], config_file: str | None = No
         retention_hours=_number(raw, "retention_hours", 24, float, 0, 10**6),
         spawn_worker=_flag(raw, "spawn_worker", True),
         sync_timeout_seconds=_number(raw, "sync_timeout_seconds", 30, float, 0.1, 3600),
-        api_keys=tuple(raw.get("api_keys", "").replace(",", " ").split()),
+        max_waiting_requests=_number(raw, "max_waiting_requests", 16, int, 1, 100_000),
+        job_timeout_seconds=_number(raw, "job_timeout_seconds", 120, float, 1, 10**6),
+        model_load_timeout_seconds=_number(raw, "model_load_timeout_seconds", 600, float, 1,
+                                           10**6),
+        heartbeat_timeout_seconds=_number(raw, "heartbeat_timeout_seconds", 30, float, 1,
+                                          10**6),
+        max_storage_mb=_number(raw, "max_storage_mb", 10240, int, 0, 2**40),
+        prune_interval_seconds=_number(raw, "prune_interval_seconds", 60, float, 1, 10**6),
+        public_url=_url(raw.get("public_url", "")),
+        allowed_origins=tuple(_url(o) for o in _words(raw.get("allowed_origins", ""))),
+        api_keys=_words(raw.get("api_keys", "")),
     )
+
+
+def load_settings(config_file: str | Path) -> Settings:
+    """The settings of an ``.ini`` file's ``[app:main]`` (for processes other than web)."""
+    from pyramid.paster import get_appsettings
+    return parse_settings(get_appsettings(str(config_file)), str(config_file))

@@ -7,7 +7,7 @@ from pyramid.response import FileResponse
 from pyramid.view import view_config
 
 from .errors import JobNotFound
-from .forms import parse_number, read_image_form
+from .forms import BadParameter, parse_number, require_image
 from .jobs import JobState, JobStatus
 from .openapi import openapi_document
 from .routes import STATIC_DIR
@@ -28,26 +28,32 @@ def home(request):
              permission=API_PERMISSION)
 def upload(request):
     service = request.service
-    form, image = read_image_form(request)
-    model = service.pick_model(form.get("model"))
-    threshold = parse_number(form.get("threshold"), "threshold", 1.0,
+    form = request.upload_form
+    model = service.pick_model(form.fields.get("model"))
+    threshold = parse_number(form.fields.get("threshold"), "threshold", 1.0,
                              service.settings.default_threshold)
-    sid = service.accept_upload(image, model, threshold)
+    sid = service.accept_upload(require_image(form), model, threshold)
+    urls = _urls(request, sid)
     request.response.status_int = 202
-    request.response.location = request.route_url("status", sid=sid)
-    return {"sid": sid, **_urls(request, sid)}
+    request.response.location = urls["status_url"]
+    request.response.cache_control = "no-store"
+    return {"sid": sid, **urls}
 
 
 @view_config(route_name="status", request_method="GET", renderer="json", http_cache=0,
              permission=API_PERMISSION)
 def status(request):
-    """``?wait=S`` (up to 60) answers as soon as the job finishes, or after S seconds."""
+    """``?wait=S`` (up to 60) answers as soon as the job finishes, or after S seconds (at once
+    when ``max_waiting_requests`` requests wait already)."""
     sid = request.matchdict["sid"]
+    unknown = set(request.GET) - {"wait"}
+    if unknown:
+        raise BadParameter(f"unknown query parameters: {', '.join(sorted(unknown))} (only wait)")
+    wait = parse_number(request.GET.get("wait"), "wait", MAX_STATUS_WAIT, 0.0)
     job_status = request.service.job_status(sid)
     if job_status is None:
         raise JobNotFound(f"no job with id {sid!r}")
-    if "wait" in request.GET and job_status.state in (JobState.QUEUED, JobState.RUNNING):
-        wait = parse_number(request.GET["wait"], "wait", MAX_STATUS_WAIT, 0.0)
+    if wait and job_status.state in (JobState.QUEUED, JobState.RUNNING):
         job_status = request.service.wait_for(sid, wait)
     return status_body(request, job_status)
 
@@ -95,9 +101,11 @@ def openapi(request):
 
 
 def _urls(request, sid: str) -> dict:
-    return {"status_url": request.route_url("status", sid=sid),
-            "result_url": request.route_url("uploaded_file", name=f"{sid}.out.png"),
-            "json_url": request.route_url("uploaded_file", name=f"{sid}.json")}
+    """Relative URLs, or absolute ones under ``public_url``: never built from the Host header."""
+    base = request.service.settings.public_url
+    return {"status_url": base + request.route_path("status", sid=sid),
+            "result_url": base + request.route_path("uploaded_file", name=f"{sid}.out.png"),
+            "json_url": base + request.route_path("uploaded_file", name=f"{sid}.json")}
 
 
 def status_body(request, job_status: JobStatus) -> dict:

@@ -1,14 +1,19 @@
 """The detection worker: take the oldest ticket, detect, write results atomically, repeat.
 
 Models are loaded on first use and kept warm, least recently used first out, within a count
-and a memory bound.
+and a memory bound. ``python -m detection.worker`` runs it as the supervisor's child
+(``detection/supervisor.py``): it reports each step and a heartbeat on a pipe, and the
+supervisor enforces time limits and replaces it when it dies or hangs.
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -22,10 +27,11 @@ from . import __version__
 from .atomic import write_atomically
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
-from .images import save_png
+from .images import limit_decoding, save_png
 from .jobs import Job, JobQueue, SpoolQueue
 from .models import ModelSpec, UnknownModel, load_registry
-from .settings import Settings
+from .reporting import Reporter
+from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ def process(job: Job, queue: SpoolQueue, models: ModelCache) -> dict:
     save_png(drawn, queue.output_path(job.sid))
     lap("write_ms")
     document = result_document(job, image.size, detections, timings)
-    write_atomically(queue.result_path(job.sid), json.dumps(document).encode())
+    write_atomically(queue.result_path(job.sid), json.dumps(document).encode(), durable=True)
     return document
 
 
@@ -117,12 +123,15 @@ def failure_reason(error: Exception) -> str:
 
 
 class Worker:
-    """Runs jobs from a queue until stopped, or until idle for ``settings.idle_exit_seconds``."""
+    """Runs jobs from a queue until ``stop`` is set, telling ``report`` what it is doing."""
 
-    def __init__(self, settings: Settings, queue: JobQueue | None = None):
+    def __init__(self, settings: Settings, queue: JobQueue | None = None,
+                 report: Callable[[dict], None] = lambda event: None):
         import torch
         self.settings = settings
         self.queue = queue or SpoolQueue.for_settings(settings)
+        self.report = report
+        limit_decoding(settings.max_pixels)  # the stored PNGs are within it
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
@@ -134,7 +143,13 @@ class Worker:
         log.info("claimed %s (model %s, threshold %s, attempt %d)",
                  job.sid, job.model, job.threshold, job.attempts)
         started = time.perf_counter()
+        ticket = {"sid": job.sid, "model": job.model, "threshold": job.threshold,
+                  "attempts": job.attempts}
         try:
+            if job.model not in self.models.loaded:
+                self.report({"event": "loading", **ticket})
+                self.models.get(job.model)
+            self.report({"event": "started", **ticket, "state": self.state()})
             process(job, self.queue, self.models)
         except Exception as error:  # any failure ends the job, with its reason
             log.exception("failed %s", job.sid)
@@ -143,33 +158,56 @@ class Worker:
             self.queue.finish(job)
             log.info("done %s in %.0f ms", job.sid, (time.perf_counter() - started) * 1000)
         self.jobs_done += 1
-        self.write_state()
+        self.report({"event": "finished", "sid": job.sid, "state": self.state()})
 
-    def write_state(self) -> None:
+    def state(self) -> dict:
         """What /health shows of this worker."""
-        state = {"pid": os.getpid(), "device": self.models.device, "version": __version__,
-                 "models_loaded": sorted(self.models.loaded), "runtimes": self.models.loaded,
-                 "jobs_done": self.jobs_done,
-                 "updated": time.time()}
-        write_atomically(self.settings.worker_state_file, json.dumps(state).encode())
+        return {"worker_pid": os.getpid(), "device": self.models.device, "version": __version__,
+                "models_loaded": sorted(self.models.loaded), "runtimes": self.models.loaded,
+                "jobs_done": self.jobs_done}
 
-    def run(self, still_wanted: Callable[[], bool] = lambda: False) -> None:
-        """The loop. When idle too long, ask ``still_wanted()`` whether to go on."""
-        for job in self.queue.recover_abandoned():
-            log.warning("recovered %s, abandoned by a dead worker (attempt %d)",
-                        job.sid, job.attempts)
-        self.queue.prune(self.settings.retention_hours)
-        self.write_state()
-        idle_since = time.monotonic()
+    def run(self) -> None:
+        """Take jobs until stopped."""
         while not self.stop.is_set():
             job = self.queue.claim_next()
             if job is not None:
                 self.run_one(job)
-                idle_since = time.monotonic()
-                continue
-            idle_for = time.monotonic() - idle_since
-            if self.settings.idle_exit_seconds and idle_for > self.settings.idle_exit_seconds:
-                if not still_wanted():
-                    return
-                idle_since = time.monotonic()
-            self.stop.wait(self.settings.poll_interval_seconds)
+            else:
+                self.stop.wait(self.settings.poll_interval_seconds)
+
+
+def fail_waiting_jobs(queue: JobQueue, reason: str) -> None:
+    """End every queued job as failed with ``reason`` (a worker that cannot work at all)."""
+    while (job := queue.claim_next()) is not None:
+        queue.fail(job, reason)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The supervisor's child: ``python -m detection.worker --config INI --report-fd FD``."""
+    parser = argparse.ArgumentParser(description="the detection worker (run by the supervisor)")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    settings = load_settings(arguments.config)
+    reporter = Reporter(arguments.report_fd)
+    workers: list[Worker] = []
+    reporter.start_heartbeat(lambda: workers[0].state() if workers else {"starting": True})
+    try:
+        workers.append(Worker(settings, report=reporter.send))
+    except Exception as error:  # e.g. a broken install: say so, rather than leave jobs waiting
+        log.exception("the worker could not start")
+        reason = f"the detection worker could not start: {type(error).__name__}: {error}"
+        fail_waiting_jobs(SpoolQueue.for_settings(settings), reason)
+        reporter.send({"event": "unusable", "reason": reason})
+        return 3
+    worker = workers[0]
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())  # finish the job, then stop
+    log.info("worker %d started", os.getpid())
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -143,4 +143,4 @@ def test_the_openapi_document_names_every_route(deepstack_app):
                                       "/health", "/v1/vision/detection",
                                       "/v1/vision/custom/{model}"}
     form = document["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert form["schema"]["properties"]["model"]["enum"] == ["rtmdet_tiny"]  # installed ones
+    assert form["schema"]["properties"]["model"]["enum"] == ["", "rtmdet_tiny"]  # installed ones

@@ -1,7 +1,5 @@
 """The spool: order, states, queue positions, the bound, recovery of abandoned jobs, pruning."""
 import json
-import os
-import time
 
 import pytest
 
@@ -79,23 +77,6 @@ def test_recovered_job_keeps_its_place_at_the_front(queue):
     assert [queue.claim_next().sid, queue.claim_next().sid] == [first.sid, later.sid]
 
 
-def test_prune_removes_old_finished_jobs_but_never_pending_ones(queue):
-    old_done, fresh_done, old_pending = accept(queue), accept(queue), accept(queue)
-    for job in (old_done, fresh_done):
-        claimed = queue.claim_next()
-        queue.result_path(claimed.sid).write_text("{}")
-        queue.output_path(claimed.sid).write_bytes(b"png")
-        queue.finish(claimed)
-    long_ago = time.time() - 48 * 3600
-    for path in queue.uploads_dir.glob(f"{old_done.sid}.*"):
-        os.utime(path, (long_ago, long_ago))
-    os.utime(queue.input_path(old_pending.sid), (long_ago, long_ago))
-    assert queue.prune(older_than_hours=24) == 1
-    assert not list(queue.uploads_dir.glob(f"{old_done.sid}.*"))
-    assert queue.input_path(old_pending.sid).exists()
-    assert queue.result_path(fresh_done.sid).exists()
-
-
 def test_a_finished_job_reads_done_even_before_its_running_ticket_is_dropped(queue):
     job = accept(queue)
     claimed = queue.claim_next()
@@ -104,3 +85,54 @@ def test_a_finished_job_reads_done_even_before_its_running_ticket_is_dropped(que
     # The worker has written the result but not yet called finish().
     assert queue.is_finished(job.sid)
     assert queue.status(job.sid).state is JobState.DONE
+
+
+def test_a_torn_ticket_is_set_aside_and_its_job_failed_not_a_crash(queue):
+    torn = new_sid()
+    queue.input_path(torn).write_bytes(b"png")
+    (queue.queued_dir / f"{1:020d}-{torn}.0.json").write_bytes(b"")  # a power cut's leftover
+    (queue.queued_dir / "garbage.json").write_bytes(b"{}")
+    good = accept(queue)
+    assert queue.claim_next().sid == good.sid  # the torn one is skipped
+    assert queue.claim_next() is None  # ... and so is the stray file
+    status = queue.status(torn)
+    assert status.state is JobState.FAILED and "damaged" in status.error
+    assert len(list(queue.damaged_dir.iterdir())) == 2 and queue.depth() == 1
+
+
+def test_a_torn_running_ticket_is_set_aside_on_recovery(queue):
+    torn = new_sid()
+    (queue.running_dir / f"{torn}.1.json").write_bytes(b'{"sid": "')
+    assert queue.recover_abandoned() == []
+    assert queue.status(torn).state is JobState.FAILED and queue.depth() == 0
+
+
+def test_the_claim_itself_counts_the_attempt(queue):
+    job = accept(queue)
+    claimed = queue.claim_next()
+    # The count is in the running ticket's name: nothing is written after the claim.
+    assert [p.name for p in queue.running_dir.iterdir()] == [f"{job.sid}.1.json"]
+    assert claimed.attempts == 1 and queue.pending_sids() == {job.sid}
+
+
+def test_failing_on_a_full_disk_makes_room_with_the_jobs_own_files(queue, monkeypatch):
+    import errno
+
+    from detection import jobs
+    job = accept(queue)
+    claimed = queue.claim_next()
+    queue.output_path(job.sid).write_bytes(b"partial")
+    real_write = jobs.write_atomically
+    calls = []
+
+    def full_once(path, data, durable=False):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data, durable)
+    monkeypatch.setattr(jobs, "write_atomically", full_once)
+    queue.fail(claimed, "detection failed: OSError: No space left on device")
+    status = queue.status(job.sid)
+    assert status.state is JobState.FAILED and "No space" in status.error
+    assert not queue.input_path(job.sid).exists() and not queue.output_path(job.sid).exists()
+    assert queue.depth() == 0

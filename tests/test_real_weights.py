@@ -107,7 +107,7 @@ def test_cmyk_jpeg_is_converted_correctly(server):
 def test_the_drawn_result_shows_the_boxes(server):
     from detection.drawing import class_color
     status = detect(server, dog_jpeg())
-    drawn = np.asarray(Image.open(io.BytesIO(requests.get(status["result_url"]).content)))
+    drawn = np.asarray(Image.open(io.BytesIO(requests.get(server.url + status["result_url"]).content)))
     original = np.asarray(Image.open(io.BytesIO(dog_jpeg())).convert("RGB"))
     assert drawn.shape == original.shape
     dog = next(d for d in status["detections"] if d["label"] == "dog")
@@ -131,7 +131,7 @@ def test_onnxruntime_and_pytorch_give_the_same_detections(server):
     for photo in sorted(SHARED_PHOTOS.glob("*.jpg")):
         status = detect(server, photo.read_bytes(), threshold="0.3")
         with open(photo, "rb") as f:
-            pixels = np.asarray(decode_image(f, 10**8))[:, :, ::-1].copy()
+            pixels = np.asarray(decode_image(f.read(), 10**8))[:, :, ::-1].copy()
         reference = [(d.label, d.score, d.bbox) for d in torch_only.detect(pixels, 0.3)]
         assert len(status["detections"]) == len(reference), photo.name
         assert_same_detections(status["detections"], reference, box_tolerance=0.5)

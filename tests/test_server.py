@@ -24,10 +24,10 @@ def test_upload_poll_and_fetch_over_http(live_server):
     status = server.wait_until_finished(sid)
     assert status["state"] == "done", status
     assert status["image"] == {"width": 640, "height": 480} and status["detections"]
-    png = requests.get(status["result_url"], timeout=10)
+    png = requests.get(server.url + status["result_url"], timeout=10)
     assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size == (640, 480)
-    document = requests.get(status["json_url"], timeout=10).json()
+    document = requests.get(server.url + status["json_url"], timeout=10).json()
     assert document["detections"] == status["detections"] and document["sid"] == sid
     health = requests.get(server.url + "/health", timeout=10).json()
     assert health["worker"]["alive"] and health["worker"]["pid"] == server.worker_pid()

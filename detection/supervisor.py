@@ -1,0 +1,262 @@
+"""The detection daemon's main loop: keep one worker process, watch it, replace it.
+
+The supervisor holds the worker lock (so it alone may recover abandoned jobs), starts
+``python -m detection.worker`` and reads what it reports (``detection/reporting.py``). It
+replaces the worker when it dies (backing off if it keeps dying), when it falls silent (stopped
+or hung: no heartbeat for ``heartbeat_timeout_seconds``), and when a job runs past its time limit
+(that job fails with the reason). It also prunes storage every ``prune_interval_seconds``,
+publishes its state in ``uploads/.worker.json`` (with a heartbeat the web process watches), and
+leaves after ``idle_exit_seconds`` without work.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .atomic import write_atomically
+from .jobs import Job, SpoolQueue
+from .models import load_registry
+from .reporting import LineReader, parse_event
+from .settings import Settings
+from .storage import prune_storage
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TICK_SECONDS = 0.5
+MAX_RESTART_DELAY_SECONDS = 60.0
+HEALTHY_LIFETIME_SECONDS = 60.0  # a worker that lived this long resets the back-off
+STOP_GRACE_SECONDS = 30.0
+UNUSABLE_EXIT_CODE = 3  # the worker could not start at all (it failed the waiting jobs)
+
+
+class WorkerProcess:
+    """One ``python -m detection.worker`` child, its report pipe and its log output."""
+
+    def __init__(self, settings: Settings):
+        report_read, report_write = os.pipe()
+        command = [sys.executable, "-m", "detection.worker", "--config",
+                   str(settings.config_file), "--report-fd", str(report_write)]
+        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=(report_write,),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        os.close(report_write)
+        self.pid = self.process.pid
+        self.reports = LineReader(report_read)
+        self.output = LineReader(self.process.stdout.fileno())
+        self.started_at = self.last_report = time.monotonic()
+        self.state: dict = {}
+        self.job: dict | None = None  # the ticket it works on
+        self.deadline: float | None = None
+        self.limit_reason = ""
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        os.close(self.reports.fd)
+        self.process.stdout.close()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, still_wanted: Callable[[], bool] = lambda: False):
+        self.settings = settings
+        self.still_wanted = still_wanted  # asked when idle: go on (True) or leave
+        self.queue = SpoolQueue.for_settings(settings)
+        self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
+        self.stop = threading.Event()
+        self.worker: WorkerProcess | None = None
+        self.worker_unusable = False
+        self.restart_delay = 0.0
+        self.next_start = 0.0
+        self.restarts = 0
+        self.last_prune = 0.0
+        self.selector = selectors.DefaultSelector()
+
+    def run(self) -> None:
+        log.info("supervisor %d started", os.getpid())
+        self._recover()
+        idle_since = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.worker is None and now >= self.next_start and (
+                    not self.worker_unusable or self.queue.depth()):
+                self._start_worker()
+            self._read_reports(TICK_SECONDS)
+            self._check_worker()
+            if now - self.last_prune >= self.settings.prune_interval_seconds:
+                self._prune()
+            self._publish_state("running")
+            busy = (self.worker is not None and self.worker.job is not None) or self.queue.depth()
+            if busy:
+                idle_since = now
+            elif (self.settings.idle_exit_seconds
+                  and now - idle_since > self.settings.idle_exit_seconds):
+                self._stop_worker()
+                if not self.still_wanted():
+                    break
+                idle_since = time.monotonic()
+        self._stop_worker()
+        self._publish_state("stopped")
+        log.info("supervisor %d stopping", os.getpid())
+
+    def _recover(self) -> None:
+        for job in self.queue.recover_abandoned():
+            log.warning("recovered %s, abandoned by a worker that died (attempt %d)",
+                        job.sid, job.attempts)
+
+    def _prune(self) -> None:
+        self.last_prune = time.monotonic()
+        try:
+            report = prune_storage(self.settings.uploads_dir, pending=self.queue.pending_sids(),
+                                   retention_hours=self.settings.retention_hours,
+                                   max_bytes=self.settings.max_storage_bytes)
+        except OSError:
+            log.exception("pruning storage failed")
+            return
+        if report.removed_jobs or report.removed_temp_files:
+            log.info("pruned %d jobs and %d stale temp files (%d bytes); %d bytes stored",
+                     report.removed_jobs, report.removed_temp_files, report.removed_bytes,
+                     report.remaining_bytes)
+
+    def _start_worker(self) -> None:
+        self.worker = WorkerProcess(self.settings)
+        self.selector.register(self.worker.reports.fd, selectors.EVENT_READ, "reports")
+        self.selector.register(self.worker.output.fd, selectors.EVENT_READ, "output")
+        log.info("started worker %d", self.worker.pid)
+
+    def _read_reports(self, timeout: float) -> None:
+        if self.worker is None:
+            self.stop.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0 and self.worker is not None:
+            for key, _ in self.selector.select(remaining):
+                reader = self.worker.reports if key.data == "reports" else self.worker.output
+                for line in reader.read_lines():
+                    if key.data == "reports":
+                        self._on_report(parse_event(line))
+                    else:
+                        log.info("[worker %d] %s", self.worker.pid,
+                                 line.decode(errors="replace"))
+                if reader.closed:
+                    self.selector.unregister(reader.fd)
+            if self.worker.reports.closed and self.worker.output.closed:
+                break
+
+    def _on_report(self, event: dict | None) -> None:
+        worker = self.worker
+        if event is None:
+            return
+        worker.last_report = now = time.monotonic()
+        kind = event.get("event")
+        if isinstance(event.get("state"), dict):
+            worker.state = event["state"]
+        if kind == "loading":
+            worker.job = event
+            worker.deadline = now + self.settings.model_load_timeout_seconds
+            worker.limit_reason = (f"loading model {event['model']} took longer than "
+                                   f"{self.settings.model_load_timeout_seconds:g} s")
+        elif kind == "started":
+            limit = self.job_time_limit(event["model"])
+            worker.job = event
+            worker.deadline = now + limit
+            worker.limit_reason = (f"detection took longer than {limit:g} s, the time limit for "
+                                   f"model {event['model']}; the worker was replaced")
+        elif kind == "finished":
+            worker.job = worker.deadline = None
+        elif kind == "unusable":
+            self.worker_unusable = True
+        if kind != "heartbeat":
+            self._publish_state("running")
+
+    def job_time_limit(self, model: str) -> float:
+        spec = self.registry.get(model)
+        if spec is not None and spec.timeout_seconds:
+            return spec.timeout_seconds
+        return self.settings.job_timeout_seconds
+
+    def _check_worker(self) -> None:
+        worker = self.worker
+        if worker is None:
+            return
+        now = time.monotonic()
+        if worker.process.poll() is not None:
+            self._worker_gone(f"exited with status {worker.process.returncode}")
+        elif worker.deadline is not None and now > worker.deadline:
+            log.error("worker %d: %s (job %s)", worker.pid, worker.limit_reason,
+                      worker.job["sid"])
+            worker.kill()
+            job = worker.job
+            self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0, job["attempts"]),
+                            worker.limit_reason)
+            self._worker_gone("killed: over its time limit", restart_now=True)
+        elif now - worker.last_report > self._silence_limit(worker):
+            log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
+                      worker.pid, now - worker.last_report)
+            worker.kill()
+            self._worker_gone("killed: no heartbeat")
+
+    def _silence_limit(self, worker: WorkerProcess) -> float:
+        if worker.state:
+            return self.settings.heartbeat_timeout_seconds
+        # Before its first heartbeat a worker is importing torch: allow it a model's load time.
+        return max(self.settings.heartbeat_timeout_seconds,
+                   self.settings.model_load_timeout_seconds)
+
+    def _worker_gone(self, how: str, restart_now: bool = False) -> None:
+        worker = self.worker
+        worker.kill()
+        for fd in (worker.reports.fd, worker.output.fd):
+            if fd in self.selector.get_map():
+                self.selector.unregister(fd)
+        worker.close()
+        self.worker = None
+        lifetime = time.monotonic() - worker.started_at
+        log.warning("worker %d %s after %.1f s", worker.pid, how, lifetime)
+        self._recover()  # its job goes back to the queue, or fails on its last attempt
+        self.restarts += 1
+        if restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS:
+            self.restart_delay = 0.0
+        else:
+            self.restart_delay = min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * self.restart_delay))
+        self.next_start = time.monotonic() + self.restart_delay
+
+    def _stop_worker(self) -> None:
+        """Let the worker finish its job and leave (SIGTERM); kill it if it takes too long."""
+        worker = self.worker
+        if worker is None:
+            return
+        worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while worker.process.poll() is None and time.monotonic() < deadline:
+            self._read_reports(TICK_SECONDS)
+        self._worker_gone("stopped", restart_now=True)
+
+    def _publish_state(self, state: str) -> None:
+        """``uploads/.worker.json``: what /health shows; and the heartbeat web watches: the lock
+        file's modification time (touching it needs no disk space)."""
+        os.utime(self.settings.worker_lock_file)
+        document = {"pid": os.getpid(), "state": state, "updated": time.time(),
+                    "version": __version__, "restarts": self.restarts,
+                    "worker_pid": self.worker.pid if self.worker else None}
+        if self.worker is not None:
+            document.update(self.worker.state, worker_pid=self.worker.pid)
+            if self.worker.job is not None:
+                document["current_job"] = self.worker.job["sid"]
+        try:
+            write_atomically(self.settings.worker_state_file, json.dumps(document).encode())
+        except OSError as error:  # a full disk must not stop the daemon: jobs still need ending
+            log.warning("cannot publish the daemon's state: %s", error)
