@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from .jobs import SpoolQueue
+
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,8 +95,10 @@ def worker_pid(lock_path: Path) -> int | None:
 class WorkerLauncher:
     """Used by the web process: start the daemon when no live one holds the lock.
 
-    A daemon that falls silent (its heartbeat in ``.worker.json`` older than the limit: stopped or
-    hung) is killed with its worker; one that keeps dying is started again less and less often.
+    A daemon that falls silent (its lock file untouched for ``heartbeat_timeout_seconds``:
+    stopped or hung) is killed with its worker, also one web did not start (systemd restarts
+    that one); one that keeps dying is started again less and less often, and a start put off
+    is retried by a timer, so that a queued job does not wait for the next request.
     """
 
     def __init__(self, settings):
@@ -102,46 +106,83 @@ class WorkerLauncher:
         self._lock = threading.Lock()
         self._started_at = -STARTUP_GRACE_SECONDS
         self._restart_delay = 0.0
+        self._retry: threading.Timer | None = None
+        self._touch = (0.0, 0.0)  # the lock file's last mtime, and when (monotonic) it was touched
+        self._looked_at = -float("inf")
 
-    def ensure_running(self) -> int | None:
-        """Start the daemon unless one is running or starting; return the live daemon's pid."""
+    def ensure_running(self, start: bool = True) -> int | None:
+        """Start the daemon (if ``start``) unless one is running or starting; return the live
+        daemon's pid."""
         pid = worker_pid(self.settings.worker_lock_file)
-        if pid is not None and not self._silent(pid):
+        if pid is not None and not self._silent():
             return pid
         with self._lock:
-            since_start = time.monotonic() - self._started_at
-            if since_start < STARTUP_GRACE_SECONDS + self._restart_delay:
-                return None
             if pid is not None:
                 self._kill(pid)
-            self._restart_delay = self._next_delay(since_start)
-            command = [sys.executable, str(WORKER_SCRIPT)]
-            if self.settings.config_file:
-                command += ["--config", str(self.settings.config_file)]
-            command += ["worker", "--daemon"]
-            launcher = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, start_new_session=True)
-            # python-daemon's first process exits once the daemon has forked: reap it.
-            threading.Thread(target=launcher.wait, daemon=True).start()
-            self._started_at = time.monotonic()
-            log.info("started the detection daemon: %s", " ".join(command))
+            if not start:
+                return None
+            wait = STARTUP_GRACE_SECONDS + self._restart_delay - (time.monotonic()
+                                                                  - self._started_at)
+            if wait > 0:
+                self._retry_in(wait)
+                return None
+            self._restart_delay = self._next_delay()
+            self._start()
         return None
 
-    def _next_delay(self, since_start: float) -> float:
+    def _start(self) -> None:
+        command = [sys.executable, str(WORKER_SCRIPT)]
+        if self.settings.config_file:
+            command += ["--config", str(self.settings.config_file)]
+        command += ["worker", "--daemon"]
+        launcher = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, start_new_session=True)
+        # python-daemon's first process exits once the daemon has forked: reap it.
+        threading.Thread(target=launcher.wait, daemon=True).start()
+        self._started_at = time.monotonic()
+        log.info("started the detection daemon: %s", " ".join(command))
+
+    def _retry_in(self, seconds: float) -> None:
+        if self._retry is None or not self._retry.is_alive():
+            self._retry = threading.Timer(seconds, self._retry_if_needed)
+            self._retry.daemon = True
+            self._retry.start()
+
+    def _retry_if_needed(self) -> None:
+        if SpoolQueue.for_settings(self.settings).depth():
+            try:
+                self.ensure_running()
+            except OSError:
+                log.exception("could not start the detection daemon")
+
+    def _next_delay(self) -> float:
         """Back off while daemons keep dying soon after their start (but not after a clean exit)."""
         state = read_worker_state(self.settings.worker_state_file)
+        since_start = time.monotonic() - self._started_at
         if state.get("state") == "stopped" or since_start > HEALTHY_LIFETIME_SECONDS:
             return 0.0
         return min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * self._restart_delay))
 
-    def _silent(self, pid: int) -> bool:
-        return heartbeat_age(self.settings.worker_lock_file) > self.settings.heartbeat_timeout_seconds
+    def _silent(self) -> bool:
+        """No touch of the lock file for the heartbeat timeout. A touch is dated by the file's
+        age, but never before our previous look (monotonic): a step of the wall clock cannot make
+        a healthy daemon look silent."""
+        try:
+            mtime = self.settings.worker_lock_file.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        now = time.monotonic()
+        if mtime != self._touch[0]:
+            age = max(0.0, time.time() - mtime)
+            self._touch = (mtime, max(self._looked_at, now - age))
+        self._looked_at = now
+        return now - self._touch[1] > self.settings.heartbeat_timeout_seconds
 
     def _kill(self, pid: int) -> None:
         log.error("the detection daemon %d sent no heartbeat for %g s (stopped or hung): "
                   "killing it and its worker", pid, self.settings.heartbeat_timeout_seconds)
         try:
-            # python-daemon made it a session leader: its process group holds its worker too.
+            # A daemon is a session leader: its process group holds its worker too.
             os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return

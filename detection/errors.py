@@ -12,7 +12,7 @@ from .images import BadImage, ImageTooLarge
 from .jobs import QueueFull
 from .models import UnknownModel
 from .routes import ROUTES
-from .service import DetectionTimeout, DiskFull, ModelUnavailable, TooManyWaiting
+from .service import DetectionTimeout, DiskFull, JobGone, ModelUnavailable, ServerBusy
 from .storage import StorageFull
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ class DetectionFailed(RuntimeError):
 ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadImage: 422,
                 ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 400,
                 CrossSiteRequest: 403, QueueFull: 503, DetectionTimeout: 503,
-                TooManyWaiting: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500}
-RETRY_LATER = (QueueFull, DetectionTimeout, TooManyWaiting)
+                ServerBusy: 503, JobGone: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500}
+RETRY_LATER = (QueueFull, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 
 

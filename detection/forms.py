@@ -104,8 +104,8 @@ def _take_part(form: UploadForm, part: multipart.MultipartPart, limit: int) -> N
             raise BadParameter(f"the {part.name} field is over {MAX_TEXT_FIELD_BYTES} bytes")
         try:
             form.fields[part.name] = part.value
-        except UnicodeDecodeError:
-            raise BadParameter(f"the {part.name} field is not text") from None
+        except (UnicodeDecodeError, LookupError):  # not in its charset, or no such charset
+            raise BadParameter(f"the {part.name} field is not text in a known charset") from None
     part.close()
 
 

@@ -305,3 +305,9 @@ class SpoolQueue:
                 os.rename(self.running_dir / name, self._queued_ticket(job))
             recovered.append(job)
         return recovered
+
+
+def fail_waiting_jobs(queue: JobQueue, reason: str) -> None:
+    """End every queued job as failed with ``reason`` (no worker can do them)."""
+    while (job := queue.claim_next()) is not None:
+        queue.fail(job, reason)

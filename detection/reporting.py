@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from typing import Callable, Iterator
 
 HEARTBEAT_SECONDS = 1.0
@@ -20,11 +21,13 @@ PR_SET_PDEATHSIG = 1
 class Reporter:
     """The worker's end of the pipe (thread-safe)."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, parent_pid: int):
         self._fd = fd
         self._lock = threading.Lock()
-        self._parent = os.getppid()
+        self._parent = parent_pid
         _die_with_parent()
+        if os.getppid() != parent_pid:  # it died before we asked
+            os._exit(1)
 
     def send(self, event: dict) -> None:
         line = json.dumps(event).encode() + b"\n"
@@ -39,8 +42,11 @@ class Reporter:
             while True:
                 if os.getppid() != self._parent:
                     os._exit(1)
-                self.send({"event": "heartbeat", "state": state()})
-                threading.Event().wait(HEARTBEAT_SECONDS)
+                try:
+                    self.send({"event": "heartbeat", "state": state()})
+                except Exception:  # a beat without state beats none: the worker is alive
+                    self.send({"event": "heartbeat"})
+                time.sleep(HEARTBEAT_SECONDS)
         threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 
 

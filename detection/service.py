@@ -17,6 +17,8 @@ from .waiting import JobWaiter
 
 log = logging.getLogger(__name__)
 
+DECODE_WAIT_SECONDS = 10.0  # beyond this an upload waiting for a decoding slot gets 503
+
 
 class ModelUnavailable(RuntimeError):
     """A configured model whose checkpoint is not installed on this server."""
@@ -28,10 +30,14 @@ class DetectionTimeout(TimeoutError):
     retry_after = 5
 
 
-class TooManyWaiting(RuntimeError):
-    """Every slot for requests that wait for a result is taken; try again shortly."""
+class ServerBusy(RuntimeError):
+    """Every slot for this kind of work (waiting for a result, decoding) is taken; try again."""
 
     retry_after = 2
+
+
+class JobGone(LookupError):
+    """A job whose files were deleted (storage pruned) before its answer could be read."""
 
 
 class DiskFull(OSError):
@@ -59,14 +65,18 @@ class DetectionService:
         self.storage = StorageBudget(settings.uploads_dir, settings.max_storage_bytes,
                                      make_room=self._make_room)
         # Decoding is CPU and memory bound: one image per core at a time bounds both.
-        self._decoding = threading.BoundedSemaphore(os.cpu_count() or 2)
+        self._decoding = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
         if self.queue.depth():
             self.ensure_worker()  # jobs left from before a restart
 
     def ensure_worker(self) -> int | None:
-        if not self.settings.spawn_worker:
-            return worker_pid(self.settings.worker_lock_file)
-        return self.launcher.ensure_running()
+        """The live daemon's pid, starting (or replacing a silent) one as needed; best effort:
+        a failure here must not fail the request that asked (its job is queued already)."""
+        try:
+            return self.launcher.ensure_running(start=self.settings.spawn_worker)
+        except OSError:
+            log.exception("could not start the detection daemon")
+            return None
 
     def pick_model(self, name: str | None) -> ModelSpec:
         name = name or self.settings.default_model
@@ -88,22 +98,32 @@ class DetectionService:
             raise QueueFull(depth)
         if not data:
             raise BadImage("the file is empty")
-        with self._decoding:
+        if not self._decoding.acquire(timeout=DECODE_WAIT_SECONDS):
+            raise ServerBusy(f"the server is busy decoding other uploads; try again in "
+                             f"{ServerBusy.retry_after} s")
+        try:
             image = decode_image(data, self.settings.max_pixels)
             # At most the stored PNG and the drawn one, each no bigger than the raw pixels.
             self.storage.reserve(2 * 3 * image.width * image.height)
-            sid = new_sid()
-            try:
-                save_png(image, self.queue.input_path(sid))
-                self.queue.enqueue(Job.new(sid, model.name, threshold))
-            except BaseException as error:
-                self.queue.input_path(sid).unlink(missing_ok=True)
-                if isinstance(error, OSError) and error.errno in DISK_FULL:
-                    raise DiskFull("the server's disk is full; try again later") from None
-                raise
+            sid = self._store(image, model, threshold)
+        finally:
+            self._decoding.release()
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
                  sid, image.width, image.height, model.name, threshold)
         self.ensure_worker()
+        return sid
+
+    def _store(self, image, model: ModelSpec, threshold: float) -> str:
+        """Save the image and queue its job; on any failure, neither."""
+        sid = new_sid()
+        try:
+            save_png(image, self.queue.input_path(sid))
+            self.queue.enqueue(Job.new(sid, model.name, threshold))
+        except BaseException as error:
+            self.queue.input_path(sid).unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno in DISK_FULL:
+                raise DiskFull("the server's disk is full; try again later") from None
+            raise
         return sid
 
     def _make_room(self, target_bytes: int) -> PruneReport:
@@ -131,15 +151,17 @@ class DetectionService:
         """Accept an upload and wait for its result, up to ``settings.sync_timeout_seconds``."""
         with self.waiter.slot() as granted:
             if not granted:
-                raise TooManyWaiting(f"{self.settings.max_waiting_requests} requests are waiting "
-                                     f"for results already; try again in "
-                                     f"{TooManyWaiting.retry_after} s")
+                raise ServerBusy(f"{self.settings.max_waiting_requests} requests are waiting "
+                                 f"for results already; try again in {ServerBusy.retry_after} s")
             sid = self.accept_upload(data, model, threshold)
             if not self.waiter.wait(sid, self.settings.sync_timeout_seconds):
                 raise DetectionTimeout(
                     f"detection took longer than {self.settings.sync_timeout_seconds:g} s; "
                     f"the job goes on: GET /status/{sid}")
-        return self.job_status(sid)
+        status = self.job_status(sid)
+        if status is None:
+            raise JobGone(f"job {sid} finished but its files are gone (pruned)")
+        return status
 
     def health(self) -> dict:
         pid = worker_pid(self.settings.worker_lock_file)

@@ -19,12 +19,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
 from . import __version__
 from .atomic import write_atomically
-from .jobs import Job, SpoolQueue
+from .jobs import Job, SpoolQueue, fail_waiting_jobs
 from .models import load_registry
 from .reporting import LineReader, parse_event
 from .settings import Settings
@@ -37,6 +38,8 @@ TICK_SECONDS = 0.5
 MAX_RESTART_DELAY_SECONDS = 60.0
 HEALTHY_LIFETIME_SECONDS = 60.0  # a worker that lived this long resets the back-off
 STOP_GRACE_SECONDS = 30.0
+ERROR_PAUSE_SECONDS = 1.0
+CRASHES_BEFORE_GIVING_UP = 3  # workers dying at start in a row: fail the waiting jobs
 UNUSABLE_EXIT_CODE = 3  # the worker could not start at all (it failed the waiting jobs)
 
 
@@ -46,15 +49,23 @@ class WorkerProcess:
     def __init__(self, settings: Settings):
         report_read, report_write = os.pipe()
         command = [sys.executable, "-m", "detection.worker", "--config",
-                   str(settings.config_file), "--report-fd", str(report_write)]
-        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=(report_write,),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
-        os.close(report_write)
+                   str(settings.config_file), "--report-fd", str(report_write),
+                   "--parent-pid", str(os.getpid())]
+        try:
+            self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=(report_write,),
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT)
+        except OSError:
+            os.close(report_read)
+            raise
+        finally:
+            os.close(report_write)
         self.pid = self.process.pid
         self.reports = LineReader(report_read)
         self.output = LineReader(self.process.stdout.fileno())
+        self.last_output: deque[str] = deque(maxlen=3)  # why it died, if it dies at start
         self.started_at = self.last_report = time.monotonic()
+        self.reported = False  # anything heard from it yet
         self.state: dict = {}
         self.job: dict | None = None  # the ticket it works on
         self.deadline: float | None = None
@@ -82,35 +93,53 @@ class Supervisor:
         self.restart_delay = 0.0
         self.next_start = 0.0
         self.restarts = 0
+        self.crashes = 0  # workers in a row that died at start
         self.last_prune = 0.0
+        self.published: dict = {}
         self.selector = selectors.DefaultSelector()
 
     def run(self) -> None:
         log.info("supervisor %d started", os.getpid())
-        self._recover()
-        idle_since = time.monotonic()
+        self.idle_since = time.monotonic()
+        self._guarded(self._recover)
         while not self.stop.is_set():
-            now = time.monotonic()
-            if self.worker is None and now >= self.next_start and (
-                    not self.worker_unusable or self.queue.depth()):
-                self._start_worker()
-            self._read_reports(TICK_SECONDS)
-            self._check_worker()
-            if now - self.last_prune >= self.settings.prune_interval_seconds:
-                self._prune()
-            self._publish_state("running")
-            busy = (self.worker is not None and self.worker.job is not None) or self.queue.depth()
-            if busy:
-                idle_since = now
-            elif (self.settings.idle_exit_seconds
-                  and now - idle_since > self.settings.idle_exit_seconds):
-                self._stop_worker()
-                if not self.still_wanted():
-                    break
-                idle_since = time.monotonic()
-        self._stop_worker()
+            if not self._guarded(self._tick):
+                break
+        self._guarded(self._stop_worker)
         self._publish_state("stopped")
         log.info("supervisor %d stopping", os.getpid())
+
+    def _guarded(self, step: Callable[[], object]) -> object:
+        """Run one step; an unexpected error is logged and waited out, never the daemon's end
+        (its worker would die with it, and its job with that)."""
+        try:
+            return step()
+        except Exception:
+            log.exception("supervisor: %s failed; going on", step.__name__)
+            self.stop.wait(ERROR_PAUSE_SECONDS)
+            return True
+
+    def _tick(self) -> bool:
+        """One turn of the loop; False when the daemon should leave."""
+        now = time.monotonic()
+        if self.worker is None and now >= self.next_start and (
+                not self.worker_unusable or self.queue.depth()):
+            self._start_worker()
+        self._read_reports(TICK_SECONDS)
+        self._check_worker()
+        if now - self.last_prune >= self.settings.prune_interval_seconds:
+            self._prune()
+        self._publish_state("running")
+        if (self.worker is not None and self.worker.job is not None) or self.queue.depth():
+            self.idle_since = now
+        elif (self.settings.idle_exit_seconds
+              and now - self.idle_since > self.settings.idle_exit_seconds):
+            self._stop_worker()
+            self._publish_state("stopped")  # before the lock may go to another daemon
+            if not self.still_wanted():
+                return False
+            self.idle_since = time.monotonic()
+        return True
 
     def _recover(self) -> None:
         for job in self.queue.recover_abandoned():
@@ -132,7 +161,12 @@ class Supervisor:
                      report.remaining_bytes)
 
     def _start_worker(self) -> None:
-        self.worker = WorkerProcess(self.settings)
+        try:
+            self.worker = WorkerProcess(self.settings)
+        except OSError as error:  # e.g. out of processes or memory: try again later
+            log.error("cannot start a worker: %s", error)
+            self._back_off(healthy=False)
+            return
         self.selector.register(self.worker.reports.fd, selectors.EVENT_READ, "reports")
         self.selector.register(self.worker.output.fd, selectors.EVENT_READ, "output")
         log.info("started worker %d", self.worker.pid)
@@ -142,24 +176,28 @@ class Supervisor:
             self.stop.wait(timeout)
             return
         deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0 and self.worker is not None:
+        while self.worker is not None:
+            os.utime(self.settings.worker_lock_file)  # the daemon's heartbeat (see daemon.py)
+            remaining = max(0.0, deadline - time.monotonic())
             for key, _ in self.selector.select(remaining):
                 reader = self.worker.reports if key.data == "reports" else self.worker.output
                 for line in reader.read_lines():
                     if key.data == "reports":
                         self._on_report(parse_event(line))
                     else:
-                        log.info("[worker %d] %s", self.worker.pid,
-                                 line.decode(errors="replace"))
+                        text = line.decode(errors="replace")
+                        self.worker.last_output.append(text)
+                        log.info("[worker %d] %s", self.worker.pid, text)
                 if reader.closed:
                     self.selector.unregister(reader.fd)
-            if self.worker.reports.closed and self.worker.output.closed:
+            if remaining == 0 or (self.worker.reports.closed and self.worker.output.closed):
                 break
 
     def _on_report(self, event: dict | None) -> None:
         worker = self.worker
         if event is None:
             return
+        worker.reported = True
         worker.last_report = now = time.monotonic()
         kind = event.get("event")
         if isinstance(event.get("state"), dict):
@@ -182,12 +220,6 @@ class Supervisor:
         if kind != "heartbeat":
             self._publish_state("running")
 
-    def job_time_limit(self, model: str) -> float:
-        spec = self.registry.get(model)
-        if spec is not None and spec.timeout_seconds:
-            return spec.timeout_seconds
-        return self.settings.job_timeout_seconds
-
     def _check_worker(self) -> None:
         worker = self.worker
         if worker is None:
@@ -196,29 +228,38 @@ class Supervisor:
         if worker.process.poll() is not None:
             self._worker_gone(f"exited with status {worker.process.returncode}")
         elif worker.deadline is not None and now > worker.deadline:
-            log.error("worker %d: %s (job %s)", worker.pid, worker.limit_reason,
-                      worker.job["sid"])
-            worker.kill()
+            self._read_reports(0)  # a "finished" may be waiting in the pipe
+            if worker.deadline is None or self.worker is not worker:
+                return
             job = worker.job
-            self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0, job["attempts"]),
-                            worker.limit_reason)
+            log.error("worker %d: %s (job %s)", worker.pid, worker.limit_reason, job["sid"])
+            worker.kill()
+            if not self.queue.is_finished(job["sid"]):
+                self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0,
+                                    job["attempts"]), worker.limit_reason)
             self._worker_gone("killed: over its time limit", restart_now=True)
         elif now - worker.last_report > self._silence_limit(worker):
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
                       worker.pid, now - worker.last_report)
-            worker.kill()
             self._worker_gone("killed: no heartbeat")
 
+    def job_time_limit(self, model: str) -> float:
+        spec = self.registry.get(model)
+        if spec is not None and spec.timeout_seconds:
+            return spec.timeout_seconds
+        return self.settings.job_timeout_seconds
+
     def _silence_limit(self, worker: WorkerProcess) -> float:
-        if worker.state:
+        if worker.reported:
             return self.settings.heartbeat_timeout_seconds
-        # Before its first heartbeat a worker is importing torch: allow it a model's load time.
+        # Until its first word a worker is starting Python: allow it a model's load time.
         return max(self.settings.heartbeat_timeout_seconds,
                    self.settings.model_load_timeout_seconds)
 
     def _worker_gone(self, how: str, restart_now: bool = False) -> None:
         worker = self.worker
         worker.kill()
+        self._read_reports(0)  # its last words
         for fd in (worker.reports.fd, worker.output.fd):
             if fd in self.selector.get_map():
                 self.selector.unregister(fd)
@@ -228,7 +269,24 @@ class Supervisor:
         log.warning("worker %d %s after %.1f s", worker.pid, how, lifetime)
         self._recover()  # its job goes back to the queue, or fails on its last attempt
         self.restarts += 1
-        if restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS:
+        crashed_at_start = not restart_now and not worker.state.get("worker_pid")
+        self.crashes = self.crashes + 1 if crashed_at_start else 0
+        if self.crashes >= CRASHES_BEFORE_GIVING_UP:
+            self._give_up(f"the detection worker keeps dying as it starts ({how}): "
+                          + " | ".join(worker.last_output))
+        self._back_off(healthy=restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS)
+
+    def _give_up(self, reason: str) -> None:
+        """Fail the waiting jobs rather than leave them queued behind a worker that cannot start;
+        start one again only for new jobs."""
+        log.error("%s; failing the waiting jobs", reason)
+        fail_waiting_jobs(self.queue, reason)
+        self.worker_unusable = True
+        self.crashes = 0
+
+    def _back_off(self, healthy: bool) -> None:
+        """When to start the next worker: at once after a healthy life, else later and later."""
+        if healthy:
             self.restart_delay = 0.0
         else:
             self.restart_delay = min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * self.restart_delay))
@@ -249,13 +307,16 @@ class Supervisor:
         """``uploads/.worker.json``: what /health shows; and the heartbeat web watches: the lock
         file's modification time (touching it needs no disk space)."""
         os.utime(self.settings.worker_lock_file)
-        document = {"pid": os.getpid(), "state": state, "updated": time.time(),
+        document = {"pid": os.getpid(), "state": state,
                     "version": __version__, "restarts": self.restarts,
                     "worker_pid": self.worker.pid if self.worker else None}
         if self.worker is not None:
             document.update(self.worker.state, worker_pid=self.worker.pid)
             if self.worker.job is not None:
                 document["current_job"] = self.worker.job["sid"]
+        if document == self.published:
+            return
+        self.published = document
         try:
             write_atomically(self.settings.worker_state_file, json.dumps(document).encode())
         except OSError as error:  # a full disk must not stop the daemon: jobs still need ending

@@ -55,6 +55,8 @@ def status(request):
         raise JobNotFound(f"no job with id {sid!r}")
     if wait and job_status.state in (JobState.QUEUED, JobState.RUNNING):
         job_status = request.service.wait_for(sid, wait)
+        if job_status is None:  # pruned while we waited
+            raise JobNotFound(f"no job with id {sid!r}")
     return status_body(request, job_status)
 
 
@@ -67,9 +69,11 @@ def uploaded_file(request):
     if not match:
         raise JobNotFound(f"no such file: {name!r}")
     path = request.service.settings.uploads_dir / name
-    if path.is_file():
+    try:
         return FileResponse(str(path), request, cache_max_age=3600,
                             content_type=CONTENT_TYPES[match["kind"]])
+    except FileNotFoundError:
+        pass  # not made yet, or pruned: say which
     job_status = request.service.job_status(match["sid"])
     if job_status is None:
         raise JobNotFound(f"no job with id {match['sid']!r}")

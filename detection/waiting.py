@@ -82,29 +82,34 @@ class JobWaiter:
                     if waited:
                         idle_since = now
                     elif now - idle_since > IDLE_EXIT_SECONDS:
-                        self._watcher = None
+                        self._watcher = None  # decided under the lock: a new wait starts one
                         return
-                if inotify is not None:
-                    events = inotify.read(timeout=int(TICK_SECONDS * 1000))
-                    self._wake({e.name.split(".", 1)[0] for e in events
-                                if e.name.endswith(RESULT_SUFFIXES)})
-                else:
-                    time.sleep(FALLBACK_POLL_SECONDS)
-                    self._wake([sid for sid in waited if self.is_finished(sid)])
-                if waited and time.monotonic() - last_tick >= TICK_SECONDS:
-                    last_tick = time.monotonic()
-                    # Also a safety net for a missed event (e.g. an inotify queue overflow).
-                    self._wake([sid for sid in waited if self.is_finished(sid)])
-                    self._tick()
+                try:
+                    self._look(inotify, waited)
+                    if waited and time.monotonic() - last_tick >= TICK_SECONDS:
+                        last_tick = time.monotonic()
+                        # Also a safety net for a missed event (e.g. an inotify queue overflow).
+                        self._wake([sid for sid in waited if self.is_finished(sid)])
+                        self.on_tick()
+                except Exception:  # the watcher must outlive any one failure
+                    log.exception("waiting: the watcher's look failed")
+                    time.sleep(TICK_SECONDS)
         finally:
+            with self._lock:
+                if self._watcher is threading.current_thread():  # an unexpected end
+                    self._watcher = None
             if inotify is not None:
                 inotify.close()
 
-    def _tick(self) -> None:
-        try:
-            self.on_tick()
-        except Exception:  # the watcher must outlive any failure of the callback
-            log.exception("waiting: the periodic check failed")
+    def _look(self, inotify, waited: list[str]) -> None:
+        """Wake the waiters whose jobs finished: from inotify's events, or by looking."""
+        if inotify is not None:
+            events = inotify.read(timeout=int(TICK_SECONDS * 1000))
+            self._wake({e.name.split(".", 1)[0] for e in events
+                        if e.name.endswith(RESULT_SUFFIXES)})
+        else:
+            time.sleep(FALLBACK_POLL_SECONDS)
+            self._wake([sid for sid in waited if self.is_finished(sid)])
 
 
 def _open_inotify(directory: Path):

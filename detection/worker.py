@@ -28,7 +28,7 @@ from .atomic import write_atomically
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 from .images import limit_decoding, save_png
-from .jobs import Job, JobQueue, SpoolQueue
+from .jobs import Job, JobQueue, SpoolQueue, fail_waiting_jobs
 from .models import ModelSpec, UnknownModel, load_registry
 from .reporting import Reporter
 from .settings import Settings, load_settings
@@ -46,15 +46,18 @@ class ModelCache:
         self.max_models = settings.max_loaded_models
         self.max_memory_mb = settings.max_worker_memory_mb
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
+        self._lock = threading.Lock()  # the heartbeat thread reads what the worker changes
 
     @property
     def loaded(self) -> dict[str, str]:
         """Loaded model names -> the runtime each runs on."""
-        return {name: detector.runtime for name, detector in self._loaded.items()}
+        with self._lock:
+            return {name: detector.runtime for name, detector in self._loaded.items()}
 
     def get(self, name: str) -> Detector:
         if name in self._loaded:
-            self._loaded.move_to_end(name)
+            with self._lock:
+                self._loaded.move_to_end(name)
             return self._loaded[name]
         if name not in self.registry:
             raise UnknownModel(f"unknown model {name!r}")
@@ -63,7 +66,8 @@ class ModelCache:
         settings = self.settings
         detector = Detector(self.registry[name], self.device, settings.runtime,
                             settings.onnx_cache_dir, settings.torch_threads)
-        self._loaded[name] = detector
+        with self._lock:
+            self._loaded[name] = detector
         log.info("loaded model %s on %s (%s) in %.1f s", name, self.device, detector.runtime,
                  time.perf_counter() - started)
         self._evict(keep=self.max_models, memory_bound=True)
@@ -74,7 +78,8 @@ class ModelCache:
             rss_mb = psutil.Process().memory_info().rss / 2**20
             return memory_bound and len(self._loaded) > 1 and rss_mb > self.max_memory_mb
         while len(self._loaded) > keep or over_memory():
-            name, _ = self._loaded.popitem(last=False)
+            with self._lock:
+                name, _ = self._loaded.popitem(last=False)
             gc.collect()
             log.info("unloaded model %s", name)
 
@@ -109,7 +114,7 @@ def process(job: Job, queue: SpoolQueue, models: ModelCache) -> dict:
     lap("inference_ms")
     drawn = draw_detections(image, detections)
     lap("draw_ms")
-    save_png(drawn, queue.output_path(job.sid))
+    save_png(drawn, queue.output_path(job.sid), durable=True)  # before the result says done
     lap("write_ms")
     document = result_document(job, image.size, detections, timings)
     write_atomically(queue.result_path(job.sid), json.dumps(document).encode(), durable=True)
@@ -176,22 +181,17 @@ class Worker:
                 self.stop.wait(self.settings.poll_interval_seconds)
 
 
-def fail_waiting_jobs(queue: JobQueue, reason: str) -> None:
-    """End every queued job as failed with ``reason`` (a worker that cannot work at all)."""
-    while (job := queue.claim_next()) is not None:
-        queue.fail(job, reason)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The supervisor's child: ``python -m detection.worker --config INI --report-fd FD``."""
     parser = argparse.ArgumentParser(description="the detection worker (run by the supervisor)")
     parser.add_argument("--config", required=True)
     parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     arguments = parser.parse_args(argv)
+    reporter = Reporter(arguments.report_fd, arguments.parent_pid)  # first: die with the parent
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(arguments.config)
-    reporter = Reporter(arguments.report_fd)
     workers: list[Worker] = []
     reporter.start_heartbeat(lambda: workers[0].state() if workers else {"starting": True})
     try:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.images import (MAX_JPEG_SCANS, BadImage, ImageTooLarge, decode_image,
+from detection.image_checks import MAX_JPEG_SCANS
+from detection.images import (BadImage, ImageTooLarge, decode_image,
                               limit_decoding)
 from tests import bombs
 from tests.conftest import ROOT, png_bytes

@@ -145,3 +145,11 @@ def test_an_upload_beyond_the_storage_budget_is_507(open_app):
     assert statuses[0] == 202 and statuses[-1] == 507
     response = post_body(app, body, content_type, status=507)
     assert "no room" in response.json["error"]
+
+
+def test_a_field_in_an_unknown_charset_is_400_even_before_the_key_check(open_app):
+    body = (b'--b\r\nContent-Disposition: form-data; name="api_key"\r\n'
+            b"Content-Type: text/plain; charset=no-such-charset\r\n\r\nkey\r\n--b--\r\n")
+    response = post_body(open_app(api_keys="secret"), body, "multipart/form-data; boundary=b",
+                         path="/v1/vision/detection", status=400)
+    assert "charset" in response.json["error"] and response.json["success"] is False

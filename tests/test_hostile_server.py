@@ -255,3 +255,17 @@ def test_a_full_disk_fails_the_running_job_with_a_reason_and_uploads_get_507(
             server.stop()
             server.kill_worker()
         subprocess.run(["umount", "-l", str(uploads)], check=False)
+
+
+def test_a_worker_dying_at_every_start_fails_the_jobs_with_its_last_words(live_server, tmp_path,
+                                                                          monkeypatch):
+    broken = tmp_path / "broken" / "psutil"  # only the worker imports psutil
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("import os; print('psutil is broken'); os._exit(9)")
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))
+    server = live_server()
+    sid = server.upload(png_bytes()).json()["sid"]
+    status = server.wait_until_finished(sid, timeout=90)
+    assert status["state"] == "failed" and "keeps dying" in status["error"]
+    assert "psutil is broken" in status["error"] and "status 9" in status["error"]
+    assert server.worker_pid() is not None  # the daemon itself lives on
