@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 PREFIX = "detection."
 
@@ -89,93 +89,124 @@ class Settings:
         return self.uploads_dir / ".worker.stderr"
 
 
-def _path(raw: str, base: Path) -> Path:
-    path = Path(os.path.expanduser(raw))
-    return (path if path.is_absolute() else base / path).resolve()
+PROJECT_MODELS_FILE = Path(__file__).resolve().parent.parent / "configs" / "models.toml"
+Parser = Callable[[str, str, Path], Any]  # (raw value, key, the ini's folder) -> value
 
 
-def _number(raw: Mapping[str, str], key: str, default: float, kind: type, low: float, high: float):
-    value = raw.get(key, default)
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{PREFIX}{key} must be a {kind.__name__}, got {value!r}") from None
-    if not low <= number <= high:
-        raise SettingsError(f"{PREFIX}{key} must be between {low} and {high}, got {number}")
-    return number
+class Setting(NamedTuple):
+    default: str  # as an .ini would write it
+    parse: Parser
 
 
-def _choice(raw: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = str(raw.get(key, default)).strip()
-    if value not in choices:
-        raise SettingsError(f"{PREFIX}{key} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+def path(raw: str, key: str, base: Path) -> Path:
+    """A path; relative ones are relative to the ini's folder."""
+    resolved = Path(os.path.expanduser(raw.strip()))
+    return (resolved if resolved.is_absolute() else base / resolved).resolve()
 
 
-def _flag(raw: Mapping[str, str], key: str, default: bool) -> bool:
-    value = str(raw.get(key, default)).strip().lower()
+def models_path(raw: str, key: str, base: Path) -> Path:
+    return path(raw, key, base) if raw.strip() else PROJECT_MODELS_FILE
+
+
+def text(raw: str, key: str, base: Path) -> str:
+    return raw.strip()
+
+
+def number(kind: type, low: float, high: float) -> Parser:
+    def parse(raw: str, key: str, base: Path):
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{PREFIX}{key} must be a {kind.__name__}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{PREFIX}{key} must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
+def choice(*choices: str) -> Parser:
+    def parse(raw: str, key: str, base: Path) -> str:
+        if raw.strip() not in choices:
+            raise SettingsError(f"{PREFIX}{key} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw.strip()
+    return parse
+
+
+def flag(raw: str, key: str, base: Path) -> bool:
+    value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise SettingsError(f"{PREFIX}{key} must be true or false, got {value!r}")
+    raise SettingsError(f"{PREFIX}{key} must be true or false, got {raw!r}")
 
 
-def _words(raw: str) -> tuple[str, ...]:
-    """A list setting: words separated by spaces or commas."""
-    return tuple(str(raw).replace(",", " ").split())
+def words(raw: str, key: str, base: Path) -> tuple[str, ...]:
+    """A list: words separated by spaces or commas."""
+    return tuple(raw.replace(",", " ").split())
 
 
-def _url(raw: str) -> str:
-    url = str(raw).strip().rstrip("/")
-    if url and not url.startswith(("http://", "https://")):
-        raise SettingsError(f"{PREFIX}public_url and allowed_origins take http(s)://host[:port] "
-                            f"URLs, got {raw!r}")
-    return url
+def url(raw: str, key: str, base: Path) -> str:
+    value = raw.strip().rstrip("/")
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{PREFIX}{key} takes http(s)://host[:port] URLs, got {raw!r}")
+    return value
+
+
+def urls(raw: str, key: str, base: Path) -> tuple[str, ...]:
+    return tuple(url(word, key, base) for word in words(raw, key, base))
+
+
+# Every detection.* key: its default and its parser (README.md's settings table lists each one;
+# tests/test_settings.py keeps the two in step).
+SETTINGS: dict[str, Setting] = {
+    "uploads_dir": Setting("uploads", path),
+    "checkpoints_dir": Setting("checkpoints", path),
+    "models_file": Setting("", models_path),
+    "default_model": Setting("rtmdet_tiny", text),
+    "default_threshold": Setting("0.3", number(float, 0.0, 1.0)),
+    "max_upload_bytes": Setting("20971520", number(int, 1, 2**40)),
+    "max_pixels": Setting("40000000", number(int, 1, 2**40)),
+    "max_queue": Setting("100", number(int, 1, 1_000_000)),
+    "device": Setting("auto", text),
+    "runtime": Setting("onnxruntime", choice("onnxruntime", "torch")),
+    "torch_threads": Setting("0", number(int, 0, 1024)),
+    "idle_exit_seconds": Setting("600", number(float, 0, 10**9)),
+    "poll_interval_seconds": Setting("0.01", number(float, 0.001, 60)),
+    "max_loaded_models": Setting("2", number(int, 1, 100)),
+    "max_worker_memory_mb": Setting("3072", number(int, 64, 10**7)),
+    "retention_hours": Setting("24", number(float, 0, 10**6)),
+    "spawn_worker": Setting("true", flag),
+    "sync_timeout_seconds": Setting("30", number(float, 0.1, 3600)),
+    "max_waiting_requests": Setting("16", number(int, 1, 100_000)),
+    "job_timeout_seconds": Setting("120", number(float, 1, 10**6)),
+    "model_load_timeout_seconds": Setting("600", number(float, 1, 10**6)),
+    "heartbeat_timeout_seconds": Setting("30", number(float, 1, 10**6)),
+    "max_storage_mb": Setting("10240", number(int, 0, 2**40)),
+    "prune_interval_seconds": Setting("60", number(float, 1, 10**6)),
+    "public_url": Setting("", url),
+    "allowed_origins": Setting("", urls),
+    "api_keys": Setting("", words),
+}
 
 
 def parse_settings(app_settings: Mapping[str, str], config_file: str | None = None,
                    environ: Mapping[str, str] = os.environ) -> Settings:
-    """Build ``Settings`` from the ini's app settings (``detection.*`` keys) and the environment."""
+    """Build ``Settings`` from the ini's app settings (``detection.*`` keys) and the environment;
+    refuse keys it does not know (a typo would otherwise pass for a default)."""
     raw = {k[len(PREFIX):]: v for k, v in app_settings.items() if k.startswith(PREFIX)}
+    unknown = sorted(set(raw) - set(SETTINGS))
+    if unknown:
+        raise SettingsError(f"unknown setting {', '.join(PREFIX + k for k in unknown)}; "
+                            f"the settings are listed in README.md")
     for variable, key in ENVIRONMENT_OVERRIDES.items():
         if environ.get(variable):
             raw[key] = environ[variable]
     config_path = Path(config_file).resolve() if config_file else None
     base = config_path.parent if config_path else Path.cwd()  # relative paths: from the ini's folder
-    default_models = Path(__file__).resolve().parent.parent / "configs" / "models.toml"
-    return Settings(
-        config_file=config_path,
-        uploads_dir=_path(raw.get("uploads_dir", "uploads"), base),
-        checkpoints_dir=_path(raw.get("checkpoints_dir", "checkpoints"), base),
-        models_file=_path(raw["models_file"], base) if "models_file" in raw else default_models,
-        default_model=raw.get("default_model", "rtmdet_tiny").strip(),
-        default_threshold=_number(raw, "default_threshold", 0.3, float, 0.0, 1.0),
-        max_upload_bytes=_number(raw, "max_upload_bytes", 20 * 1024 * 1024, int, 1, 2**40),
-        max_pixels=_number(raw, "max_pixels", 40_000_000, int, 1, 2**40),
-        max_queue=_number(raw, "max_queue", 100, int, 1, 1_000_000),
-        device=raw.get("device", "auto").strip(),
-        runtime=_choice(raw, "runtime", "onnxruntime", ("onnxruntime", "torch")),
-        torch_threads=_number(raw, "torch_threads", 0, int, 0, 1024),
-        idle_exit_seconds=_number(raw, "idle_exit_seconds", 600, float, 0, 10**9),
-        poll_interval_seconds=_number(raw, "poll_interval_seconds", 0.01, float, 0.001, 60),
-        max_loaded_models=_number(raw, "max_loaded_models", 2, int, 1, 100),
-        max_worker_memory_mb=_number(raw, "max_worker_memory_mb", 3072, int, 64, 10**7),
-        retention_hours=_number(raw, "retention_hours", 24, float, 0, 10**6),
-        spawn_worker=_flag(raw, "spawn_worker", True),
-        sync_timeout_seconds=_number(raw, "sync_timeout_seconds", 30, float, 0.1, 3600),
-        max_waiting_requests=_number(raw, "max_waiting_requests", 16, int, 1, 100_000),
-        job_timeout_seconds=_number(raw, "job_timeout_seconds", 120, float, 1, 10**6),
-        model_load_timeout_seconds=_number(raw, "model_load_timeout_seconds", 600, float, 1,
-                                           10**6),
-        heartbeat_timeout_seconds=_number(raw, "heartbeat_timeout_seconds", 30, float, 1,
-                                          10**6),
-        max_storage_mb=_number(raw, "max_storage_mb", 10240, int, 0, 2**40),
-        prune_interval_seconds=_number(raw, "prune_interval_seconds", 60, float, 1, 10**6),
-        public_url=_url(raw.get("public_url", "")),
-        allowed_origins=tuple(_url(o) for o in _words(raw.get("allowed_origins", ""))),
-        api_keys=_words(raw.get("api_keys", "")),
-    )
+    values = {key: setting.parse(str(raw.get(key, setting.default)), key, base)
+              for key, setting in SETTINGS.items()}
+    return Settings(config_file=config_path, **values)
 
 
 def load_settings(config_file: str | Path) -> Settings:
