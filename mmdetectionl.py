@@ -19,7 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from detection.jobs import SID_PATTERN, Job
+from detection.jobs import Job
+from detection.layout import SID_PATTERN
 from detection.models import load_registry
 from detection.settings import Settings, load_settings
 
@@ -32,11 +33,11 @@ def detect(settings: Settings, sid: str, threshold: float | None, model: str | N
     if not SID_PATTERN.fullmatch(sid):
         sys.exit(f"not a job id: {sid!r} (32 hex digits)")
     worker = Worker(settings)
-    if not worker.queue.input_path(sid).is_file():
-        sys.exit(f"no stored upload {worker.queue.input_path(sid)}")
+    if not worker.files.input(sid).is_file():
+        sys.exit(f"no stored upload {worker.files.input(sid)}")
     job = Job.new(sid, model or settings.default_model,
                   settings.default_threshold if threshold is None else threshold)
-    document = process(job, worker.queue, worker.models)
+    document = process(job, worker.files, worker.models)
     print(json.dumps(document, indent=2))
     return 0
 

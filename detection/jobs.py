@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 from .atomic import write_atomically
+from .layout import JobFiles
 
-SID_PATTERN = re.compile(r"[0-9a-f]{32}")
 MAX_ATTEMPTS = 2
 
 
@@ -122,7 +122,7 @@ class SpoolQueue:
         return cls(settings.uploads_dir, settings.spool_dir, settings.max_queue)
 
     def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int):
-        self.uploads_dir = uploads_dir
+        self.files = JobFiles(uploads_dir)
         self.queued_dir = spool_dir / "queued"
         self.running_dir = spool_dir / "running"
         self.damaged_dir = spool_dir / "damaged"
@@ -130,19 +130,6 @@ class SpoolQueue:
         self._enqueue_lock = threading.Lock()
         for directory in (uploads_dir, self.queued_dir, self.running_dir, self.damaged_dir):
             directory.mkdir(parents=True, exist_ok=True)
-
-    # Paths of a job's files in uploads/ (the public, polled side).
-    def input_path(self, sid: str) -> Path:
-        return self.uploads_dir / f"{sid}.png"
-
-    def output_path(self, sid: str) -> Path:
-        return self.uploads_dir / f"{sid}.out.png"
-
-    def result_path(self, sid: str) -> Path:
-        return self.uploads_dir / f"{sid}.json"
-
-    def error_path(self, sid: str) -> Path:
-        return self.uploads_dir / f"{sid}.error.json"
 
     def _queued_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.queued_dir) if n.endswith(".json") and n[0] != ".")
@@ -160,8 +147,7 @@ class SpoolQueue:
         return sids | {m["sid"] for n in self._running_names() if (m := RUNNING_TICKET.fullmatch(n))}
 
     def is_finished(self, sid: str) -> bool:
-        """Done or failed: two stat calls."""
-        return self.result_path(sid).exists() or self.error_path(sid).exists()
+        return self.files.is_finished(sid)
 
     def enqueue(self, job: Job) -> None:
         with self._enqueue_lock:  # one process's threads never overshoot the bound together
@@ -208,13 +194,13 @@ class SpoolQueue:
                 except TicketDamaged:
                     pass  # the worker sets it aside; meanwhile it is running
                 return JobStatus(job, JobState.RUNNING)
-        if self.input_path(sid).exists():
+        if self.files.input(sid).exists():
             raise FileNotFoundError(sid)  # it moved on while we looked: look again
         return None
 
     def _final_status(self, sid: str) -> JobStatus | None:
-        for path, state in ((self.result_path(sid), JobState.DONE),
-                            (self.error_path(sid), JobState.FAILED)):
+        for path, state in ((self.files.result(sid), JobState.DONE),
+                            (self.files.error(sid), JobState.FAILED)):
             try:
                 document = json.loads(path.read_bytes())
                 job = Job(sid, str(document.get("model") or "unknown"),
@@ -262,14 +248,14 @@ class SpoolQueue:
     def _record_failure(self, sid: str, failure: dict) -> None:
         data = json.dumps(failure).encode()
         try:
-            write_atomically(self.error_path(sid), data, durable=True)
+            write_atomically(self.files.error(sid), data, durable=True)
         except OSError as error:
             if error.errno not in DISK_FULL:
                 raise
             # A full disk: the failed job's own files make room for its small failure record.
-            self.output_path(sid).unlink(missing_ok=True)
-            self.input_path(sid).unlink(missing_ok=True)
-            write_atomically(self.error_path(sid), data, durable=True)
+            self.files.output(sid).unlink(missing_ok=True)
+            self.files.input(sid).unlink(missing_ok=True)
+            write_atomically(self.files.error(sid), data, durable=True)
 
     def _set_aside(self, ticket: Path, sid: str | None, reason: str) -> None:
         """Move a damaged ticket into damaged/ (kept for a look) and fail its job with the reason."""

@@ -8,8 +8,8 @@ import threading
 from . import __version__
 from .daemon import WorkerLauncher, heartbeat_age, read_worker_state, worker_pid
 from .images import BadImage, decode_image, limit_decoding, save_png
-from .jobs import (DISK_FULL, SID_PATTERN, Job, JobState, JobStatus, QueueFull, SpoolQueue,
-                   new_sid)
+from .jobs import DISK_FULL, Job, JobState, JobStatus, QueueFull, SpoolQueue, new_sid
+from .layout import SID_PATTERN, JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .settings import Settings
 from .storage import PruneReport, StorageBudget, prune_storage
@@ -58,9 +58,10 @@ class DetectionService:
                 log.warning("model %s is unavailable: no checkpoint at %s (run: python "
                             "mmdetectionl.py download %s)", spec.name, spec.checkpoint, spec.name)
         limit_decoding(settings.max_pixels)
+        self.files = JobFiles(settings.uploads_dir)
         self.queue = SpoolQueue.for_settings(settings)
         self.launcher = WorkerLauncher(settings)
-        self.waiter = JobWaiter(settings.uploads_dir, self.queue.is_finished,
+        self.waiter = JobWaiter(settings.uploads_dir, self.files.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_worker)
         self.storage = StorageBudget(settings.uploads_dir, settings.max_storage_bytes,
                                      make_room=self._make_room)
@@ -117,10 +118,10 @@ class DetectionService:
         """Save the image and queue its job; on any failure, neither."""
         sid = new_sid()
         try:
-            save_png(image, self.queue.input_path(sid))
+            save_png(image, self.files.input(sid))
             self.queue.enqueue(Job.new(sid, model.name, threshold))
         except BaseException as error:
-            self.queue.input_path(sid).unlink(missing_ok=True)
+            self.files.input(sid).unlink(missing_ok=True)
             if isinstance(error, OSError) and error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; try again later") from None
             raise

@@ -25,17 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import TEMP_SUFFIX
-from .jobs import QUEUED_TICKET, RUNNING_TICKET, SID_PATTERN
+from .jobs import QUEUED_TICKET, RUNNING_TICKET
+from .layout import FILE_NAME, FINISHED
 
 logger = logging.getLogger(__name__)
 
-# A job's files in uploads/, as jobs.SpoolQueue names them: input, drawn result, done, failed.
-INPUT_SUFFIX, OUTPUT_SUFFIX = ".png", ".out.png"
-RESULT_SUFFIX, ERROR_SUFFIX = ".json", ".error.json"
-JOB_FILE_SUFFIXES = (INPUT_SUFFIX, OUTPUT_SUFFIX, RESULT_SUFFIX, ERROR_SUFFIX)
-FINISHED_SUFFIXES = (RESULT_SUFFIX, ERROR_SUFFIX)  # a job with either file is done or failed
-JOB_FILE_PATTERN = re.compile(
-    rf"({SID_PATTERN.pattern})({'|'.join(re.escape(suffix) for suffix in JOB_FILE_SUFFIXES)})")
 # atomic.temp_path_for's names: ".<target name>.<8 hex>.tmp"
 TEMP_FILE_PATTERN = re.compile(rf"\..+\.[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}")
 SPOOL_TICKETS = {"queued": QUEUED_TICKET, "running": RUNNING_TICKET}  # spool subdir -> names
@@ -157,7 +151,7 @@ def scan_storage(uploads_dir: Path, spool_dir: Path | None = None) -> StorageSca
             if TEMP_FILE_PATTERN.fullmatch(name):
                 temp_files.append(TempFile(uploads_dir / name, info.st_size, info.st_mtime))
             continue
-        match = JOB_FILE_PATTERN.fullmatch(name)
+        match = FILE_NAME.fullmatch(name)
         if match is None:
             continue
         sid = match[1]
@@ -167,7 +161,7 @@ def scan_storage(uploads_dir: Path, spool_dir: Path | None = None) -> StorageSca
         job.files[name] = info.st_size
         job.total_bytes += info.st_size
         job.newest_mtime = max(job.newest_mtime, info.st_mtime)
-        job.finished = job.finished or match[2] in FINISHED_SUFFIXES
+        job.finished = job.finished or match[2] in FINISHED
         job_bytes += info.st_size
     return StorageScan(jobs, temp_files, ticket_sids, job_bytes,
                        sum(t.size for t in temp_files))
@@ -188,7 +182,7 @@ def _unlink(path: Path) -> bool:
 def _delete_job(uploads_dir: Path, job: JobFiles) -> int:
     """Delete a job's files, the done/failed marker last; returns the bytes gone."""
     # If we die half way the job still reads as finished, and the next prune completes it.
-    names = sorted(job.files, key=lambda name: name.endswith(FINISHED_SUFFIXES))
+    names = sorted(job.files, key=lambda name: name.endswith(FINISHED))
     return sum(job.files[name] for name in names if _unlink(uploads_dir / name))
 
 

@@ -1,22 +1,18 @@
 """The API's views: HTTP only. Parse the request, call the service, answer JSON."""
 from __future__ import annotations
 
-import re
-
 from pyramid.response import FileResponse
 from pyramid.view import view_config
 
 from .errors import JobNotFound
 from .forms import BadParameter, parse_number, require_image
 from .jobs import JobState, JobStatus
+from .layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
 from .openapi import openapi_document
 from .routes import STATIC_DIR
 from .security import API_PERMISSION
 
 MAX_STATUS_WAIT = 60.0
-UPLOADED_FILE = re.compile(r"(?P<sid>[0-9a-f]{32})(?P<kind>\.png|\.out\.png|\.json|\.error\.json)")
-CONTENT_TYPES = {".png": "image/png", ".out.png": "image/png",
-                 ".json": "application/json", ".error.json": "application/json"}
 
 
 @view_config(route_name="home", request_method="GET")
@@ -65,7 +61,7 @@ def status(request):
 def uploaded_file(request):
     """The original design's poll: 404 until the file exists (410 if the job failed)."""
     name = request.matchdict["name"]
-    match = UPLOADED_FILE.fullmatch(name)
+    match = FILE_NAME.fullmatch(name)
     if not match:
         raise JobNotFound(f"no such file: {name!r}")
     path = request.service.settings.uploads_dir / name
@@ -108,8 +104,8 @@ def _urls(request, sid: str) -> dict:
     """Relative URLs, or absolute ones under ``public_url``: never built from the Host header."""
     base = request.service.settings.public_url
     return {"status_url": base + request.route_path("status", sid=sid),
-            "result_url": base + request.route_path("uploaded_file", name=f"{sid}.out.png"),
-            "json_url": base + request.route_path("uploaded_file", name=f"{sid}.json")}
+            "result_url": base + request.route_path("uploaded_file", name=f"{sid}{OUTPUT}"),
+            "json_url": base + request.route_path("uploaded_file", name=f"{sid}{RESULT}")}
 
 
 def status_body(request, job_status: JobStatus) -> dict:

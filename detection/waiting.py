@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .layout import FINISHED
+
 log = logging.getLogger(__name__)
 
-RESULT_SUFFIXES = (".json", ".error.json")
 TICK_SECONDS = 1.0
 FALLBACK_POLL_SECONDS = 0.05
 IDLE_EXIT_SECONDS = 10.0
@@ -106,7 +107,7 @@ class JobWaiter:
         if inotify is not None:
             events = inotify.read(timeout=int(TICK_SECONDS * 1000))
             self._wake({e.name.split(".", 1)[0] for e in events
-                        if e.name.endswith(RESULT_SUFFIXES)})
+                        if e.name.endswith(FINISHED)})
         else:
             time.sleep(FALLBACK_POLL_SECONDS)
             self._wake([sid for sid in waited if self.is_finished(sid)])

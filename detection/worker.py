@@ -29,6 +29,7 @@ from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 from .images import limit_decoding, save_png
 from .jobs import Job, JobQueue, SpoolQueue, fail_waiting_jobs
+from .layout import JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .reporting import Reporter
 from .settings import Settings, load_settings
@@ -93,7 +94,7 @@ def result_document(job: Job, size: tuple[int, int], detections: list[Detection]
             "timings": {k: round(v, 1) for k, v in timings.items()}}
 
 
-def process(job: Job, queue: SpoolQueue, models: ModelCache) -> dict:
+def process(job: Job, files: JobFiles, models: ModelCache) -> dict:
     """Detect one stored upload; write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
     clock = time.perf_counter()
     timings: dict[str, float] = {}
@@ -104,7 +105,7 @@ def process(job: Job, queue: SpoolQueue, models: ModelCache) -> dict:
         timings[name] = (now - clock) * 1000
         clock = now
 
-    with Image.open(queue.input_path(job.sid)) as stored:
+    with Image.open(files.input(job.sid)) as stored:
         image = stored.convert("RGB")
     pixels_bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
     lap("read_ms")
@@ -114,10 +115,10 @@ def process(job: Job, queue: SpoolQueue, models: ModelCache) -> dict:
     lap("inference_ms")
     drawn = draw_detections(image, detections)
     lap("draw_ms")
-    save_png(drawn, queue.output_path(job.sid), durable=True)  # before the result says done
+    save_png(drawn, files.output(job.sid), durable=True)  # before the result says done
     lap("write_ms")
     document = result_document(job, image.size, detections, timings)
-    write_atomically(queue.result_path(job.sid), json.dumps(document).encode(), durable=True)
+    write_atomically(files.result(job.sid), json.dumps(document).encode(), durable=True)
     return document
 
 
@@ -135,6 +136,7 @@ class Worker:
         import torch
         self.settings = settings
         self.queue = queue or SpoolQueue.for_settings(settings)
+        self.files = JobFiles(settings.uploads_dir)
         self.report = report
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
         if settings.torch_threads:
@@ -155,7 +157,7 @@ class Worker:
                 self.report({"event": "loading", **ticket})
                 self.models.get(job.model)
             self.report({"event": "started", **ticket, "state": self.state()})
-            process(job, self.queue, self.models)
+            process(job, self.files, self.models)
         except Exception as error:  # any failure ends the job, with its reason
             log.exception("failed %s", job.sid)
             self.queue.fail(job, failure_reason(error))

@@ -116,7 +116,7 @@ def test_a_damaged_result_file_reads_as_failed_not_500(open_app):
     body, content_type = multipart_body([("image", "a.png", png_bytes())])
     sid = post_body(app, body, content_type, status=202).json["sid"]
     service = app.app.registry.service
-    service.queue.result_path(sid).write_bytes(b'{"model": "rtm')  # torn by a power cut
+    service.queue.files.result(sid).write_bytes(b'{"model": "rtm')  # torn by a power cut
     status = app.get(f"/status/{sid}", status=200).json
     assert status["state"] == "failed" and "damaged" in status["error"]
 

@@ -13,7 +13,7 @@ def queue(tmp_path):
 
 def accept(queue, model="rtmdet_tiny", threshold=0.3) -> Job:
     job = Job.new(new_sid(), model, threshold)
-    queue.input_path(job.sid).write_bytes(b"png")
+    queue.files.input(job.sid).write_bytes(b"png")
     queue.enqueue(job)
     return job
 
@@ -37,7 +37,7 @@ def test_status_follows_the_lifecycle(queue):
     claimed = queue.claim_next()
     assert queue.status(first.sid).state is JobState.RUNNING
     assert queue.status(second.sid).queue_position == 1
-    queue.result_path(claimed.sid).write_text(json.dumps(
+    queue.files.result(claimed.sid).write_text(json.dumps(
         {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))
     queue.finish(claimed)
     done = queue.status(first.sid)
@@ -80,7 +80,7 @@ def test_recovered_job_keeps_its_place_at_the_front(queue):
 def test_a_finished_job_reads_done_even_before_its_running_ticket_is_dropped(queue):
     job = accept(queue)
     claimed = queue.claim_next()
-    queue.result_path(claimed.sid).write_text(json.dumps(
+    queue.files.result(claimed.sid).write_text(json.dumps(
         {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))
     # The worker has written the result but not yet called finish().
     assert queue.is_finished(job.sid)
@@ -89,7 +89,7 @@ def test_a_finished_job_reads_done_even_before_its_running_ticket_is_dropped(que
 
 def test_a_torn_ticket_is_set_aside_and_its_job_failed_not_a_crash(queue):
     torn = new_sid()
-    queue.input_path(torn).write_bytes(b"png")
+    queue.files.input(torn).write_bytes(b"png")
     (queue.queued_dir / f"{1:020d}-{torn}.0.json").write_bytes(b"")  # a power cut's leftover
     (queue.queued_dir / "garbage.json").write_bytes(b"{}")
     good = accept(queue)
@@ -121,7 +121,7 @@ def test_failing_on_a_full_disk_makes_room_with_the_jobs_own_files(queue, monkey
     from detection import jobs
     job = accept(queue)
     claimed = queue.claim_next()
-    queue.output_path(job.sid).write_bytes(b"partial")
+    queue.files.output(job.sid).write_bytes(b"partial")
     real_write = jobs.write_atomically
     calls = []
 
@@ -134,5 +134,5 @@ def test_failing_on_a_full_disk_makes_room_with_the_jobs_own_files(queue, monkey
     queue.fail(claimed, "detection failed: OSError: No space left on device")
     status = queue.status(job.sid)
     assert status.state is JobState.FAILED and "No space" in status.error
-    assert not queue.input_path(job.sid).exists() and not queue.output_path(job.sid).exists()
+    assert not queue.files.input(job.sid).exists() and not queue.files.output(job.sid).exists()
     assert queue.depth() == 0

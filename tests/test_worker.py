@@ -22,7 +22,7 @@ def worker(make_config, rtmdet_checkpoint):
 
 def enqueue(queue: SpoolQueue, image: bytes, threshold=0.0, model="rtmdet_tiny") -> Job:
     job = Job.new(new_sid(), model, threshold)
-    queue.input_path(job.sid).write_bytes(image)
+    queue.files.input(job.sid).write_bytes(image)
     queue.enqueue(job)
     return queue.claim_next()
 
@@ -32,7 +32,7 @@ def test_a_job_ends_with_a_drawn_png_and_its_json(worker):
     worker.run_one(job)
     status = worker.queue.status(job.sid)
     assert status.state is JobState.DONE
-    document = json.loads(worker.queue.result_path(job.sid).read_bytes())
+    document = json.loads(worker.queue.files.result(job.sid).read_bytes())
     assert document["image"] == {"width": 500, "height": 375}
     assert document["model"] == "rtmdet_tiny" and document["threshold"] == 0.0
     detections = document["detections"]
@@ -44,9 +44,9 @@ def test_a_job_ends_with_a_drawn_png_and_its_json(worker):
         assert 0 <= x1 <= x2 <= 500 and 0 <= y1 <= y2 <= 375
         assert set(d) == {"label", "class_id", "score", "bbox"}
     assert set(document["timings"]) >= {"inference_ms", "draw_ms", "write_ms"}
-    drawn = Image.open(worker.queue.output_path(job.sid))
+    drawn = Image.open(worker.queue.files.output(job.sid))
     assert drawn.size == (500, 375)
-    assert drawn.tobytes() != Image.open(worker.queue.input_path(job.sid)).convert("RGB").tobytes()
+    assert drawn.tobytes() != Image.open(worker.queue.files.input(job.sid)).convert("RGB").tobytes()
 
 
 def test_the_threshold_filters(worker):
@@ -68,7 +68,7 @@ def test_oracle_detections_equal_mmdet_inference_detector(worker, rtmdet_checkpo
     ours = worker.queue.status(job.sid).result["detections"]
     spec = worker.models.registry["rtmdet_tiny"]
     model = init_detector(str(spec.config), str(rtmdet_checkpoint), device="cpu")
-    instances = inference_detector(model, str(worker.queue.input_path(job.sid))).pred_instances
+    instances = inference_detector(model, str(worker.queue.files.input(job.sid))).pred_instances
     instances = instances[instances.scores >= 0.05]
     instances.bboxes[:, 0::2] = instances.bboxes[:, 0::2].clamp(0, 800)  # the service clips
     instances.bboxes[:, 1::2] = instances.bboxes[:, 1::2].clamp(0, 450)  # to the image
@@ -107,7 +107,7 @@ def test_an_unreadable_stored_image_fails_the_job_with_a_reason(worker):
     worker.run_one(job)
     status = worker.queue.status(job.sid)
     assert status.state is JobState.FAILED and "detection failed" in status.error
-    assert not worker.queue.output_path(job.sid).exists()
+    assert not worker.queue.files.output(job.sid).exists()
 
 
 def test_models_stay_warm_within_the_count_bound(worker, rtmdet_checkpoint):

@@ -1,0 +1,19 @@
+"""The web process stays small: importing the app never imports torch, mmdet or worker code."""
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+WORKER_ONLY = ("torch", "mmdet", "mmcv", "mmengine", "onnxruntime", "detection.worker",
+               "detection.detector", "detection.drawing", "detection.supervisor")
+
+
+def test_importing_the_web_app_imports_no_model_or_worker_code():
+    check = ("import sys, web\n"
+             f"bad = [m for m in sys.modules if m.split('.')[0] in {WORKER_ONLY[:5]!r} "
+             f"or m in {WORKER_ONLY[5:]!r}]\n"
+             "print(','.join(sorted(bad)))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
