@@ -23,7 +23,6 @@ from pyramid.response import Response
 from detection.forms import FORM_OVERHEAD_BYTES
 from detection.models import MissingCheckpoint, UnknownModel
 from detection.security import ApiKeyPolicy
-from detection.service import DetectionService
 from detection.settings import Settings, SettingsError, parse_settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
@@ -32,10 +31,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
 def main(global_config: dict, **app_settings: str):
     """The Pyramid WSGI app."""
     settings = parse_settings(app_settings, global_config.get("__file__"))
-    service = DetectionService(settings)
     with Configurator(settings=app_settings) as config:
-        config.registry.service = service
-        config.add_request_method(lambda request: request.registry.service, "service", reify=True)
+        config.registry.detection_settings = settings
+        config.include("detection.service")
         config.set_security_policy(ApiKeyPolicy(settings.api_keys))
         config.set_response_factory(lambda request: RelativeLocationResponse())
         config.include("detection.guards")

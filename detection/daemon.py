@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from .jobs import SpoolQueue
+from .jobs import open_queue
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class WorkerLauncher:
             self._retry.start()
 
     def _retry_if_needed(self) -> None:
-        if SpoolQueue.for_settings(self.settings).depth():
+        if open_queue(self.settings).depth():
             try:
                 self.ensure_running()
             except OSError:

@@ -17,6 +17,7 @@ TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key")
 IMAGE_FIELD = "image"
 MAX_PARTS = 16
 MAX_TEXT_FIELD_BYTES = 1024
+MAX_STATUS_WAIT = 60.0  # seconds a ?wait= long-poll may ask for
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 4096
 # What multipart framing may add to an image of max_upload_bytes (boundaries, part headers).

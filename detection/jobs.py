@@ -117,10 +117,6 @@ class JobQueue(Protocol):
 class SpoolQueue:
     """A job queue kept as files under ``<uploads>/.queue``; results live in ``<uploads>``."""
 
-    @classmethod
-    def for_settings(cls, settings) -> "SpoolQueue":
-        return cls(settings.uploads_dir, settings.spool_dir, settings.max_queue)
-
     def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int):
         self.files = JobFiles(uploads_dir)
         self.queued_dir = spool_dir / "queued"
@@ -297,3 +293,8 @@ def fail_waiting_jobs(queue: JobQueue, reason: str) -> None:
     """End every queued job as failed with ``reason`` (no worker can do them)."""
     while (job := queue.claim_next()) is not None:
         queue.fail(job, reason)
+
+
+def open_queue(settings) -> JobQueue:
+    """The job queue the settings name (the spool in uploads/.queue is the one backend so far)."""
+    return SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import __version__
+from .forms import MAX_STATUS_WAIT
 
 
 def _json(schema: dict | str, description: str, headers: dict | None = None) -> dict:
@@ -111,8 +112,9 @@ def openapi_document(service) -> dict:
     deepstack_errors = _errors("DeepStackError", 400, 401, 403, 413, 422, 500, 503, 507)
     # ``?wait=`` is described in words: as a formal optional number, an empty object serializes to
     # no parameter at all, which a fuzzer then expects to be refused.
-    wait = ("Optional query parameter `wait` (seconds, 0 to 60): a long-poll, answered as soon "
-            "as the job is done or failed, or after that many seconds (at once when too many "
+    wait = (f"Optional query parameter `wait` (seconds, 0 to {MAX_STATUS_WAIT:g}): a long-poll, "
+            "answered as soon as the job is done or failed, or after that many seconds (at once "
+            "when too many "
             "requests wait already). Any other query parameter is a 400.")
     return {
         "openapi": "3.0.3",

@@ -8,7 +8,7 @@ import threading
 from . import __version__
 from .daemon import WorkerLauncher, heartbeat_age, read_worker_state, worker_pid
 from .images import BadImage, decode_image, limit_decoding, save_png
-from .jobs import DISK_FULL, Job, JobState, JobStatus, QueueFull, SpoolQueue, new_sid
+from .jobs import DISK_FULL, Job, JobState, JobStatus, QueueFull, new_sid, open_queue
 from .layout import SID_PATTERN, JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .settings import Settings
@@ -59,7 +59,7 @@ class DetectionService:
                             "mmdetectionl.py download %s)", spec.name, spec.checkpoint, spec.name)
         limit_decoding(settings.max_pixels)
         self.files = JobFiles(settings.uploads_dir)
-        self.queue = SpoolQueue.for_settings(settings)
+        self.queue = open_queue(settings)
         self.launcher = WorkerLauncher(settings)
         self.waiter = JobWaiter(settings.uploads_dir, self.files.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_worker)
@@ -182,3 +182,10 @@ class DetectionService:
                            "configured": sorted(self.models),
                            "available": self.installed_models(),
                            "loaded": worker.get("models_loaded", [])}}
+
+
+def includeme(config) -> None:
+    """The app's one service, built from ``registry.detection_settings``; views and the security
+    policy reach it as ``request.service``."""
+    config.registry.service = DetectionService(config.registry.detection_settings)
+    config.add_request_method(lambda request: request.registry.service, "service", reify=True)

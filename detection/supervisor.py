@@ -25,7 +25,7 @@ from typing import Callable
 
 from . import __version__
 from .atomic import write_atomically
-from .jobs import Job, SpoolQueue, fail_waiting_jobs
+from .jobs import Job, fail_waiting_jobs, open_queue
 from .models import load_registry
 from .reporting import LineReader, parse_event
 from .settings import Settings
@@ -85,7 +85,7 @@ class Supervisor:
     def __init__(self, settings: Settings, still_wanted: Callable[[], bool] = lambda: False):
         self.settings = settings
         self.still_wanted = still_wanted  # asked when idle: go on (True) or leave
-        self.queue = SpoolQueue.for_settings(settings)
+        self.queue = open_queue(settings)
         self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
         self.stop = threading.Event()
         self.worker: WorkerProcess | None = None

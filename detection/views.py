@@ -5,15 +5,12 @@ from pyramid.response import FileResponse
 from pyramid.view import view_config
 
 from .errors import JobNotFound
-from .forms import BadParameter, parse_number, require_image
+from .forms import MAX_STATUS_WAIT, BadParameter, parse_number, require_image
 from .jobs import JobState, JobStatus
 from .layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
 from .openapi import openapi_document
 from .routes import STATIC_DIR
 from .security import API_PERMISSION
-
-MAX_STATUS_WAIT = 60.0
-
 
 @view_config(route_name="home", request_method="GET")
 def home(request):

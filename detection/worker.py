@@ -28,7 +28,7 @@ from .atomic import write_atomically
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 from .images import limit_decoding, save_png
-from .jobs import Job, JobQueue, SpoolQueue, fail_waiting_jobs
+from .jobs import Job, JobQueue, fail_waiting_jobs, open_queue
 from .layout import JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .reporting import Reporter
@@ -135,7 +135,7 @@ class Worker:
                  report: Callable[[dict], None] = lambda event: None):
         import torch
         self.settings = settings
-        self.queue = queue or SpoolQueue.for_settings(settings)
+        self.queue = queue or open_queue(settings)
         self.files = JobFiles(settings.uploads_dir)
         self.report = report
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # e.g. a broken install: say so, rather than leave jobs waiting
         log.exception("the worker could not start")
         reason = f"the detection worker could not start: {type(error).__name__}: {error}"
-        fail_waiting_jobs(SpoolQueue.for_settings(settings), reason)
+        fail_waiting_jobs(open_queue(settings), reason)
         reporter.send({"event": "unusable", "reason": reason})
         return 3
     worker = workers[0]
