@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
+from tests.support import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
 
 CONFIGS = {"rtmdet_tiny": "rtmdet/rtmdet_tiny_8xb32-300e_coco.py",

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detection.storage import prune_storage  # noqa: E402
-from tests.conftest import LiveServer, png_bytes, write_config  # noqa: E402
+from tests.support import LiveServer, png_bytes, write_config  # noqa: E402
 from tests.hostile import many_parts_body, open_descriptors, rss_bytes  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
 from tests.test_hostile_server import BOMBS  # noqa: E402

@@ -1,26 +1,14 @@
 """Fixtures: settings in a temp dir, random-weights checkpoints built from mmdet's real configs,
-the app under WebTest, and a live server (waitress + the real daemon) on a free port."""
+the app under WebTest, and a live server (waitress + the real daemon) on a free port. The helpers
+behind them are in tests/support.py."""
 from __future__ import annotations
 
-import configparser
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_CHECKPOINT = ROOT.parent / "shared" / "models" / "yolox_nano_coco.pth"
-SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
-
-sys.path.insert(0, str(ROOT))
-
-from tests.random_weights import build_random_checkpoint  # noqa: E402
+from tests.random_weights import build_random_checkpoint
+from tests.support import LiveServer, app_for, write_config
 
 
 @pytest.fixture(scope="session")
@@ -32,36 +20,6 @@ def checkpoints_dir(tmp_path_factory) -> Path:
 def rtmdet_checkpoint(checkpoints_dir) -> Path:
     return build_random_checkpoint("rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
                                    checkpoints_dir / "rtmdet_tiny_random.pth")
-
-
-def write_models_file(path: Path, checkpoints: dict[str, Path]) -> Path:
-    """A models.toml like the shipped one, with the given checkpoints (others point nowhere)."""
-    import tomllib
-    with open(ROOT / "configs" / "models.toml", "rb") as f:
-        tables = tomllib.load(f)
-    lines = []
-    for name, table in tables.items():
-        lines += [f"[{name}]", f"config = {table['config']!r}", f"hint = {table['hint']!r}"]
-        checkpoint = checkpoints.get(name, path.parent / "absent" / f"{name}.pth")
-        lines += [f"checkpoint = {str(checkpoint)!r}", ""]
-    path.write_text("\n".join(lines))
-    return path
-
-
-def write_config(directory: Path, checkpoints: dict[str, Path], **overrides) -> Path:
-    """Write a testing .ini (from configs/testing.ini) using ``directory``; return its path."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(ROOT / "configs" / "testing.ini")
-    app = parser["app:main"]
-    app["detection.uploads_dir"] = str(directory / "uploads")
-    app["detection.checkpoints_dir"] = str(directory / "checkpoints")
-    app["detection.models_file"] = str(write_models_file(directory / "models.toml", checkpoints))
-    for key, value in overrides.items():
-        app[f"detection.{key}"] = str(value)
-    ini = directory / "testing.ini"
-    with open(ini, "w") as f:
-        parser.write(f)
-    return ini
 
 
 @pytest.fixture
@@ -77,88 +35,12 @@ def fake_checkpoint(tmp_path) -> Path:
     return path
 
 
-def app_for(ini: Path):
-    from pyramid.paster import get_appsettings
-
-    from web import main
-    return main({"__file__": str(ini)}, **get_appsettings(str(ini)))
-
-
 @pytest.fixture
 def testapp(make_config, fake_checkpoint):
     """The app under WebTest, with no worker (jobs stay queued)."""
     import webtest
     ini = make_config({"rtmdet_tiny": fake_checkpoint}, spawn_worker="false", max_queue=5)
     return webtest.TestApp(app_for(ini))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """``python web.py INI`` on a free port: real waitress, real daemon started by the app."""
-
-    def __init__(self, ini: Path):
-        self.ini = ini
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(ini)
-        self.uploads = Path(parser["app:main"]["detection.uploads_dir"])
-        self.models_file = Path(parser["app:main"]["detection.models_file"])
-
-    def start(self, timeout: float = 30) -> "LiveServer":
-        self.log = open(self.ini.parent / f"web-{self.port}.log", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "web.py"), str(self.ini)], cwd=ROOT,
-            env={**os.environ, "PORT": str(self.port)}, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                requests.get(self.url + "/health", timeout=1).raise_for_status()
-                return self
-            except requests.RequestException:
-                assert self.process.poll() is None, "web.py exited at start-up"
-                time.sleep(0.1)
-        raise TimeoutError("the server did not answer /health")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.log.close()
-
-    def worker_pid(self) -> int | None:
-        from detection.daemon import worker_pid
-        return worker_pid(self.uploads / ".worker.lock")
-
-    def kill_worker(self, sig: int = signal.SIGKILL) -> int | None:
-        pid = self.worker_pid()
-        if pid:
-            os.kill(pid, sig)
-            deadline = time.monotonic() + 10
-            while self.worker_pid() == pid and time.monotonic() < deadline:
-                time.sleep(0.05)
-        return pid
-
-    def upload(self, image: bytes, name: str = "photo.png", **fields) -> requests.Response:
-        return requests.post(self.url + "/upload", files={"image": (name, image)},
-                             data=fields, timeout=30)
-
-    def wait_until_finished(self, sid: str, timeout: float = 120, interval: float = 0) -> dict:
-        """Long-poll /status (``?wait=``), or poll every ``interval`` seconds as the page does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            wait = f"?wait={min(30.0, deadline - time.monotonic()):.1f}" if not interval else ""
-            status = requests.get(f"{self.url}/status/{sid}{wait}", timeout=60).json()
-            if status["state"] in ("done", "failed"):
-                return status
-            time.sleep(interval or 0.01)
-        raise TimeoutError(f"job {sid} did not finish in {timeout} s: {status}")
 
 
 @pytest.fixture
@@ -176,20 +58,3 @@ def live_server(make_config, rtmdet_checkpoint):
     for server in servers:
         server.stop()
         server.kill_worker()
-
-
-def png_bytes(size=(320, 240), color=(40, 120, 200), mode="RGB", format="PNG", **save) -> bytes:
-    """An image file in memory: a flat background with a few shapes on it."""
-    import io
-
-    from PIL import Image, ImageDraw
-    image = Image.new("RGB", size, color)
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    draw.rectangle((w // 8, h // 6, w // 2, h * 5 // 6), fill=(230, 200, 40))
-    draw.ellipse((w // 2, h // 4, w * 7 // 8, h * 3 // 4), fill=(200, 40, 60))
-    if mode != "RGB":
-        image = image.convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **save)
-    return buffer.getvalue()

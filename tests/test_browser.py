@@ -6,7 +6,7 @@ import shutil
 import pytest
 import requests
 
-from tests.conftest import ROOT, png_bytes
+from tests.support import ROOT, png_bytes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"

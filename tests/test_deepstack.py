@@ -4,7 +4,7 @@ import pytest
 import requests
 import webtest
 
-from tests.conftest import app_for, png_bytes
+from tests.support import app_for, png_bytes
 
 
 def deepstack(url: str, data: bytes, path="/v1/vision/detection", files=None, **fields):

@@ -15,7 +15,7 @@ from detection.image_checks import MAX_JPEG_SCANS
 from detection.images import (BadImage, ImageTooLarge, decode_image,
                               limit_decoding)
 from tests import bombs
-from tests.conftest import ROOT, png_bytes
+from tests.support import ROOT, png_bytes
 
 LIMIT = 4_000_000  # configs/testing.ini
 

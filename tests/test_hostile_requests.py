@@ -10,7 +10,7 @@ import webtest
 from PIL import Image
 
 from detection.security import key_matches
-from tests.conftest import app_for, png_bytes
+from tests.support import app_for, png_bytes
 from tests.hostile import (many_parts_body, multipart_body, nested_multipart_body,
                            open_descriptors)
 

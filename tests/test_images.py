@@ -7,7 +7,7 @@ from PIL import Image
 
 from detection.images import BadImage, ImageTooLarge, decode_image, save_png
 from tests.bombs import bomb_png  # tests/test_views.py imports it from here too
-from tests.conftest import png_bytes
+from tests.support import png_bytes
 
 LIMIT = 4_000_000
 

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 WORKER_ONLY = ("torch", "mmdet", "mmcv", "mmengine", "onnxruntime", "detection.worker",
                "detection.detector", "detection.drawing", "detection.supervisor")

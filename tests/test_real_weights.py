@@ -7,7 +7,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import SHARED_CHECKPOINT, SHARED_PHOTOS, LiveServer, write_config
+from tests.support import SHARED_CHECKPOINT, SHARED_PHOTOS, LiveServer, write_config
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.real_weights,

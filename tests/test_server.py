@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import ROOT, LiveServer, png_bytes
+from tests.support import ROOT, LiveServer, png_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 from pyramid.paster import get_appsettings
 
 from detection.settings import PROJECT_MODELS_FILE, SETTINGS, SettingsError, parse_settings
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 ROW = re.compile(r"^\| (`\w+`(?:, `\w+`)*) \| ([^|]+) \|", re.MULTILINE)
 

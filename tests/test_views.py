@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_bytes
+from tests.support import png_bytes
 from tests.test_images import bomb_png
 
 

@@ -8,7 +8,8 @@ from PIL import Image
 from detection.jobs import Job, JobState, SpoolQueue, new_sid
 from detection.settings import parse_settings
 from detection.worker import Worker
-from tests.conftest import build_random_checkpoint, png_bytes
+from tests.random_weights import build_random_checkpoint
+from tests.support import png_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 
 from detection.models import load_registry, mmdet_configs_dir
 from detection.zoo import DownloadError, download, find_metafile_entry
-from tests.conftest import ROOT, free_port
+from tests.support import ROOT, free_port
 
 
 def test_shipped_models_resolve_to_mmdet_configs_and_zoo_urls(tmp_path):
