@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from .atomic import write_atomically
 from .layout import JobFiles
@@ -91,12 +91,27 @@ class Job:
         return job
 
 
+class ImageSize(TypedDict):
+    width: int
+    height: int
+
+
+class JobResult(TypedDict):
+    """A done job's ``<sid>.json``: what the worker writes, /status and DeepStack answer from."""
+    sid: str
+    model: str
+    threshold: float
+    image: ImageSize
+    detections: list[dict]  # Detection.to_json()'s shape
+    timings: dict[str, float]
+
+
 @dataclass
 class JobStatus:
     job: Job
     state: JobState
     queue_position: int | None = None
-    result: dict | None = None
+    result: JobResult | None = None
     error: str | None = None
 
 

@@ -28,7 +28,7 @@ from .atomic import write_atomically
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 from .images import limit_decoding, save_png
-from .jobs import Job, JobQueue, fail_waiting_jobs, open_queue
+from .jobs import ImageSize, Job, JobQueue, JobResult, fail_waiting_jobs, open_queue
 from .layout import JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .reporting import Reporter
@@ -86,15 +86,15 @@ class ModelCache:
 
 
 def result_document(job: Job, size: tuple[int, int], detections: list[Detection],
-                    timings: dict[str, float]) -> dict:
+                    timings: dict[str, float]) -> JobResult:
     """The detections JSON served as ``/uploads/<sid>.json``."""
-    return {"sid": job.sid, "model": job.model, "threshold": job.threshold,
-            "image": {"width": size[0], "height": size[1]},
-            "detections": [d.to_json() for d in detections],
-            "timings": {k: round(v, 1) for k, v in timings.items()}}
+    return JobResult(sid=job.sid, model=job.model, threshold=job.threshold,
+                     image=ImageSize(width=size[0], height=size[1]),
+                     detections=[d.to_json() for d in detections],
+                     timings={k: round(v, 1) for k, v in timings.items()})
 
 
-def process(job: Job, files: JobFiles, models: ModelCache) -> dict:
+def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
     """Detect one stored upload; write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
     clock = time.perf_counter()
     timings: dict[str, float] = {}
