@@ -57,8 +57,8 @@ class RelativeLocationResponse(Response):
 RESERVED_THREADS = 2  # kept free of waiting requests, for /health, uploads and polls
 
 
-def check_server_limits(server: dict, settings: Settings) -> None:
-    """Refuse waitress settings that would let the app's limits be bypassed or starve it."""
+def fit_server_to_app(server: dict, settings: Settings) -> None:
+    """Refuse waitress settings that would starve the app; set the ones derived from its limits."""
     threads = int(server.get("threads", 4))
     if settings.max_waiting_requests > threads - RESERVED_THREADS:
         raise SettingsError(f"detection.max_waiting_requests ({settings.max_waiting_requests}) "
@@ -98,7 +98,7 @@ def serve(config_file: str) -> None:
               if k not in ("use", "here", "__file__")}
     try:
         app = loader.get_wsgi_app()
-        check_server_limits(server, app.registry.service.settings)
+        fit_server_to_app(server, app.registry.service.settings)
     except (MissingCheckpoint, UnknownModel, SettingsError, FileNotFoundError) as error:
         sys.exit(f"Cannot start the service: {error}")
     if os.environ.get("HOST") or os.environ.get("PORT"):

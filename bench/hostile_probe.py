@@ -28,7 +28,7 @@ from detection.storage import prune_storage  # noqa: E402
 from tests.support import LiveServer, png_bytes, write_config  # noqa: E402
 from tests.hostile import many_parts_body, open_descriptors, rss_bytes  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
-from tests.test_hostile_server import BOMBS  # noqa: E402
+from tests import bombs  # noqa: E402
 
 
 def timed(call):
@@ -54,7 +54,7 @@ def probe_parts(server: LiveServer) -> str:
 def probe_bombs(server: LiveServer) -> list[str]:
     lines, pid = [], server.process.pid
     baseline = rss_bytes(pid)
-    for name, data in BOMBS.items():
+    for name, data in bombs.refused().items():
         response, seconds = timed(lambda: server.upload(data, name=f"bomb.{name}"))
         lines.append(f"bomb {name} ({len(data) >> 10} KiB): {response.status_code} in "
                      f"{seconds * 1000:.0f} ms, web RSS +{(rss_bytes(pid) - baseline) >> 20} MiB")

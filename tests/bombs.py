@@ -278,3 +278,13 @@ def ppm_with_long_comment(size: int = 20 * MB) -> bytes:
 def ppm_with_odd_depth(width: int = 1000, height: int = 1000) -> bytes:
     """A binary PPM with maxval 1000 (6 bytes a pixel), which Pillow decodes in Python."""
     return f"P6\n{width} {height}\n1000\n".encode() + bytes(6 * width * height)
+
+
+def refused() -> dict[str, bytes]:
+    """Every bomb the service must refuse, by generator name (the crafted-EXIF PNG decodes)."""
+    names = ("ico_with_huge_png", "ico_with_huge_bitmap", "tiff_with_huge_tile",
+             "tiff_with_overlapping_tags", "tiff_with_numeric_exif", "jpeg_with_crafted_exif",
+             "jpeg_with_crafted_mpf", "jpeg_with_many_scans", "jpeg_with_fill_bytes",
+             "jpeg_with_many_segments", "png_with_many_chunks", "gif_with_long_comment",
+             "ppm_with_long_comment", "ppm_with_odd_depth", "bmp_with_rle_rows")
+    return {name: globals()[name]() for name in names} | {"bomb_png": bomb_png(60_000, 60_000)}

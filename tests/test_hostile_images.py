@@ -242,3 +242,7 @@ def test_damaged_files_are_bad_images_never_errors():
                 decode(bytes(data[:rng.randint(len(data) // 2, len(data))]))
             except BadImage:
                 pass
+
+
+def test_the_live_suite_sends_every_bomb_this_one_checks():
+    assert set(BOMBS) <= set(bombs.refused())
