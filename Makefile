@@ -20,6 +20,7 @@ dev:
 
 test: install
 	bash scripts/install-browser.sh
+	bash scripts/install-redis.sh
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 clean:
@@ -27,3 +28,4 @@ clean:
 
 bench: install
 	$(PYTHON) bench/benchmark.py --output docs/benchmarks.md
+	$(PYTHON) bench/scaling.py --output docs/scaling.md

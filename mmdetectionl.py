@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from detection.jobs import Job
-from detection.layout import SID_PATTERN
+from detection.layout import SID_PATTERN, JobFiles
 from detection.models import load_registry
 from detection.settings import Settings, load_settings
 
@@ -29,15 +29,18 @@ COMMANDS = ("detect", "worker", "download", "list")
 
 
 def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
-    from detection.worker import Worker, process
+    from detection.images import limit_decoding
+    from detection.worker import ModelCache, process
     if not SID_PATTERN.fullmatch(sid):
         sys.exit(f"not a job id: {sid!r} (32 hex digits)")
-    worker = Worker(settings)
-    if not worker.files.input(sid).is_file():
-        sys.exit(f"no stored upload {worker.files.input(sid)}")
+    files = JobFiles(settings.uploads_dir)
+    if not files.input(sid).is_file():
+        sys.exit(f"no stored upload {files.input(sid)}")
+    limit_decoding(settings.max_pixels)
     job = Job.new(sid, model or settings.default_model,
                   settings.default_threshold if threshold is None else threshold)
-    document = process(job, worker.files, worker.models)
+    models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir), settings)
+    document = process(job, files, models)
     print(json.dumps(document, indent=2))
     return 0
 
@@ -102,11 +105,17 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.WARNING)
         return detect(settings, arguments.sid, arguments.threshold, arguments.model)
     if arguments.command == "worker":
-        from detection.daemon import WorkerLock, run_daemon, supervise
+        from detection.daemon import run_daemon, supervise
+        from detection.locks import FileLock
         if arguments.daemon:
             run_daemon(settings)
             return 0
-        with WorkerLock(settings.worker_lock_file) as lock:  # in the foreground (e.g. systemd)
+        if settings.queue == "rq":  # one of any number of workers, on any host that sees Redis
+            from detection.rq_worker import run
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+            run(settings)
+            return 0
+        with FileLock(settings.worker_lock_file) as lock:  # in the foreground (e.g. systemd)
             supervise(settings, lock, logging.StreamHandler(sys.stderr))
         return 0
     if arguments.command == "download":

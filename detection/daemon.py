@@ -1,12 +1,10 @@
-"""One detection daemon at a time: the worker lock, starting the daemon, and running it.
+"""One detection daemon at a time: starting the daemon, and running it.
 
-The lock is an ``flock`` on ``uploads/.worker.lock`` holding the daemon's pid (the supervisor of
-the worker process). The kernel drops it when the process dies however it dies (kill -9, OOM),
-so a free lock means no live daemon.
+The daemon (the supervisor of the worker processes) holds ``uploads/.worker.lock``
+(``detection/locks.py``): a free lock means no live daemon.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import logging.handlers
@@ -19,6 +17,7 @@ import time
 from pathlib import Path
 
 from .jobs import open_queue
+from .locks import FileLock, LockHeld, holder_pid
 
 log = logging.getLogger(__name__)
 
@@ -30,66 +29,6 @@ HEALTHY_LIFETIME_SECONDS = 60.0
 MAX_RESTART_DELAY_SECONDS = 60.0
 LOG_MAX_BYTES = 10 * 2**20
 LOG_BACKUPS = 3
-
-
-class WorkerAlreadyRunning(RuntimeError):
-    pass
-
-
-class WorkerLock:
-    """The worker's lock and pid file; usable as python-daemon's ``pidfile``."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, attempts: int = 20) -> bool:
-        """Take the lock (retrying briefly: a web process may be peeking at it)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        for attempt in range(attempts):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.025)
-        else:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-    def __enter__(self) -> "WorkerLock":
-        if not self.acquire():
-            raise WorkerAlreadyRunning(f"another worker holds {self.path}")
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
-
-
-def worker_pid(lock_path: Path) -> int | None:
-    """The pid of the live worker, or None when no process holds the lock."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        content = os.read(fd, 32).decode().strip()
-        return int(content) if content.isdigit() else -1
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 class WorkerLauncher:
@@ -113,7 +52,7 @@ class WorkerLauncher:
     def ensure_running(self, start: bool = True) -> int | None:
         """Start the daemon (if ``start``) unless one is running or starting; return the live
         daemon's pid."""
-        pid = worker_pid(self.settings.worker_lock_file)
+        pid = holder_pid(self.settings.worker_lock_file)
         if pid is not None and not self._silent():
             return pid
         with self._lock:
@@ -187,7 +126,7 @@ class WorkerLauncher:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + 5
-        while worker_pid(self.settings.worker_lock_file) == pid and time.monotonic() < deadline:
+        while holder_pid(self.settings.worker_lock_file) == pid and time.monotonic() < deadline:
             time.sleep(0.02)
 
 
@@ -212,7 +151,7 @@ def run_daemon(settings) -> None:
     """Detach (python-daemon), take the lock, and supervise the worker until stopped or idle."""
     import daemon  # python-daemon
 
-    lock = WorkerLock(settings.worker_lock_file)
+    lock = FileLock(settings.worker_lock_file)
     stderr = open(settings.worker_stderr_file, "a", buffering=1)
     if stderr.tell() > LOG_MAX_BYTES:  # what logging cannot catch (a crash): kept, bounded
         stderr.truncate(0)
@@ -221,21 +160,42 @@ def run_daemon(settings) -> None:
         stdout=stderr, stderr=stderr, files_preserve=[stderr])
     try:
         context.open()
-    except WorkerAlreadyRunning:
+    except LockHeld:
         return  # another daemon won the race: it will take the jobs
     with context:
         handler = logging.handlers.RotatingFileHandler(
             settings.worker_log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
-        supervise(settings, lock, handler)
+        if settings.queue == "rq":
+            work_rq(settings, lock, handler)
+        else:
+            supervise(settings, lock, handler)
 
 
-def supervise(settings, lock: WorkerLock, handler: logging.Handler) -> None:
-    """Run the supervisor (in the foreground, or in the daemon), logging to ``handler``."""
-    from .supervisor import Supervisor
-
+def log_to(handler: logging.Handler) -> None:
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def work_rq(settings, lock: FileLock, handler: logging.Handler) -> None:
+    """The daemon with ``queue = rq``: one RQ worker in this process, until idle and unwanted;
+    its heartbeat (the lock file's mtime) beats while it works or waits."""
+    from .rq_worker import run
+
+    log_to(handler)
+    while True:
+        run(settings, on_beat=lambda: os.utime(settings.worker_lock_file),
+            max_idle_seconds=settings.idle_exit_seconds)
+        lock.release()  # as in supervise(): let go before the last look
+        if not (open_queue(settings).depth() > 0 and lock.acquire()):
+            return
+
+
+def supervise(settings, lock: FileLock, handler: logging.Handler) -> None:
+    """Run the supervisor (in the foreground, or in the daemon), logging to ``handler``."""
+    from .supervisor import Supervisor
+
+    log_to(handler)
 
     def still_wanted() -> bool:
         # Let go of the lock before the last look, so an upload that saw it held is not missed.

@@ -35,11 +35,12 @@ def _rle(mask: np.ndarray) -> dict:
     return {"size": list(encoded["size"]), "counts": encoded["counts"].decode("ascii")}
 
 
-def resolve_device(setting: str) -> str:
-    """``auto`` picks CUDA when torch sees a GPU, else the CPU."""
+def resolve_device(setting: str, slot: int = 0) -> str:
+    """``auto`` picks CUDA when torch sees a GPU (worker ``slot`` i takes GPU i, round robin),
+    else the CPU."""
     import torch
     if setting == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        return f"cuda:{slot % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     return setting
 
 

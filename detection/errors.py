@@ -9,7 +9,7 @@ from pyramid.view import forbidden_view_config, notfound_view_config, view_confi
 from .forms import BadParameter, BodyTooLarge
 from .guards import CrossSiteRequest
 from .images import BadImage, ImageTooLarge
-from .jobs import QueueFull
+from .jobs import QueueFull, QueueUnavailable
 from .models import UnknownModel
 from .routes import ROUTES
 from .service import DetectionTimeout, DiskFull, JobGone, ModelUnavailable, ServerBusy
@@ -32,9 +32,9 @@ class DetectionFailed(RuntimeError):
 
 ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadImage: 422,
                 ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 400,
-                CrossSiteRequest: 403, QueueFull: 503, DetectionTimeout: 503,
+                CrossSiteRequest: 403, QueueFull: 503, QueueUnavailable: 503, DetectionTimeout: 503,
                 ServerBusy: 503, JobGone: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500}
-RETRY_LATER = (QueueFull, DetectionTimeout, ServerBusy)
+RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 
 

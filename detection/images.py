@@ -136,3 +136,10 @@ def save_png(image: Image.Image, path: Path, durable: bool = False) -> None:
     (1280x960: 100 -> 66 ms), files of the same size, and faster to decode."""
     with atomic_path(path, durable) as temp:
         image.save(temp, format="PNG", compress_level=1, compress_type=Z_RLE)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """``image`` as PNG bytes, encoded as ``save_png`` stores it."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1, compress_type=Z_RLE)
+    return buffer.getvalue()

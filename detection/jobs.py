@@ -2,13 +2,16 @@
 
 The spool is a directory of tickets, one JSON file per job, Maildir style. A ticket appears by an
 atomic, fsynced rename into ``queued/`` as ``<enqueue time ns>-<sid>.<attempts>.json`` (a listing
-is oldest first). A worker claims it by renaming it into ``running/`` as
-``<sid>.<attempts + 1>.json``: the claim and the count of attempts are one rename, so the count is
-right before any work starts, even on a full disk. The ticket leaves ``running/`` once the worker
-has written ``<sid>.json`` (done) or ``<sid>.error.json`` (failed) into uploads/.
-A ticket still in ``running/`` when a new worker starts was abandoned by a worker that died: it
-is queued again once, and fails for good the second time. A ticket that cannot be read (a power
-cut can leave an empty file) is set aside in ``damaged/`` and its job failed with the reason.
+is oldest first); web processes add them one at a time (an flock on ``enqueue.lock``), so the
+bound holds across processes. A worker claims a ticket by renaming it into ``running/`` as
+``<sid>.<attempts + 1>.w<slot>.json``: the claim and the count of attempts are one rename, so the
+count is right before any work starts, even on a full disk. The ticket leaves ``running/`` once the
+worker has written ``<sid>.json`` (done) or ``<sid>.error.json`` (failed) into uploads/.
+Each worker holds its slot's lock (``workers/<slot>.lock``) while it lives, so a running ticket
+whose slot lock is free was abandoned by a worker that died: it is queued again once, and fails
+for good the second time; the jobs of live workers are left alone. A ticket that cannot be read
+(a power cut can leave an empty file) is set aside in ``damaged/`` and its job failed with the
+reason.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from typing import Protocol, TypedDict
 
 from .atomic import write_atomically
 from .layout import JobFiles
+from .locks import FileLock, exclusively
 
 MAX_ATTEMPTS = 2
 
@@ -52,8 +56,15 @@ class QueueFull(RuntimeError):
 
 
 QUEUED_TICKET = re.compile(r"(?P<ns>\d{20})-(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
-RUNNING_TICKET = re.compile(r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
+RUNNING_TICKET = re.compile(
+    r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?(?:\.w(?P<slot>\d+))?\.json")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class QueueUnavailable(RuntimeError):
+    """The queue's store (Redis) cannot be reached; try again later."""
+
+    retry_after = 5
 
 
 class TicketDamaged(ValueError):
@@ -116,31 +127,41 @@ class JobStatus:
 
 
 class JobQueue(Protocol):
-    """The hand-off between web and worker; the spool below is one backend."""
+    """What the web process needs of a queue backend: the spool here, or RQ (``rq_queue.py``).
 
-    def enqueue(self, job: Job) -> None: ...
+    ``enqueue`` is called once the upload is stored as ``<sid>.png``, with the upload's bytes (a
+    backend without a shared disk sends them with the job, bounded by the upload limit);
+    ``status`` and ``is_finished`` leave a finished job's files in uploads/."""
+
+    def enqueue(self, job: Job, upload: bytes) -> None: ...
     def status(self, sid: str) -> JobStatus | None: ...
     def depth(self) -> int: ...
     def pending_sids(self) -> set[str]: ...
     def is_finished(self, sid: str) -> bool: ...
-    def claim_next(self) -> Job | None: ...
-    def finish(self, job: Job) -> None: ...
-    def fail(self, job: Job, reason: str) -> None: ...
-    def recover_abandoned(self) -> list[Job]: ...
 
 
 class SpoolQueue:
-    """A job queue kept as files under ``<uploads>/.queue``; results live in ``<uploads>``."""
+    """A job queue kept as files under ``<uploads>/.queue``; results live in ``<uploads>``.
 
-    def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int):
+    A worker's queue has its ``slot``; it must hold ``slot_lock(slot)`` while it claims jobs."""
+
+    def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int, slot: int = 0):
         self.files = JobFiles(uploads_dir)
         self.queued_dir = spool_dir / "queued"
         self.running_dir = spool_dir / "running"
         self.damaged_dir = spool_dir / "damaged"
+        self.workers_dir = spool_dir / "workers"
+        self.enqueue_lock_file = spool_dir / "enqueue.lock"
         self.max_queue = max_queue
+        self.slot = slot
         self._enqueue_lock = threading.Lock()
-        for directory in (uploads_dir, self.queued_dir, self.running_dir, self.damaged_dir):
+        for directory in (uploads_dir, self.queued_dir, self.running_dir, self.damaged_dir,
+                          self.workers_dir):
             directory.mkdir(parents=True, exist_ok=True)
+
+    def slot_lock(self, slot: int) -> FileLock:
+        """The lock a live worker of ``slot`` holds."""
+        return FileLock(self.workers_dir / f"{slot}.lock")
 
     def _queued_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.queued_dir) if n.endswith(".json") and n[0] != ".")
@@ -160,8 +181,10 @@ class SpoolQueue:
     def is_finished(self, sid: str) -> bool:
         return self.files.is_finished(sid)
 
-    def enqueue(self, job: Job) -> None:
-        with self._enqueue_lock:  # one process's threads never overshoot the bound together
+    def enqueue(self, job: Job, upload: bytes = b"") -> None:
+        """Queue a job (its upload is in uploads/ already: the disk is shared)."""
+        # Neither one process's threads nor several web processes overshoot the bound together.
+        with self._enqueue_lock, exclusively(self.enqueue_lock_file):
             depth = self.depth()
             if depth >= self.max_queue:
                 raise QueueFull(depth)
@@ -170,8 +193,9 @@ class SpoolQueue:
     def _queued_ticket(self, job: Job) -> Path:
         return self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.{job.attempts}.json"
 
-    def _running_ticket(self, job: Job) -> Path:
-        return self.running_dir / f"{job.sid}.{job.attempts}.json"
+    def _running_tickets(self, sid: str) -> list[Path]:
+        return [self.running_dir / name for name in self._running_names()
+                if name.startswith(sid)]
 
     def status(self, sid: str) -> JobStatus | None:
         # Final states first: a job never leaves them, and the worker writes the result before it
@@ -184,7 +208,7 @@ class SpoolQueue:
         return None
 
     def _find(self, sid: str) -> JobStatus | None:
-        final = self._final_status(sid)
+        final = read_final_status(self.files, sid)
         if final is not None:
             return final
         for position, name in enumerate(self._queued_names(), start=1):
@@ -209,24 +233,6 @@ class SpoolQueue:
             raise FileNotFoundError(sid)  # it moved on while we looked: look again
         return None
 
-    def _final_status(self, sid: str) -> JobStatus | None:
-        for path, state in ((self.files.result(sid), JobState.DONE),
-                            (self.files.error(sid), JobState.FAILED)):
-            try:
-                document = json.loads(path.read_bytes())
-                job = Job(sid, str(document.get("model") or "unknown"),
-                          float(document.get("threshold") or 0.0), 0,
-                          int(document.get("attempts") or 0))
-            except FileNotFoundError:
-                continue
-            except (ValueError, TypeError, AttributeError):
-                return JobStatus(Job(sid, "unknown", 0.0, 0), JobState.FAILED,
-                                 error=f"the job's {path.name} is damaged on disk")
-            if state is JobState.DONE:
-                return JobStatus(job, state, result=document)
-            return JobStatus(job, state, error=str(document.get("error")))
-        return None
-
     def claim_next(self) -> Job | None:
         """Move the oldest queued ticket into running/ and return its job (None if none wait)."""
         for name in self._queued_names():
@@ -235,7 +241,7 @@ class SpoolQueue:
                 self._set_aside(self.queued_dir / name, None, "not a ticket name")
                 continue
             attempts = int(match["attempts"] or 0) + 1
-            running = self.running_dir / f"{match['sid']}.{attempts}.json"
+            running = self.running_dir / f"{match['sid']}.{attempts}.w{self.slot}.json"
             try:
                 os.rename(self.queued_dir / name, running)
             except FileNotFoundError:
@@ -248,13 +254,14 @@ class SpoolQueue:
 
     def finish(self, job: Job) -> None:
         """Called once the job's result files are in place."""
-        self._running_ticket(job).unlink(missing_ok=True)
+        for ticket in self._running_tickets(job.sid):
+            ticket.unlink(missing_ok=True)
 
     def fail(self, job: Job, reason: str) -> None:
         self._record_failure(job.sid, {"sid": job.sid, "model": job.model,
                                        "threshold": job.threshold, "attempts": job.attempts,
                                        "error": reason})
-        self._running_ticket(job).unlink(missing_ok=True)
+        self.finish(job)
 
     def _record_failure(self, sid: str, failure: dict) -> None:
         data = json.dumps(failure).encode()
@@ -279,37 +286,84 @@ class SpoolQueue:
                                        "attempts": 0,
                                        "error": f"the job was lost: {reason}; upload it again"})
 
-    def recover_abandoned(self) -> list[Job]:
-        """Requeue (or, on their last attempt, fail) the jobs a dead worker left in running/.
+    def fail_queued(self, reason: str) -> None:
+        """End every queued job as failed with ``reason`` (no worker can do them)."""
+        for name in self._queued_names():
+            match = QUEUED_TICKET.fullmatch(name)
+            taken = self.queued_dir / f".{name}.failing"  # hidden: no listing sees it
+            try:
+                os.rename(self.queued_dir / name, taken)
+            except FileNotFoundError:
+                continue  # a worker claimed it
+            if match and not self.is_finished(match["sid"]):
+                self._record_failure(match["sid"], {"sid": match["sid"], "model": None,
+                                                    "threshold": None, "attempts": 0,
+                                                    "error": reason})
+            taken.unlink()
 
-        Only the holder of the worker lock may call this: then nothing else is running.
-        """
-        recovered = []
+    def recover_abandoned(self) -> list[Job]:
+        """Requeue (or, on their last attempt, fail) the jobs of workers that died: the running
+        tickets whose slot lock no live worker holds."""
+        by_slot: dict[int, list[str]] = {}
         for name in self._running_names():
             match = RUNNING_TICKET.fullmatch(name)
-            sid = match["sid"] if match else None
+            by_slot.setdefault(int(match["slot"] or 0) if match else 0, []).append(name)
+        recovered = []
+        for slot, names in sorted(by_slot.items()):
+            lock = self.slot_lock(slot)
+            if not lock.acquire(attempts=1):
+                continue  # its worker lives: its jobs are its own
             try:
-                if sid is None:
-                    raise TicketDamaged("not a ticket name")
-                job = Job.from_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
-            except TicketDamaged as error:
-                self._set_aside(self.running_dir / name, sid, str(error))
-                continue
-            if job.attempts >= MAX_ATTEMPTS:
-                self.fail(job, f"the worker died {job.attempts} times while detecting this image "
-                               "(killed, hung, or out of memory)")
-            else:
-                os.rename(self.running_dir / name, self._queued_ticket(job))
-            recovered.append(job)
+                recovered += [job for name in names if (job := self._recover(name))]
+            finally:
+                lock.release()
         return recovered
 
+    def _recover(self, name: str) -> Job | None:
+        match = RUNNING_TICKET.fullmatch(name)
+        sid = match["sid"] if match else None
+        try:
+            if sid is None:
+                raise TicketDamaged("not a ticket name")
+            job = Job.from_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
+        except TicketDamaged as error:
+            self._set_aside(self.running_dir / name, sid, str(error))
+            return None
+        if job.attempts >= MAX_ATTEMPTS:
+            self.fail(job, f"the worker died {job.attempts} times while detecting this image "
+                           "(killed, hung, or out of memory)")
+        else:
+            os.rename(self.running_dir / name, self._queued_ticket(job))
+        return job
 
-def fail_waiting_jobs(queue: JobQueue, reason: str) -> None:
-    """End every queued job as failed with ``reason`` (no worker can do them)."""
-    while (job := queue.claim_next()) is not None:
-        queue.fail(job, reason)
+
+def read_final_status(files: JobFiles, sid: str) -> JobStatus | None:
+    """A done or failed job's status, from its files in uploads/ (None if it has none)."""
+    for path, state in ((files.result(sid), JobState.DONE), (files.error(sid), JobState.FAILED)):
+        try:
+            document = json.loads(path.read_bytes())
+            job = Job(sid, str(document.get("model") or "unknown"),
+                      float(document.get("threshold") or 0.0), 0,
+                      int(document.get("attempts") or 0))
+        except FileNotFoundError:
+            continue
+        except (ValueError, TypeError, AttributeError):
+            return JobStatus(Job(sid, "unknown", 0.0, 0), JobState.FAILED,
+                             error=f"the job's {path.name} is damaged on disk")
+        if state is JobState.DONE:
+            return JobStatus(job, state, result=document)
+        return JobStatus(job, state, error=str(document.get("error")))
+    return None
 
 
 def open_queue(settings) -> JobQueue:
-    """The job queue the settings name (the spool in uploads/.queue is the one backend so far)."""
-    return SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue)
+    """The job queue the settings name: the spool in uploads/.queue, or RQ on Redis."""
+    if settings.queue == "rq":
+        from .rq_queue import RQQueue
+        return RQQueue(settings)
+    return open_spool(settings)
+
+
+def open_spool(settings, slot: int = 0) -> SpoolQueue:
+    """The spool in uploads/.queue (as the worker of ``slot`` sees it)."""
+    return SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue, slot)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from . import __version__
-from .daemon import WorkerLauncher, heartbeat_age, read_worker_state, worker_pid
+from .daemon import WorkerLauncher, heartbeat_age, read_worker_state
+from .locks import holder_pid
 from .images import BadImage, decode_image, limit_decoding, save_png
 from .jobs import DISK_FULL, Job, JobState, JobStatus, QueueFull, new_sid, open_queue
 from .layout import SID_PATTERN, JobFiles
@@ -58,17 +60,22 @@ class DetectionService:
                 log.warning("model %s is unavailable: no checkpoint at %s (run: python "
                             "mmdetectionl.py download %s)", spec.name, spec.checkpoint, spec.name)
         limit_decoding(settings.max_pixels)
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.files = JobFiles(settings.uploads_dir)
         self.queue = open_queue(settings)
         self.launcher = WorkerLauncher(settings)
-        self.waiter = JobWaiter(settings.uploads_dir, self.files.is_finished,
-                                settings.max_waiting_requests, on_tick=self.ensure_worker)
+        # With RQ, results reach uploads/ when someone asks the queue: waiters ask it.
+        self.waiter = JobWaiter(settings.uploads_dir, self.queue.is_finished,
+                                settings.max_waiting_requests, on_tick=self.ensure_worker,
+                                watch_files=settings.queue == "spool")
         self.storage = StorageBudget(settings.uploads_dir, settings.max_storage_bytes,
                                      make_room=self._make_room)
         # Decoding is CPU and memory bound: one image per core at a time bounds both.
         self._decoding = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
         if self.queue.depth():
             self.ensure_worker()  # jobs left from before a restart
+        if settings.queue == "rq":  # no local daemon prunes uploads/ (with the spool, it does)
+            threading.Thread(target=self._prune_periodically, name="prune", daemon=True).start()
 
     def ensure_worker(self) -> int | None:
         """The live daemon's pid, starting (or replacing a silent) one as needed; best effort:
@@ -106,7 +113,7 @@ class DetectionService:
             image = decode_image(data, self.settings.max_pixels)
             # At most the stored PNG and the drawn one, each no bigger than the raw pixels.
             self.storage.reserve(2 * 3 * image.width * image.height)
-            sid = self._store(image, model, threshold)
+            sid = self._store(image, data, model, threshold)
         finally:
             self._decoding.release()
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
@@ -114,12 +121,12 @@ class DetectionService:
         self.ensure_worker()
         return sid
 
-    def _store(self, image, model: ModelSpec, threshold: float) -> str:
+    def _store(self, image, upload: bytes, model: ModelSpec, threshold: float) -> str:
         """Save the image and queue its job; on any failure, neither."""
         sid = new_sid()
         try:
             save_png(image, self.files.input(sid))
-            self.queue.enqueue(Job.new(sid, model.name, threshold))
+            self.queue.enqueue(Job.new(sid, model.name, threshold), upload)
         except BaseException as error:
             self.files.input(sid).unlink(missing_ok=True)
             if isinstance(error, OSError) and error.errno in DISK_FULL:
@@ -131,6 +138,14 @@ class DetectionService:
         return prune_storage(self.settings.uploads_dir, pending=self.queue.pending_sids(),
                              retention_hours=self.settings.retention_hours,
                              max_bytes=target_bytes)
+
+    def _prune_periodically(self) -> None:
+        while True:
+            time.sleep(self.settings.prune_interval_seconds)
+            try:
+                self._make_room(self.settings.max_storage_bytes)
+            except Exception:  # a failed pass (Redis down, say) must not end the next ones
+                log.exception("pruning storage failed")
 
     def job_status(self, sid: str) -> JobStatus | None:
         if not SID_PATTERN.fullmatch(sid):
@@ -165,7 +180,24 @@ class DetectionService:
         return status
 
     def health(self) -> dict:
-        pid = worker_pid(self.settings.worker_lock_file)
+        worker = self._rq_workers() if self.settings.queue == "rq" else self._daemon()
+        return {"status": "ok", "version": __version__, "worker": worker,
+                "queue": {"backend": self.settings.queue, "depth": self.queue.depth(),
+                          "max": self.settings.max_queue},
+                "storage": {"bytes": self.storage.estimated_bytes,
+                            "max_bytes": self.settings.max_storage_bytes},
+                "models": {"default": self.settings.default_model,
+                           "configured": sorted(self.models),
+                           "available": self.installed_models(),
+                           "loaded": worker.get("models_loaded", [])}}
+
+    def _rq_workers(self) -> dict:
+        workers = self.queue.workers()
+        return {"alive": bool(workers), "workers": workers}
+
+    def _daemon(self) -> dict:
+        """The local daemon: alive by its heartbeat, and what it published of its workers."""
+        pid = holder_pid(self.settings.worker_lock_file)
         worker = {"alive": False, "pid": pid}
         if pid is not None:
             state = read_worker_state(self.settings.worker_state_file)
@@ -174,14 +206,7 @@ class DetectionService:
             age = heartbeat_age(self.settings.worker_lock_file)
             worker["heartbeat_age_seconds"] = round(age, 1)
             worker["alive"] = age <= self.settings.heartbeat_timeout_seconds
-        return {"status": "ok", "version": __version__, "worker": worker,
-                "queue": {"depth": self.queue.depth(), "max": self.settings.max_queue},
-                "storage": {"bytes": self.storage.estimated_bytes,
-                            "max_bytes": self.settings.max_storage_bytes},
-                "models": {"default": self.settings.default_model,
-                           "configured": sorted(self.models),
-                           "available": self.installed_models(),
-                           "loaded": worker.get("models_loaded", [])}}
+        return worker
 
 
 def includeme(config) -> None:

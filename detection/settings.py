@@ -21,6 +21,8 @@ ENVIRONMENT_OVERRIDES = {
     "DETECTION_DEVICE": "device",
     "DETECTION_API_KEYS": "api_keys",
     "DETECTION_PUBLIC_URL": "public_url",
+    "DETECTION_REDIS_URL": "redis_url",
+    "DETECTION_WORKERS": "workers",
 }
 
 
@@ -39,6 +41,9 @@ class Settings:
     max_upload_bytes: int
     max_pixels: int
     max_queue: int
+    queue: str
+    redis_url: str
+    workers: int  # 0: auto
     device: str
     runtime: str
     torch_threads: int
@@ -132,6 +137,11 @@ def choice(*choices: str) -> Parser:
     return parse
 
 
+def worker_count(raw: str, key: str, base: Path) -> int:
+    """A number of workers, or ``auto`` (0 here: the daemon makes it one per GPU, else one)."""
+    return 0 if raw.strip() == "auto" else number(int, 1, 256)(raw, key, base)
+
+
 def flag(raw: str, key: str, base: Path) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -153,6 +163,13 @@ def url(raw: str, key: str, base: Path) -> str:
     return value
 
 
+def redis_url(raw: str, key: str, base: Path) -> str:
+    value = raw.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{PREFIX}{key} takes redis://, rediss:// or unix:// URLs, got {raw!r}")
+    return value
+
+
 def urls(raw: str, key: str, base: Path) -> tuple[str, ...]:
     return tuple(url(word, key, base) for word in words(raw, key, base))
 
@@ -168,6 +185,9 @@ SETTINGS: dict[str, Setting] = {
     "max_upload_bytes": Setting("20971520", number(int, 1, 2**40)),
     "max_pixels": Setting("40000000", number(int, 1, 2**40)),
     "max_queue": Setting("100", number(int, 1, 1_000_000)),
+    "queue": Setting("spool", choice("spool", "rq")),
+    "redis_url": Setting("redis://127.0.0.1:6379/0", redis_url),
+    "workers": Setting("1", worker_count),
     "device": Setting("auto", text),
     "runtime": Setting("onnxruntime", choice("onnxruntime", "torch")),
     "torch_threads": Setting("0", number(int, 0, 1024)),

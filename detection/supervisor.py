@@ -1,10 +1,11 @@
-"""The detection daemon's main loop: keep one worker process, watch it, replace it.
+"""The detection daemon's main loop: keep ``workers`` worker processes, watch them, replace them.
 
-The supervisor holds the worker lock (so it alone may recover abandoned jobs), starts
-``python -m detection.worker`` and reads what it reports (``detection/reporting.py``). It
-replaces the worker when it dies (backing off if it keeps dying), when it falls silent (stopped
-or hung: no heartbeat for ``heartbeat_timeout_seconds``), and when a job runs past its time limit
-(that job fails with the reason). It also prunes storage every ``prune_interval_seconds``,
+The supervisor holds the daemon lock, starts ``python -m detection.worker --slot i`` for each slot
+(on GPUs, slot i uses GPU i) and reads what each reports (``detection/reporting.py``). The workers
+share the spool; each holds its slot's lock, so a dead worker's job is recovered and a live one's
+never is. The supervisor replaces a worker when it dies (backing off if it keeps dying), when it
+falls silent (stopped or hung: no heartbeat for ``heartbeat_timeout_seconds``), and when a job runs
+past its time limit (that job fails with the reason). It also prunes storage every ``prune_interval_seconds``,
 publishes its state in ``uploads/.worker.json`` (with a heartbeat the web process watches), and
 leaves after ``idle_exit_seconds`` without work.
 """
@@ -25,7 +26,7 @@ from typing import Callable
 
 from . import __version__
 from .atomic import write_atomically
-from .jobs import Job, fail_waiting_jobs, open_queue
+from .jobs import Job, open_spool
 from .models import load_registry
 from .reporting import LineReader, parse_event
 from .settings import Settings
@@ -43,14 +44,42 @@ CRASHES_BEFORE_GIVING_UP = 3  # workers dying at start in a row: fail the waitin
 UNUSABLE_EXIT_CODE = 3  # the worker could not start at all (it failed the waiting jobs)
 
 
+def gpu_count() -> int:
+    """GPUs this process may use, without importing torch: CUDA_VISIBLE_DEVICES, else the
+    NVIDIA driver's list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def worker_count(settings: Settings) -> int:
+    """``workers``, where 0 (auto) is one per GPU, else one."""
+    return settings.workers or max(1, gpu_count())
+
+
+class Slot:
+    """One place for a worker process: the worker in it, and when to start the next one."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.worker: "WorkerProcess | None" = None
+        self.restart_delay = 0.0
+        self.next_start = 0.0
+        self.crashes = 0  # workers in a row that died at start
+
+
 class WorkerProcess:
     """One ``python -m detection.worker`` child, its report pipe and its log output."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, slot: int):
         report_read, report_write = os.pipe()
         command = [sys.executable, "-m", "detection.worker", "--config",
-                   str(settings.config_file), "--report-fd", str(report_write),
-                   "--parent-pid", str(os.getpid())]
+                   str(settings.config_file), "--slot", str(slot),
+                   "--report-fd", str(report_write), "--parent-pid", str(os.getpid())]
         try:
             self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=(report_write,),
                                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -61,6 +90,7 @@ class WorkerProcess:
         finally:
             os.close(report_write)
         self.pid = self.process.pid
+        self.slot = slot
         self.reports = LineReader(report_read)
         self.output = LineReader(self.process.stdout.fileno())
         self.last_output: deque[str] = deque(maxlen=3)  # why it died, if it dies at start
@@ -85,33 +115,34 @@ class Supervisor:
     def __init__(self, settings: Settings, still_wanted: Callable[[], bool] = lambda: False):
         self.settings = settings
         self.still_wanted = still_wanted  # asked when idle: go on (True) or leave
-        self.queue = open_queue(settings)
+        self.queue = open_spool(settings)
         self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
         self.stop = threading.Event()
-        self.worker: WorkerProcess | None = None
+        self.slots = [Slot(index) for index in range(worker_count(settings))]
         self.worker_unusable = False
-        self.restart_delay = 0.0
-        self.next_start = 0.0
         self.restarts = 0
-        self.crashes = 0  # workers in a row that died at start
         self.last_prune = 0.0
         self.published: dict = {}
         self.selector = selectors.DefaultSelector()
 
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        return [slot.worker for slot in self.slots if slot.worker is not None]
+
     def run(self) -> None:
-        log.info("supervisor %d started", os.getpid())
+        log.info("supervisor %d started with %d worker slots", os.getpid(), len(self.slots))
         self.idle_since = time.monotonic()
         self._guarded(self._recover)
         while not self.stop.is_set():
             if not self._guarded(self._tick):
                 break
-        self._guarded(self._stop_worker)
+        self._guarded(self._stop_workers)
         self._publish_state("stopped")
         log.info("supervisor %d stopping", os.getpid())
 
     def _guarded(self, step: Callable[[], object]) -> object:
         """Run one step; an unexpected error is logged and waited out, never the daemon's end
-        (its worker would die with it, and its job with that)."""
+        (its workers would die with it, and their jobs with that)."""
         try:
             return step()
         except Exception:
@@ -122,19 +153,20 @@ class Supervisor:
     def _tick(self) -> bool:
         """One turn of the loop; False when the daemon should leave."""
         now = time.monotonic()
-        if self.worker is None and now >= self.next_start and (
-                not self.worker_unusable or self.queue.depth()):
-            self._start_worker()
+        for slot in self.slots:
+            if slot.worker is None and now >= slot.next_start and (
+                    not self.worker_unusable or self.queue.depth()):
+                self._start_worker(slot)
         self._read_reports(TICK_SECONDS)
-        self._check_worker()
+        self._check_workers()
         if now - self.last_prune >= self.settings.prune_interval_seconds:
             self._prune()
         self._publish_state("running")
-        if (self.worker is not None and self.worker.job is not None) or self.queue.depth():
+        if any(worker.job is not None for worker in self.workers) or self.queue.depth():
             self.idle_since = now
         elif (self.settings.idle_exit_seconds
               and now - self.idle_since > self.settings.idle_exit_seconds):
-            self._stop_worker()
+            self._stop_workers()
             self._publish_state("stopped")  # before the lock may go to another daemon
             if not self.still_wanted():
                 return False
@@ -160,41 +192,43 @@ class Supervisor:
                      report.removed_jobs, report.removed_temp_files, report.removed_bytes,
                      report.remaining_bytes)
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, slot: Slot) -> None:
         try:
-            self.worker = WorkerProcess(self.settings)
+            slot.worker = worker = WorkerProcess(self.settings, slot.index)
         except OSError as error:  # e.g. out of processes or memory: try again later
             log.error("cannot start a worker: %s", error)
-            self._back_off(healthy=False)
+            self._back_off(slot, healthy=False)
             return
-        self.selector.register(self.worker.reports.fd, selectors.EVENT_READ, "reports")
-        self.selector.register(self.worker.output.fd, selectors.EVENT_READ, "output")
-        log.info("started worker %d", self.worker.pid)
+        self.selector.register(worker.reports.fd, selectors.EVENT_READ, (worker, "reports"))
+        self.selector.register(worker.output.fd, selectors.EVENT_READ, (worker, "output"))
+        log.info("started worker %d in slot %d", worker.pid, slot.index)
 
     def _read_reports(self, timeout: float) -> None:
-        if self.worker is None:
+        if not self.workers:
             self.stop.wait(timeout)
             return
         deadline = time.monotonic() + timeout
-        while self.worker is not None:
+        while self.selector.get_map():
             os.utime(self.settings.worker_lock_file)  # the daemon's heartbeat (see daemon.py)
             remaining = max(0.0, deadline - time.monotonic())
             for key, _ in self.selector.select(remaining):
-                reader = self.worker.reports if key.data == "reports" else self.worker.output
+                worker, kind = key.data
+                reader = worker.reports if kind == "reports" else worker.output
                 for line in reader.read_lines():
-                    if key.data == "reports":
-                        self._on_report(parse_event(line))
+                    if kind == "reports":
+                        self._on_report(worker, parse_event(line))
                     else:
                         text = line.decode(errors="replace")
-                        self.worker.last_output.append(text)
-                        log.info("[worker %d] %s", self.worker.pid, text)
+                        worker.last_output.append(text)
+                        log.info("[worker %d] %s", worker.pid, text)
                 if reader.closed:
                     self.selector.unregister(reader.fd)
-            if remaining == 0 or (self.worker.reports.closed and self.worker.output.closed):
+            if remaining == 0:
                 break
+        else:
+            self.stop.wait(max(0.0, deadline - time.monotonic()))  # every worker's pipes closed
 
-    def _on_report(self, event: dict | None) -> None:
-        worker = self.worker
+    def _on_report(self, worker: WorkerProcess, event: dict | None) -> None:
         if event is None:
             return
         worker.reported = True
@@ -220,16 +254,19 @@ class Supervisor:
         if kind != "heartbeat":
             self._publish_state("running")
 
-    def _check_worker(self) -> None:
-        worker = self.worker
-        if worker is None:
-            return
+    def _check_workers(self) -> None:
+        for slot in self.slots:
+            if slot.worker is not None:
+                self._check_worker(slot)
+
+    def _check_worker(self, slot: Slot) -> None:
+        worker = slot.worker
         now = time.monotonic()
         if worker.process.poll() is not None:
-            self._worker_gone(f"exited with status {worker.process.returncode}")
+            self._worker_gone(slot, f"exited with status {worker.process.returncode}")
         elif worker.deadline is not None and now > worker.deadline:
             self._read_reports(0)  # a "finished" may be waiting in the pipe
-            if worker.deadline is None or self.worker is not worker:
+            if worker.deadline is None or slot.worker is not worker:
                 return
             job = worker.job
             log.error("worker %d: %s (job %s)", worker.pid, worker.limit_reason, job["sid"])
@@ -237,11 +274,11 @@ class Supervisor:
             if not self.queue.is_finished(job["sid"]):
                 self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0,
                                     job["attempts"]), worker.limit_reason)
-            self._worker_gone("killed: over its time limit", restart_now=True)
+            self._worker_gone(slot, "killed: over its time limit", restart_now=True)
         elif now - worker.last_report > self._silence_limit(worker):
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
                       worker.pid, now - worker.last_report)
-            self._worker_gone("killed: no heartbeat")
+            self._worker_gone(slot, "killed: no heartbeat")
 
     def job_time_limit(self, model: str) -> float:
         spec = self.registry.get(model)
@@ -256,64 +293,67 @@ class Supervisor:
         return max(self.settings.heartbeat_timeout_seconds,
                    self.settings.model_load_timeout_seconds)
 
-    def _worker_gone(self, how: str, restart_now: bool = False) -> None:
-        worker = self.worker
-        worker.kill()
+    def _worker_gone(self, slot: Slot, how: str, restart_now: bool = False) -> None:
+        worker = slot.worker
+        worker.kill()  # and waited for: its slot lock is free, so its job can be recovered
         self._read_reports(0)  # its last words
         for fd in (worker.reports.fd, worker.output.fd):
             if fd in self.selector.get_map():
                 self.selector.unregister(fd)
         worker.close()
-        self.worker = None
+        slot.worker = None
         lifetime = time.monotonic() - worker.started_at
-        log.warning("worker %d %s after %.1f s", worker.pid, how, lifetime)
+        log.warning("worker %d (slot %d) %s after %.1f s", worker.pid, slot.index, how, lifetime)
         self._recover()  # its job goes back to the queue, or fails on its last attempt
         self.restarts += 1
         crashed_at_start = not restart_now and not worker.state.get("worker_pid")
-        self.crashes = self.crashes + 1 if crashed_at_start else 0
-        if self.crashes >= CRASHES_BEFORE_GIVING_UP:
+        slot.crashes = slot.crashes + 1 if crashed_at_start else 0
+        if slot.crashes >= CRASHES_BEFORE_GIVING_UP:
             self._give_up(f"the detection worker keeps dying as it starts ({how}): "
                           + " | ".join(worker.last_output))
-        self._back_off(healthy=restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS)
+            slot.crashes = 0
+        self._back_off(slot, healthy=restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS)
 
     def _give_up(self, reason: str) -> None:
-        """Fail the waiting jobs rather than leave them queued behind a worker that cannot start;
+        """Fail the waiting jobs rather than leave them queued behind workers that cannot start;
         start one again only for new jobs."""
         log.error("%s; failing the waiting jobs", reason)
-        fail_waiting_jobs(self.queue, reason)
+        self.queue.fail_queued(reason)
         self.worker_unusable = True
-        self.crashes = 0
 
-    def _back_off(self, healthy: bool) -> None:
-        """When to start the next worker: at once after a healthy life, else later and later."""
+    def _back_off(self, slot: Slot, healthy: bool) -> None:
+        """When to start the slot's next worker: at once after a healthy life, else later and
+        later."""
         if healthy:
-            self.restart_delay = 0.0
+            slot.restart_delay = 0.0
         else:
-            self.restart_delay = min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * self.restart_delay))
-        self.next_start = time.monotonic() + self.restart_delay
+            slot.restart_delay = min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * slot.restart_delay))
+        slot.next_start = time.monotonic() + slot.restart_delay
 
-    def _stop_worker(self) -> None:
-        """Let the worker finish its job and leave (SIGTERM); kill it if it takes too long."""
-        worker = self.worker
-        if worker is None:
-            return
-        worker.process.send_signal(signal.SIGTERM)
+    def _stop_workers(self) -> None:
+        """Let the workers finish their jobs and leave (SIGTERM); kill those that take too long."""
+        for worker in self.workers:
+            worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while worker.process.poll() is None and time.monotonic() < deadline:
+        while (any(worker.process.poll() is None for worker in self.workers)
+               and time.monotonic() < deadline):
             self._read_reports(TICK_SECONDS)
-        self._worker_gone("stopped", restart_now=True)
+        for slot in self.slots:
+            if slot.worker is not None:
+                self._worker_gone(slot, "stopped", restart_now=True)
 
     def _publish_state(self, state: str) -> None:
-        """``uploads/.worker.json``: what /health shows; and the heartbeat web watches: the lock
-        file's modification time (touching it needs no disk space)."""
+        """``uploads/.worker.json``: what /health shows (the first worker's fields at the top,
+        every worker under ``workers``); and the heartbeat web watches: the lock file's
+        modification time (touching it needs no disk space)."""
         os.utime(self.settings.worker_lock_file)
-        document = {"pid": os.getpid(), "state": state,
-                    "version": __version__, "restarts": self.restarts,
-                    "worker_pid": self.worker.pid if self.worker else None}
-        if self.worker is not None:
-            document.update(self.worker.state, worker_pid=self.worker.pid)
-            if self.worker.job is not None:
-                document["current_job"] = self.worker.job["sid"]
+        workers = []
+        for worker in self.workers:
+            workers.append({**worker.state, "worker_pid": worker.pid, "slot": worker.slot,
+                            "current_job": worker.job["sid"] if worker.job else None})
+        document = {"pid": os.getpid(), "state": state, "version": __version__,
+                    "restarts": self.restarts, "worker_pid": None, "slots": len(self.slots),
+                    **(workers[0] if workers else {}), "workers": workers}
         if document == self.published:
             return
         self.published = document

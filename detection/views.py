@@ -67,9 +67,12 @@ def uploaded_file(request):
                             content_type=CONTENT_TYPES[match["kind"]])
     except FileNotFoundError:
         pass  # not made yet, or pruned: say which
-    job_status = request.service.job_status(match["sid"])
+    job_status = request.service.job_status(match["sid"])  # (RQ: writes a finished job's files)
     if job_status is None:
         raise JobNotFound(f"no job with id {match['sid']!r}")
+    if job_status.state is JobState.DONE and path.exists():
+        return FileResponse(str(path), request, cache_max_age=3600,
+                            content_type=CONTENT_TYPES[match["kind"]])
     request.response.cache_expires(0)
     if job_status.state is JobState.FAILED:
         request.response.status_int = 410

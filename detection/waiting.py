@@ -26,8 +26,10 @@ IDLE_EXIT_SECONDS = 10.0
 
 class JobWaiter:
     def __init__(self, uploads_dir: Path, is_finished: Callable[[str], bool], max_waiting: int,
-                 on_tick: Callable[[], object] = lambda: None):
+                 on_tick: Callable[[], object] = lambda: None, watch_files: bool = True):
+        """``watch_files``: results appear in uploads/ by themselves (else: look every 50 ms)."""
         self.uploads_dir = uploads_dir
+        self.watch_files = watch_files
         self.is_finished = is_finished
         self.max_waiting = max_waiting
         self.on_tick = on_tick
@@ -73,7 +75,7 @@ class JobWaiter:
                     event.set()
 
     def _watch(self) -> None:
-        inotify = _open_inotify(self.uploads_dir)
+        inotify = _open_inotify(self.uploads_dir) if self.watch_files else None
         last_tick = idle_since = time.monotonic()
         try:
             while True:

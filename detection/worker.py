@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import psutil
@@ -28,22 +28,23 @@ from .atomic import write_atomically
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 from .images import limit_decoding, save_png
-from .jobs import ImageSize, Job, JobQueue, JobResult, fail_waiting_jobs, open_queue
+from .jobs import ImageSize, Job, JobResult, SpoolQueue, open_spool
 from .layout import JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .reporting import Reporter
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelCache:
     """Loaded detectors by name, evicting the least recently used beyond the bounds."""
 
-    def __init__(self, registry: dict[str, ModelSpec], settings: Settings):
+    def __init__(self, registry: dict[str, ModelSpec], settings: Settings, slot: int = 0):
         self.registry = registry
         self.settings = settings
-        self.device = resolve_device(settings.device)
+        self.device = resolve_device(settings.device, slot)
         self.max_models = settings.max_loaded_models
         self.max_memory_mb = settings.max_worker_memory_mb
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
@@ -94,8 +95,11 @@ def result_document(job: Job, size: tuple[int, int], detections: list[Detection]
                      timings={k: round(v, 1) for k, v in timings.items()})
 
 
-def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
-    """Detect one stored upload; write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
+def detect_image(job: Job, image: Image.Image, models: ModelCache,
+                 encode: Callable[[Image.Image], T]) -> tuple[T, JobResult]:
+    """Detect on ``image``, draw the boxes, and ``encode`` the drawing (into a file, or bytes);
+    return what ``encode`` returned and the result document (its timings include reading,
+    already in ``job``'s clock when the image came from a file)."""
     clock = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -105,8 +109,6 @@ def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
         timings[name] = (now - clock) * 1000
         clock = now
 
-    with Image.open(files.input(job.sid)) as stored:
-        image = stored.convert("RGB")
     pixels_bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
     lap("read_ms")
     detector = models.get(job.model)
@@ -115,9 +117,21 @@ def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
     lap("inference_ms")
     drawn = draw_detections(image, detections)
     lap("draw_ms")
-    save_png(drawn, files.output(job.sid), durable=True)  # before the result says done
+    encoded = encode(drawn)
     lap("write_ms")
-    document = result_document(job, image.size, detections, timings)
+    return encoded, result_document(job, image.size, detections, timings)
+
+
+def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
+    """Detect one stored upload; write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
+    started = time.perf_counter()
+    with Image.open(files.input(job.sid)) as stored:
+        image = stored.convert("RGB")
+    decoded_ms = (time.perf_counter() - started) * 1000
+    # The drawing is in place before the result says done.
+    _, document = detect_image(job, image, models,
+                               lambda drawn: save_png(drawn, files.output(job.sid), durable=True))
+    document["timings"]["read_ms"] = round(document["timings"]["read_ms"] + decoded_ms, 1)
     write_atomically(files.result(job.sid), json.dumps(document).encode(), durable=True)
     return document
 
@@ -129,20 +143,24 @@ def failure_reason(error: Exception) -> str:
 
 
 class Worker:
-    """Runs jobs from a queue until ``stop`` is set, telling ``report`` what it is doing."""
+    """Runs jobs from the spool until ``stop`` is set, telling ``report`` what it is doing.
 
-    def __init__(self, settings: Settings, queue: JobQueue | None = None,
+    Worker ``slot`` holds that slot's lock from its start to its end (see ``jobs.py``)."""
+
+    def __init__(self, settings: Settings, slot: int = 0,
                  report: Callable[[dict], None] = lambda event: None):
         import torch
         self.settings = settings
-        self.queue = queue or open_queue(settings)
+        self.queue: SpoolQueue = open_spool(settings, slot)
+        self.slot_lock = self.queue.slot_lock(slot)
+        self.slot_lock.acquire(blocking=True)  # a worker of this slot may be finishing its job
         self.files = JobFiles(settings.uploads_dir)
         self.report = report
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
-                                 settings)
+                                 settings, slot)
         self.stop = threading.Event()
         self.jobs_done = 0
 
@@ -169,7 +187,7 @@ class Worker:
 
     def state(self) -> dict:
         """What /health shows of this worker."""
-        return {"worker_pid": os.getpid(), "device": self.models.device, "version": __version__,
+        return {"worker_pid": os.getpid(), "slot": self.queue.slot, "device": self.models.device, "version": __version__,
                 "models_loaded": sorted(self.models.loaded), "runtimes": self.models.loaded,
                 "jobs_done": self.jobs_done}
 
@@ -184,9 +202,11 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The supervisor's child: ``python -m detection.worker --config INI --report-fd FD``."""
+    """The supervisor's child: ``python -m detection.worker --config INI --slot N --report-fd FD
+    --parent-pid PID``."""
     parser = argparse.ArgumentParser(description="the detection worker (run by the supervisor)")
     parser.add_argument("--config", required=True)
+    parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     arguments = parser.parse_args(argv)
@@ -197,16 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     workers: list[Worker] = []
     reporter.start_heartbeat(lambda: workers[0].state() if workers else {"starting": True})
     try:
-        workers.append(Worker(settings, report=reporter.send))
+        workers.append(Worker(settings, arguments.slot, report=reporter.send))
     except Exception as error:  # e.g. a broken install: say so, rather than leave jobs waiting
         log.exception("the worker could not start")
         reason = f"the detection worker could not start: {type(error).__name__}: {error}"
-        fail_waiting_jobs(open_queue(settings), reason)
+        open_spool(settings).fail_queued(reason)
         reporter.send({"event": "unusable", "reason": reason})
         return 3
     worker = workers[0]
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())  # finish the job, then stop
-    log.info("worker %d started", os.getpid())
+    log.info("worker %d started in slot %d", os.getpid(), arguments.slot)
     worker.run()
     return 0
 

@@ -99,8 +99,8 @@ class LiveServer:
             self.log.close()
 
     def worker_pid(self) -> int | None:
-        from detection.daemon import worker_pid
-        return worker_pid(self.uploads / ".worker.lock")
+        from detection.locks import holder_pid
+        return holder_pid(self.uploads / ".worker.lock")
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> int | None:
         pid = self.worker_pid()
@@ -142,3 +142,48 @@ def png_bytes(size=(320, 240), color=(40, 120, 200), mode="RGB", format="PNG", *
     buffer = io.BytesIO()
     image.save(buffer, format=format, **save)
     return buffer.getvalue()
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free port, its data (AOF, fsynced always) in ``directory``.
+
+    Skips the test where redis-server is not installed, except under CI, where that fails."""
+
+    def __init__(self, directory: Path):
+        import shutil
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(self.binary):
+            import pytest
+            message = "redis-server is not installed (scripts/install-redis.sh installs it)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> "RedisServer":
+        from redis import Redis
+        from redis.exceptions import ConnectionError
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no", "--logfile", "redis.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                return self
+            except ConnectionError:
+                assert self.process.poll() is None and time.monotonic() < deadline, \
+                    "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)

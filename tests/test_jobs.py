@@ -1,5 +1,6 @@
 """The spool: order, states, queue positions, the bound, recovery of abandoned jobs, pruning."""
 import json
+import multiprocessing
 
 import pytest
 
@@ -111,7 +112,7 @@ def test_the_claim_itself_counts_the_attempt(queue):
     job = accept(queue)
     claimed = queue.claim_next()
     # The count is in the running ticket's name: nothing is written after the claim.
-    assert [p.name for p in queue.running_dir.iterdir()] == [f"{job.sid}.1.json"]
+    assert [p.name for p in queue.running_dir.iterdir()] == [f"{job.sid}.1.w0.json"]
     assert claimed.attempts == 1 and queue.pending_sids() == {job.sid}
 
 
@@ -136,3 +137,61 @@ def test_failing_on_a_full_disk_makes_room_with_the_jobs_own_files(queue, monkey
     assert status.state is JobState.FAILED and "No space" in status.error
     assert not queue.files.input(job.sid).exists() and not queue.files.output(job.sid).exists()
     assert queue.depth() == 0
+
+
+def test_only_the_jobs_of_dead_workers_are_recovered(tmp_path):
+    uploads = tmp_path / "uploads"
+    spool = [SpoolQueue(uploads, uploads / ".queue", max_queue=5, slot=slot) for slot in (0, 1)]
+    jobs = [accept(spool[0]) for _ in range(2)]
+    live = spool[1].slot_lock(1)
+    assert live.acquire()  # worker 1 lives ...
+    try:
+        dead_job, live_job = spool[0].claim_next(), spool[1].claim_next()  # ... worker 0 died
+        assert [j.sid for j in spool[0].recover_abandoned()] == [dead_job.sid]
+        assert spool[0].status(live_job.sid).state is JobState.RUNNING
+        assert spool[0].status(dead_job.sid).state is JobState.QUEUED
+    finally:
+        live.release()  # now worker 1 dies too
+    assert [j.sid for j in spool[0].recover_abandoned()] == [live_job.sid]
+    assert {j.sid for j in jobs} == {dead_job.sid, live_job.sid}
+
+
+def _enqueue_many(uploads, start, accepted, count):
+    queue = SpoolQueue(uploads, uploads / ".queue", max_queue=5)
+    start.wait()
+    for _ in range(count):
+        try:
+            accept(queue)
+            accepted.put(1)
+        except QueueFull:
+            pass
+
+
+def test_the_bound_holds_across_web_processes(tmp_path):
+    uploads = tmp_path / "uploads"
+    SpoolQueue(uploads, uploads / ".queue", max_queue=5)
+    context = multiprocessing.get_context("fork")
+    start, accepted = context.Event(), context.Queue()
+    processes = [context.Process(target=_enqueue_many, args=(uploads, start, accepted, 10))
+                 for _ in range(8)]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(30)
+    count = 0
+    while not accepted.empty():
+        count += accepted.get()
+    queue = SpoolQueue(uploads, uploads / ".queue", max_queue=5)
+    assert count == 5 and queue.depth() == 5
+
+
+def test_waiting_jobs_can_be_failed_all_at_once(queue):
+    waiting = [accept(queue) for _ in range(3)]
+    running = queue.claim_next()
+    queue.fail_queued("the detection worker could not start")
+    assert queue.status(running.sid).state is JobState.RUNNING
+    for job in waiting[1:]:
+        status = queue.status(job.sid)
+        assert status.state is JobState.FAILED and "could not start" in status.error
+    assert queue.depth() == 1 and not list(queue.queued_dir.iterdir())

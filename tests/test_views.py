@@ -130,7 +130,7 @@ def test_a_method_a_route_does_not_answer_is_405_with_allow(testapp):
 def test_health_and_models(testapp):
     health = testapp.get("/health").json
     assert health["status"] == "ok" and health["worker"] == {"alive": False, "pid": None}
-    assert health["queue"] == {"depth": 0, "max": 5}
+    assert health["queue"] == {"backend": "spool", "depth": 0, "max": 5}
     assert health["models"]["default"] == "rtmdet_tiny"
     assert health["models"]["available"] == ["rtmdet_tiny"]
     models = testapp.get("/models").json

@@ -1,0 +1,158 @@
+"""The queue on Redis + RQ, as the web process sees it: for workers on other machines.
+
+No shared disk is needed. The upload's bytes travel in Redis (one key per job, bounded by the
+upload limit), the job itself is an RQ job whose id is the sid, and the result (detections and the
+drawn PNG) comes back as the job's return value. The web process writes ``<sid>.out.png`` and
+``<sid>.json`` (or ``<sid>.error.json``) into its own uploads/ the first time anyone asks about a
+finished job, so the page's file poll, /status and the DeepStack routes work as with the spool.
+RQ's own machinery does the rest: its registries track running jobs, a job whose worker died
+(its heartbeat expired) is retried once (``Retry``) then failed, ``job_timeout`` bounds a job, and
+results expire after ``retention_hours``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+from rq.results import Result
+
+from .atomic import write_atomically
+from .jobs import (MAX_ATTEMPTS, Job, JobState, JobStatus, QueueFull, QueueUnavailable,
+                   read_final_status)
+from .layout import JobFiles
+
+QUEUE_NAME = "detection"
+KEY_PREFIX = "detection:"
+ENQUEUE_LOCK_SECONDS = 10
+WAITING = (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED, RQStatus.CREATED)
+
+
+def upload_key(sid: str) -> str:
+    """Where a job's upload waits for its worker."""
+    return f"{KEY_PREFIX}upload:{sid}"
+
+
+def connect(settings) -> Redis:
+    return Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3,
+                          health_check_interval=30)
+
+
+def attempts_of(job: RQJob) -> int:
+    """The attempt a job is on (or was on when it ended): its first, or its retry."""
+    return MAX_ATTEMPTS - (job.retries_left or 0)
+
+
+class RQQueue:
+    """The web side of the RQ backend (``detection.queue = rq``)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.files = JobFiles(settings.uploads_dir)
+        self.redis = connect(settings)
+        self.rq = Queue(QUEUE_NAME, connection=self.redis)
+        self.retention_seconds = max(60, int(settings.retention_hours * 3600))
+
+    def enqueue(self, job: Job, upload: bytes = b"") -> None:
+        """Queue a job, its upload's bytes with it; refuse beyond ``max_queue`` jobs waiting or
+        running, counted under a Redis lock so that several web processes never overshoot."""
+        try:
+            with self.redis.lock(f"{KEY_PREFIX}enqueue", timeout=ENQUEUE_LOCK_SECONDS,
+                                 blocking_timeout=ENQUEUE_LOCK_SECONDS):
+                depth = self.depth()
+                if depth >= self.settings.max_queue:
+                    raise QueueFull(depth)
+                with self.redis.pipeline() as pipeline:  # one transaction: job and upload
+                    self.rq.enqueue_call(
+                        "detection.rq_worker.detect", args=(job.sid, job.model, job.threshold),
+                        job_id=job.sid, timeout=int(self.settings.job_timeout_seconds),
+                        result_ttl=self.retention_seconds, failure_ttl=self.retention_seconds,
+                        retry=Retry(max=MAX_ATTEMPTS - 1), pipeline=pipeline)
+                    pipeline.set(upload_key(job.sid), upload, ex=self.retention_seconds)
+                    pipeline.execute()
+        except RedisError as error:
+            raise QueueUnavailable(f"the job queue (Redis) is unavailable: {error}") from None
+
+    def depth(self) -> int:
+        """Jobs waiting or running (counting also moves jobs of dead workers on: RQ's cleanup)."""
+        return self._redis(lambda: self.rq.count + self.rq.started_job_registry.count)
+
+    def pending_sids(self) -> set[str]:
+        return self._redis(lambda: set(self.rq.get_job_ids())
+                           | set(self.rq.started_job_registry.get_job_ids()))
+
+    def workers(self) -> list[dict]:
+        """The live RQ workers of this queue, on any host (for /health)."""
+        return self._redis(lambda: [
+            {"name": worker.name, "hostname": worker.hostname, "pid": worker.pid,
+             "state": str(worker.get_state()), "current_job": worker.get_current_job_id()}
+            for worker in Worker.all(queue=self.rq)])
+
+    def is_finished(self, sid: str) -> bool:
+        if self.files.is_finished(sid):
+            return True
+        status = self.status(sid)
+        return status is not None and status.state in (JobState.DONE, JobState.FAILED)
+
+    def status(self, sid: str) -> JobStatus | None:
+        final = read_final_status(self.files, sid)
+        if final is not None:
+            return final
+        return self._redis(lambda: self._status_in_redis(sid))
+
+    def _status_in_redis(self, sid: str) -> JobStatus | None:
+        try:
+            rq_job = RQJob.fetch(sid, connection=self.redis)
+        except NoSuchJobError:
+            if self.files.input(sid).exists():  # accepted here, unknown to Redis: lost there
+                self._record(sid, {"sid": sid, "model": None, "threshold": None, "attempts": 0,
+                                   "error": "the job was lost by the queue (Redis lost its data "
+                                            "or its result expired); upload it again"})
+                return read_final_status(self.files, sid)
+            return None
+        sid_, model, threshold = rq_job.args
+        job = Job(sid, model, threshold, 0, attempts_of(rq_job))
+        state = rq_job.get_status()
+        if state in WAITING:
+            position = rq_job.get_position()
+            return JobStatus(job, JobState.QUEUED, None if position is None else position + 1)
+        if state == RQStatus.STARTED:
+            self.rq.started_job_registry.cleanup()  # its worker may have died
+            return JobStatus(job, JobState.RUNNING)
+        self._materialise(job, rq_job, state)
+        return read_final_status(self.files, sid)
+
+    def _materialise(self, job: Job, rq_job: RQJob, state: str) -> None:
+        """Write a finished job's files into uploads/: the drawn PNG, then the JSON that says
+        done (or the failure record)."""
+        result = rq_job.latest_result()
+        succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
+        outcome: Any = result.return_value if succeeded else None
+        failure = (result.exc_string if result is not None else None) or ""
+        if isinstance(outcome, dict) and "result" in outcome:
+            write_atomically(self.files.output(job.sid), outcome["output"])
+            write_atomically(self.files.result(job.sid), json.dumps(outcome["result"]).encode())
+            return
+        if isinstance(outcome, dict) and "error" in outcome:
+            reason = str(outcome["error"])
+        elif "AbandonedJobError" in failure:
+            reason = (f"the worker died {job.attempts} times while detecting this image "
+                      "(killed, hung, or out of memory)")
+        else:
+            reason = f"the job ended {state}: {failure.strip()[-300:]}"
+        self._record(job.sid, {"sid": job.sid, "model": job.model, "threshold": job.threshold,
+                               "attempts": job.attempts, "error": reason})
+
+    def _record(self, sid: str, failure: dict) -> None:
+        write_atomically(self.files.error(sid), json.dumps(failure).encode())
+
+    def _redis(self, call):
+        try:
+            return call()
+        except RedisError as error:
+            raise QueueUnavailable(f"the job queue (Redis) is unavailable: {error}") from None

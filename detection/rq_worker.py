@@ -1,0 +1,111 @@
+"""The worker on Redis + RQ: ``python mmdetectionl.py --config INI worker`` on any machine that
+can reach Redis (``detection.queue = rq``).
+
+It is an RQ ``SimpleWorker``: jobs run in its own process, so its models stay loaded (no fork,
+no model load per job). A thread beats while a job runs, so RQ sees a worker that dies (kill -9,
+out of memory) within ``heartbeat_timeout_seconds``; RQ then retries the job once, elsewhere.
+(A worker that dies between taking a job and starting it leaves it in RQ's intermediate queue,
+which RQ's maintenance requeues after a minute.) A job past ``job_timeout_seconds`` is failed by
+RQ's alarm; one stuck where no alarm reaches
+(inside a native call) ends the process, so that its job is treated as abandoned.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Callable
+
+from redis.exceptions import RedisError
+from rq import SimpleWorker, get_current_job
+from rq.worker import WorkerStatus
+from rq.timeouts import JobTimeoutException
+
+from .images import decode_image, encode_png, limit_decoding
+from .jobs import Job
+from .models import load_registry
+from .rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
+from .settings import Settings
+from .worker import ModelCache, detect_image, failure_reason
+
+log = logging.getLogger(__name__)
+
+_models: ModelCache | None = None  # this process's warm models (DetectionWorker sets them)
+
+
+def detect(sid: str, model: str, threshold: float) -> dict:
+    """The RQ job: detect the upload stored in Redis; return the result and the drawn PNG, or
+    the reason it failed (an RQ failure would be retried: only a dead worker's job is)."""
+    rq_job = get_current_job()
+    job = Job(sid, model, threshold, 0, attempts_of(rq_job))
+    upload = rq_job.connection.get(upload_key(sid))
+    if upload is None:
+        return {"error": "the upload expired from the queue before a worker took it"}
+    try:
+        image = decode_image(upload, _models.settings.max_pixels)
+        drawn, document = detect_image(job, image, _models, encode=encode_png)
+    except JobTimeoutException:
+        return {"error": f"detection took longer than {rq_job.timeout} s, the time limit"}
+    except Exception as error:  # any failure ends the job, with its reason
+        log.exception("failed %s", sid)
+        return {"error": failure_reason(error)}
+    rq_job.connection.delete(upload_key(sid))
+    return {"result": document, "output": drawn}
+
+
+class DetectionWorker(SimpleWorker):
+    """An RQ worker that keeps the models loaded and beats while a job runs."""
+
+    def __init__(self, settings: Settings, on_beat: Callable[[], object] = lambda: None):
+        global _models
+        heartbeat = max(1, int(settings.heartbeat_timeout_seconds))
+        # An idle worker wakes every ``heartbeat`` s (RQ waits worker_ttl - 15 s for a job) to
+        # run RQ's maintenance: that is what requeues the jobs of workers that died.
+        super().__init__([QUEUE_NAME], connection=connect(settings), worker_ttl=heartbeat + 15,
+                         maintenance_interval=heartbeat)
+        self.settings = settings
+        self.on_beat = on_beat
+        limit_decoding(settings.max_pixels)
+        _models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
+                             settings)
+        _models.get(settings.default_model)  # warm before the first job
+        self._running: tuple | None = None  # (job, execution, started) while a job runs
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return max(1, int(self.settings.heartbeat_timeout_seconds))
+
+    def execute_job(self, job, queue) -> None:
+        execution = self.prepare_execution(job)
+        self._running = (job, execution, time.monotonic())
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self._running = None
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self) -> None:
+        interval = self.settings.heartbeat_timeout_seconds / 3
+        while True:
+            time.sleep(interval)
+            self.on_beat()
+            running = self._running
+            if running is None:
+                continue
+            job, execution, started = running
+            if time.monotonic() - started > (job.timeout or 0) + self.settings.heartbeat_timeout_seconds:
+                log.error("job %s is stuck past its time limit: ending this worker", job.id)
+                os.kill(os.getpid(), signal.SIGKILL)
+            try:
+                self.maintain_heartbeats(job, execution)
+            except RedisError as error:
+                log.warning("heartbeat failed: %s", error)
+
+
+def run(settings: Settings, on_beat: Callable[[], object] = lambda: None,
+        max_idle_seconds: float = 0) -> None:
+    """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds``."""
+    worker = DetectionWorker(settings, on_beat)
+    worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")
