@@ -4,8 +4,9 @@
     make bench      (also runs bench/benchmark.py)
     .venv/bin/python bench/scaling.py [--uploads 40] [--output docs/scaling.md]
 
-Each setting gets a warm-up upload per worker, then a burst of concurrent uploads (the images of
-bench/benchmark.py, in turn) timed until every job is done. On a machine with few cores, two
+Each setting gets two warm-up uploads per worker, then a burst of concurrent uploads (the images
+of bench/benchmark.py, in turn) timed until every job is done; clients poll once a second, as
+the page does. On a machine with few cores, two
 workers share the same cores: the gain is bounded by what one worker leaves idle.
 """
 from __future__ import annotations
@@ -35,8 +36,9 @@ def burst(server: LiveServer, images: list[bytes], count: int) -> float:
         responses = list(pool.map(lambda i: server.upload(images[i % len(images)], name="b.jpg",
                                                           threshold=THRESHOLD), range(count)))
         assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
-        states = list(pool.map(lambda r: server.wait_until_finished(r.json()["sid"], 1800)
-                               ["state"], responses))
+        states = list(pool.map(lambda r: server.wait_until_finished(r.json()["sid"], 1800,
+                                                                     interval=1.0)["state"],
+                               responses))
     assert states == ["done"] * count
     return time.perf_counter() - started
 
@@ -115,7 +117,7 @@ def main() -> None:
     table = "\n".join([
         f"Machine: {cpu}, {os.cpu_count()} cores. Model {args.model} ({weights}); a burst of "
         f"{args.uploads} concurrent uploads (640x480, 1280x960 and 1920x1080 JPEGs in turn) "
-        "after a warm-up; images per second until all are done.", "",
+        "after a warm-up, clients polling once a second; images per second until all are done.", "",
         "| queue | 1 worker, img/s | 2 workers, img/s | speed-up |", "|---|---|---|---|",
         *rows]) + "\n"
     print(table)

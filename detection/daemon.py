@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from .jobs import open_queue
+from .jobs import QueueUnavailable, open_queue
 from .locks import FileLock, LockHeld, holder_pid
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,11 @@ class WorkerLauncher:
             self._retry.start()
 
     def _retry_if_needed(self) -> None:
-        if open_queue(self.settings).depth():
-            try:
+        try:
+            if open_queue(self.settings).depth():
                 self.ensure_running()
-            except OSError:
-                log.exception("could not start the detection daemon")
+        except Exception:  # e.g. Redis down; the next upload or poll tries again
+            log.exception("could not start the detection daemon")
 
     def _next_delay(self) -> float:
         """Back off while daemons keep dying soon after their start (but not after a clean exit)."""
@@ -178,17 +178,39 @@ def log_to(handler: logging.Handler) -> None:
 
 
 def work_rq(settings, lock: FileLock, handler: logging.Handler) -> None:
-    """The daemon with ``queue = rq``: one RQ worker in this process, until idle and unwanted;
-    its heartbeat (the lock file's mtime) beats while it works or waits."""
+    """The daemon with ``queue = rq``: one RQ worker in this process, until idle and unwanted.
+    Its heartbeat (the lock file's mtime) beats from the start, model loading included; a worker
+    stuck in a job ends itself (see rq_worker.py)."""
+    from redis.exceptions import RedisError
+
     from .rq_worker import run
 
     log_to(handler)
+    threading.Thread(target=touch_every_second, args=(settings.worker_lock_file,),
+                     name="daemon-heartbeat", daemon=True).start()
     while True:
-        run(settings, on_beat=lambda: os.utime(settings.worker_lock_file),
-            max_idle_seconds=settings.idle_exit_seconds)
+        try:
+            run(settings, max_idle_seconds=settings.idle_exit_seconds)
+        except RedisError as error:  # Redis away: wait for it, holding the lock
+            log.error("the job queue (Redis) is unavailable: %s; trying again", error)
+            time.sleep(settings.heartbeat_timeout_seconds / 3)
+            continue
         lock.release()  # as in supervise(): let go before the last look
-        if not (open_queue(settings).depth() > 0 and lock.acquire()):
+        try:
+            wanted = open_queue(settings).depth() > 0
+        except QueueUnavailable:
+            wanted = False
+        if not (wanted and lock.acquire()):
             return
+
+
+def touch_every_second(path: Path) -> None:
+    while True:
+        try:
+            os.utime(path)
+        except OSError:
+            pass  # gone with uploads/: web will start another daemon
+        time.sleep(1.0)
 
 
 def supervise(settings, lock: FileLock, handler: logging.Handler) -> None:

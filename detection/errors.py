@@ -9,10 +9,10 @@ from pyramid.view import forbidden_view_config, notfound_view_config, view_confi
 from .forms import BadParameter, BodyTooLarge
 from .guards import CrossSiteRequest
 from .images import BadImage, ImageTooLarge
-from .jobs import QueueFull, QueueUnavailable
+from .jobs import DiskFull, QueueFull, QueueUnavailable
 from .models import UnknownModel
 from .routes import ROUTES
-from .service import DetectionTimeout, DiskFull, JobGone, ModelUnavailable, ServerBusy
+from .service import DetectionTimeout, JobGone, ModelUnavailable, ServerBusy
 from .storage import StorageFull
 
 log = logging.getLogger(__name__)

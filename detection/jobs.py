@@ -67,6 +67,10 @@ class QueueUnavailable(RuntimeError):
     retry_after = 5
 
 
+class DiskFull(OSError):
+    """The disk itself is full (not just the storage budget): nothing more can be stored."""
+
+
 class TicketDamaged(ValueError):
     """A ticket file that does not hold a job (torn by a power cut, or not ours)."""
 
@@ -319,6 +323,13 @@ class SpoolQueue:
                 lock.release()
         return recovered
 
+    def recover_own_slot(self) -> list[Job]:
+        """What a new worker does once it holds its slot's lock: the running tickets of its slot
+        are an earlier worker's, dead (one that let go of the lock after a recovery looked)."""
+        return [job for name in self._running_names()
+                if (match := RUNNING_TICKET.fullmatch(name))
+                and int(match["slot"] or 0) == self.slot and (job := self._recover(name))]
+
     def _recover(self, name: str) -> Job | None:
         match = RUNNING_TICKET.fullmatch(name)
         sid = match["sid"] if match else None
@@ -328,6 +339,9 @@ class SpoolQueue:
             job = Job.from_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
         except TicketDamaged as error:
             self._set_aside(self.running_dir / name, sid, str(error))
+            return None
+        if self.is_finished(sid):  # it died after writing the result, before dropping the ticket
+            self.finish(job)
             return None
         if job.attempts >= MAX_ATTEMPTS:
             self.fail(job, f"the worker died {job.attempts} times while detecting this image "

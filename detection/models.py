@@ -87,3 +87,10 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
             mask_ap=entry.mask_ap if entry else None,
             timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table else None)
     return registry
+
+
+def job_time_limit(registry: dict[str, ModelSpec], model: str, default_seconds: float) -> float:
+    """How long a job of ``model`` may run: its ``timeout_seconds`` in models.toml, else the
+    ``job_timeout_seconds`` setting."""
+    spec = registry.get(model)
+    return spec.timeout_seconds if spec is not None and spec.timeout_seconds else default_seconds

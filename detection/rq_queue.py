@@ -4,10 +4,11 @@ No shared disk is needed. The upload's bytes travel in Redis (one key per job, b
 upload limit), the job itself is an RQ job whose id is the sid, and the result (detections and the
 drawn PNG) comes back as the job's return value. The web process writes ``<sid>.out.png`` and
 ``<sid>.json`` (or ``<sid>.error.json``) into its own uploads/ the first time anyone asks about a
-finished job, so the page's file poll, /status and the DeepStack routes work as with the spool.
-RQ's own machinery does the rest: its registries track running jobs, a job whose worker died
-(its heartbeat expired) is retried once (``Retry``) then failed, ``job_timeout`` bounds a job, and
-results expire after ``retention_hours``.
+finished job, so the page's file poll, /status and the DeepStack routes work as with the spool;
+then it drops the upload's bytes from Redis. RQ's own machinery does the rest: its registries
+track running jobs, its workers' maintenance (under RQ's lock: the web never cleans registries)
+retries a job whose worker died (its heartbeat expired) once (``Retry``), then fails it;
+``job_timeout`` bounds a job, and results expire after ``retention_hours``.
 """
 from __future__ import annotations
 
@@ -23,14 +24,17 @@ from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
 from .atomic import write_atomically
-from .jobs import (MAX_ATTEMPTS, Job, JobState, JobStatus, QueueFull, QueueUnavailable,
-                   read_final_status)
+from .jobs import (DISK_FULL, MAX_ATTEMPTS, DiskFull, Job, JobState, JobStatus, QueueFull,
+                   QueueUnavailable, read_final_status)
 from .layout import JobFiles
+from .models import job_time_limit, load_registry
 
 QUEUE_NAME = "detection"
 KEY_PREFIX = "detection:"
 ENQUEUE_LOCK_SECONDS = 10
 WAITING = (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED, RQStatus.CREATED)
+NEVER = -1  # RQ's TTL for "keep"
+UNCLAIMED_UPLOAD_SECONDS = 7 * 24 * 3600  # an upload whose result nobody ever asked for
 
 
 def upload_key(sid: str) -> str:
@@ -56,7 +60,8 @@ class RQQueue:
         self.files = JobFiles(settings.uploads_dir)
         self.redis = connect(settings)
         self.rq = Queue(QUEUE_NAME, connection=self.redis)
-        self.retention_seconds = max(60, int(settings.retention_hours * 3600))
+        self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
+        self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
 
     def enqueue(self, job: Job, upload: bytes = b"") -> None:
         """Queue a job, its upload's bytes with it; refuse beyond ``max_queue`` jobs waiting or
@@ -67,24 +72,31 @@ class RQQueue:
                 depth = self.depth()
                 if depth >= self.settings.max_queue:
                     raise QueueFull(depth)
+                limit = int(job_time_limit(self.registry, job.model,
+                                           self.settings.job_timeout_seconds))
                 with self.redis.pipeline() as pipeline:  # one transaction: job and upload
                     self.rq.enqueue_call(
                         "detection.rq_worker.detect", args=(job.sid, job.model, job.threshold),
-                        job_id=job.sid, timeout=int(self.settings.job_timeout_seconds),
+                        job_id=job.sid, meta={"time_limit": limit},
+                        # RQ's alarm allows a model load too; the worker sets it to the limit
+                        # once the model is ready.
+                        timeout=limit + int(self.settings.model_load_timeout_seconds),
                         result_ttl=self.retention_seconds, failure_ttl=self.retention_seconds,
                         retry=Retry(max=MAX_ATTEMPTS - 1), pipeline=pipeline)
-                    pipeline.set(upload_key(job.sid), upload, ex=self.retention_seconds)
+                    pipeline.set(upload_key(job.sid), upload, ex=max(
+                        self.retention_seconds, UNCLAIMED_UPLOAD_SECONDS))
                     pipeline.execute()
         except RedisError as error:
             raise QueueUnavailable(f"the job queue (Redis) is unavailable: {error}") from None
 
     def depth(self) -> int:
-        """Jobs waiting or running (counting also moves jobs of dead workers on: RQ's cleanup)."""
-        return self._redis(lambda: self.rq.count + self.rq.started_job_registry.count)
+        """Jobs waiting or running."""
+        return self._redis(lambda: self.rq.count
+                           + self.rq.started_job_registry.get_job_count(cleanup=False))
 
     def pending_sids(self) -> set[str]:
         return self._redis(lambda: set(self.rq.get_job_ids())
-                           | set(self.rq.started_job_registry.get_job_ids()))
+                           | set(self.rq.started_job_registry.get_job_ids(cleanup=False)))
 
     def workers(self) -> list[dict]:
         """The live RQ workers of this queue, on any host (for /health)."""
@@ -122,34 +134,41 @@ class RQQueue:
             position = rq_job.get_position()
             return JobStatus(job, JobState.QUEUED, None if position is None else position + 1)
         if state == RQStatus.STARTED:
-            self.rq.started_job_registry.cleanup()  # its worker may have died
             return JobStatus(job, JobState.RUNNING)
-        self._materialise(job, rq_job, state)
+        try:
+            self._materialise(job, rq_job, state)
+        except OSError as error:
+            if error.errno in DISK_FULL:
+                raise DiskFull("the server's disk is full; the result waits in the queue") from None
+            raise
+        self.redis.delete(upload_key(sid))  # the result is safe on disk: the bytes are done with
         return read_final_status(self.files, sid)
 
     def _materialise(self, job: Job, rq_job: RQJob, state: str) -> None:
-        """Write a finished job's files into uploads/: the drawn PNG, then the JSON that says
-        done (or the failure record)."""
+        """Write a finished job's files into uploads/, durably (as the spool's worker does): the
+        drawn PNG, then the JSON that says done (or the failure record)."""
         result = rq_job.latest_result()
         succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
         outcome: Any = result.return_value if succeeded else None
         failure = (result.exc_string if result is not None else None) or ""
         if isinstance(outcome, dict) and "result" in outcome:
-            write_atomically(self.files.output(job.sid), outcome["output"])
-            write_atomically(self.files.result(job.sid), json.dumps(outcome["result"]).encode())
+            write_atomically(self.files.output(job.sid), outcome["output"], durable=True)
+            write_atomically(self.files.result(job.sid), json.dumps(outcome["result"]).encode(),
+                             durable=True)
             return
         if isinstance(outcome, dict) and "error" in outcome:
             reason = str(outcome["error"])
         elif "AbandonedJobError" in failure:
             reason = (f"the worker died {job.attempts} times while detecting this image "
                       "(killed, hung, or out of memory)")
-        else:
-            reason = f"the job ended {state}: {failure.strip()[-300:]}"
+        else:  # RQ's own failure: its last line names the exception, without the traceback
+            last_line = failure.strip().splitlines()[-1:] or ["no reason recorded"]
+            reason = f"the job ended {getattr(state, 'value', state)}: {last_line[0][:300]}"
         self._record(job.sid, {"sid": job.sid, "model": job.model, "threshold": job.threshold,
                                "attempts": job.attempts, "error": reason})
 
     def _record(self, sid: str, failure: dict) -> None:
-        write_atomically(self.files.error(sid), json.dumps(failure).encode())
+        write_atomically(self.files.error(sid), json.dumps(failure).encode(), durable=True)
 
     def _redis(self, call):
         try:

@@ -5,9 +5,9 @@ It is an RQ ``SimpleWorker``: jobs run in its own process, so its models stay lo
 no model load per job). A thread beats while a job runs, so RQ sees a worker that dies (kill -9,
 out of memory) within ``heartbeat_timeout_seconds``; RQ then retries the job once, elsewhere.
 (A worker that dies between taking a job and starting it leaves it in RQ's intermediate queue,
-which RQ's maintenance requeues after a minute.) A job past ``job_timeout_seconds`` is failed by
-RQ's alarm; one stuck where no alarm reaches
-(inside a native call) ends the process, so that its job is treated as abandoned.
+which RQ's maintenance requeues after a minute.) A job past its time limit is failed by RQ's
+alarm; one stuck where no alarm reaches (inside a native call) ends the process, so that its job
+is treated as abandoned.
 """
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
 
-from redis.exceptions import RedisError
 from rq import SimpleWorker, get_current_job
 from rq.worker import WorkerStatus
+from rq.results import Result
 from rq.timeouts import JobTimeoutException
 
 from .images import decode_image, encode_png, limit_decoding
@@ -37,28 +36,37 @@ _models: ModelCache | None = None  # this process's warm models (DetectionWorker
 
 def detect(sid: str, model: str, threshold: float) -> dict:
     """The RQ job: detect the upload stored in Redis; return the result and the drawn PNG, or
-    the reason it failed (an RQ failure would be retried: only a dead worker's job is)."""
+    the reason it failed (an RQ failure would be retried: only a dead worker's job is).
+
+    Its time limit (the job's ``meta["time_limit"]``) counts from when the model is loaded: RQ's
+    alarm, set for a model load plus the limit, is set again then."""
     rq_job = get_current_job()
+    done = rq_job.latest_result()
+    if done is not None and done.type == Result.Type.SUCCESSFUL:
+        return done.return_value  # a second run of a finished job (RQ retried it twice)
     job = Job(sid, model, threshold, 0, attempts_of(rq_job))
     upload = rq_job.connection.get(upload_key(sid))
     if upload is None:
         return {"error": "the upload expired from the queue before a worker took it"}
+    limit = int(rq_job.meta.get("time_limit") or rq_job.timeout)
     try:
+        _models.get(model)
+        signal.alarm(limit)  # the time limit counts from here (RQ's alarm: main thread only)
         image = decode_image(upload, _models.settings.max_pixels)
         drawn, document = detect_image(job, image, _models, encode=encode_png)
     except JobTimeoutException:
-        return {"error": f"detection took longer than {rq_job.timeout} s, the time limit"}
+        return {"error": f"detection took longer than {limit} s, the time limit for model "
+                         f"{model}"}
     except Exception as error:  # any failure ends the job, with its reason
         log.exception("failed %s", sid)
         return {"error": failure_reason(error)}
-    rq_job.connection.delete(upload_key(sid))
     return {"result": document, "output": drawn}
 
 
 class DetectionWorker(SimpleWorker):
     """An RQ worker that keeps the models loaded and beats while a job runs."""
 
-    def __init__(self, settings: Settings, on_beat: Callable[[], object] = lambda: None):
+    def __init__(self, settings: Settings):
         global _models
         heartbeat = max(1, int(settings.heartbeat_timeout_seconds))
         # An idle worker wakes every ``heartbeat`` s (RQ waits worker_ttl - 15 s for a job) to
@@ -66,7 +74,6 @@ class DetectionWorker(SimpleWorker):
         super().__init__([QUEUE_NAME], connection=connect(settings), worker_ttl=heartbeat + 15,
                          maintenance_interval=heartbeat)
         self.settings = settings
-        self.on_beat = on_beat
         limit_decoding(settings.max_pixels)
         _models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
                              settings)
@@ -90,22 +97,23 @@ class DetectionWorker(SimpleWorker):
         interval = self.settings.heartbeat_timeout_seconds / 3
         while True:
             time.sleep(interval)
-            self.on_beat()
-            running = self._running
-            if running is None:
-                continue
-            job, execution, started = running
-            if time.monotonic() - started > (job.timeout or 0) + self.settings.heartbeat_timeout_seconds:
-                log.error("job %s is stuck past its time limit: ending this worker", job.id)
-                os.kill(os.getpid(), signal.SIGKILL)
             try:
-                self.maintain_heartbeats(job, execution)
-            except RedisError as error:
-                log.warning("heartbeat failed: %s", error)
+                self._beat_once()
+            except Exception:  # a beat lost must not end the beating
+                log.exception("heartbeat failed")
+
+    def _beat_once(self) -> None:
+        running = self._running
+        if running is None:
+            return
+        job, execution, started = running
+        if time.monotonic() - started > (job.timeout or 0) + self.settings.heartbeat_timeout_seconds:
+            log.error("job %s is stuck past its time limit: ending this worker", job.id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.maintain_heartbeats(job, execution)
 
 
-def run(settings: Settings, on_beat: Callable[[], object] = lambda: None,
-        max_idle_seconds: float = 0) -> None:
+def run(settings: Settings, max_idle_seconds: float = 0) -> None:
     """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds``."""
-    worker = DetectionWorker(settings, on_beat)
+    worker = DetectionWorker(settings)
     worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")

@@ -10,7 +10,8 @@ from . import __version__
 from .daemon import WorkerLauncher, heartbeat_age, read_worker_state
 from .locks import holder_pid
 from .images import BadImage, decode_image, limit_decoding, save_png
-from .jobs import DISK_FULL, Job, JobState, JobStatus, QueueFull, new_sid, open_queue
+from .jobs import (DISK_FULL, DiskFull, Job, JobState, JobStatus, QueueFull, QueueUnavailable,
+                   new_sid, open_queue)
 from .layout import SID_PATTERN, JobFiles
 from .models import ModelSpec, UnknownModel, load_registry
 from .settings import Settings
@@ -42,10 +43,6 @@ class JobGone(LookupError):
     """A job whose files were deleted (storage pruned) before its answer could be read."""
 
 
-class DiskFull(OSError):
-    """The disk itself is full (not just the storage budget): nothing more can be stored."""
-
-
 class DetectionService:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -72,8 +69,11 @@ class DetectionService:
                                      make_room=self._make_room)
         # Decoding is CPU and memory bound: one image per core at a time bounds both.
         self._decoding = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
-        if self.queue.depth():
-            self.ensure_worker()  # jobs left from before a restart
+        try:
+            if self.queue.depth():
+                self.ensure_worker()  # jobs left from before a restart
+        except QueueUnavailable as error:  # Redis down: serve anyway, uploads answer 503
+            log.warning("%s", error)
         if settings.queue == "rq":  # no local daemon prunes uploads/ (with the spool, it does)
             threading.Thread(target=self._prune_periodically, name="prune", daemon=True).start()
 

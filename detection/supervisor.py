@@ -27,7 +27,7 @@ from typing import Callable
 from . import __version__
 from .atomic import write_atomically
 from .jobs import Job, open_spool
-from .models import load_registry
+from .models import job_time_limit, load_registry
 from .reporting import LineReader, parse_event
 from .settings import Settings
 from .storage import prune_storage
@@ -41,7 +41,6 @@ HEALTHY_LIFETIME_SECONDS = 60.0  # a worker that lived this long resets the back
 STOP_GRACE_SECONDS = 30.0
 ERROR_PAUSE_SECONDS = 1.0
 CRASHES_BEFORE_GIVING_UP = 3  # workers dying at start in a row: fail the waiting jobs
-UNUSABLE_EXIT_CODE = 3  # the worker could not start at all (it failed the waiting jobs)
 
 
 def gpu_count() -> int:
@@ -100,6 +99,7 @@ class WorkerProcess:
         self.job: dict | None = None  # the ticket it works on
         self.deadline: float | None = None
         self.limit_reason = ""
+        self.unusable_reason = ""  # it could not start at all, and said why
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -242,7 +242,8 @@ class Supervisor:
             worker.limit_reason = (f"loading model {event['model']} took longer than "
                                    f"{self.settings.model_load_timeout_seconds:g} s")
         elif kind == "started":
-            limit = self.job_time_limit(event["model"])
+            limit = job_time_limit(self.registry, event["model"],
+                                   self.settings.job_timeout_seconds)
             worker.job = event
             worker.deadline = now + limit
             worker.limit_reason = (f"detection took longer than {limit:g} s, the time limit for "
@@ -250,7 +251,7 @@ class Supervisor:
         elif kind == "finished":
             worker.job = worker.deadline = None
         elif kind == "unusable":
-            self.worker_unusable = True
+            worker.unusable_reason = str(event.get("reason"))
         if kind != "heartbeat":
             self._publish_state("running")
 
@@ -265,8 +266,9 @@ class Supervisor:
         if worker.process.poll() is not None:
             self._worker_gone(slot, f"exited with status {worker.process.returncode}")
         elif worker.deadline is not None and now > worker.deadline:
-            self._read_reports(0)  # a "finished" may be waiting in the pipe
-            if worker.deadline is None or slot.worker is not worker:
+            self._read_reports(0)  # a "finished" (and the next "started") may be in the pipe
+            if (slot.worker is not worker or worker.deadline is None
+                    or time.monotonic() <= worker.deadline):
                 return
             job = worker.job
             log.error("worker %d: %s (job %s)", worker.pid, worker.limit_reason, job["sid"])
@@ -279,12 +281,6 @@ class Supervisor:
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
                       worker.pid, now - worker.last_report)
             self._worker_gone(slot, "killed: no heartbeat")
-
-    def job_time_limit(self, model: str) -> float:
-        spec = self.registry.get(model)
-        if spec is not None and spec.timeout_seconds:
-            return spec.timeout_seconds
-        return self.settings.job_timeout_seconds
 
     def _silence_limit(self, worker: WorkerProcess) -> float:
         if worker.reported:
@@ -308,10 +304,14 @@ class Supervisor:
         self.restarts += 1
         crashed_at_start = not restart_now and not worker.state.get("worker_pid")
         slot.crashes = slot.crashes + 1 if crashed_at_start else 0
-        if slot.crashes >= CRASHES_BEFORE_GIVING_UP:
-            self._give_up(f"the detection worker keeps dying as it starts ({how}): "
-                          + " | ".join(worker.last_output))
-            slot.crashes = 0
+        # Only when no other worker runs: one slot's failure (out of memory, say) is not the rest's.
+        if not any(other.state.get("worker_pid") for other in self.workers):
+            if worker.unusable_reason:
+                self._give_up(worker.unusable_reason)
+            elif slot.crashes >= CRASHES_BEFORE_GIVING_UP:
+                self._give_up(f"the detection worker keeps dying as it starts ({how}): "
+                              + " | ".join(worker.last_output))
+                slot.crashes = 0
         self._back_off(slot, healthy=restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS)
 
     def _give_up(self, reason: str) -> None:

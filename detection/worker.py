@@ -154,6 +154,9 @@ class Worker:
         self.queue: SpoolQueue = open_spool(settings, slot)
         self.slot_lock = self.queue.slot_lock(slot)
         self.slot_lock.acquire(blocking=True)  # a worker of this slot may be finishing its job
+        for job in self.queue.recover_own_slot():
+            log.warning("recovered %s, left by this slot's previous worker (attempt %d)",
+                        job.sid, job.attempts)
         self.files = JobFiles(settings.uploads_dir)
         self.report = report
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
@@ -218,10 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     reporter.start_heartbeat(lambda: workers[0].state() if workers else {"starting": True})
     try:
         workers.append(Worker(settings, arguments.slot, report=reporter.send))
-    except Exception as error:  # e.g. a broken install: say so, rather than leave jobs waiting
+    except Exception as error:  # e.g. a broken install: say so (the supervisor fails the jobs)
         log.exception("the worker could not start")
         reason = f"the detection worker could not start: {type(error).__name__}: {error}"
-        open_spool(settings).fail_queued(reason)
         reporter.send({"event": "unusable", "reason": reason})
         return 3
     worker = workers[0]

@@ -195,3 +195,21 @@ def test_waiting_jobs_can_be_failed_all_at_once(queue):
         status = queue.status(job.sid)
         assert status.state is JobState.FAILED and "could not start" in status.error
     assert queue.depth() == 1 and not list(queue.queued_dir.iterdir())
+
+
+def test_a_new_worker_takes_back_what_its_slot_left_and_skips_finished_jobs(tmp_path):
+    uploads = tmp_path / "uploads"
+    earlier = SpoolQueue(uploads, uploads / ".queue", max_queue=5, slot=1)
+    unfinished, finished = accept(earlier), accept(earlier)
+    earlier.claim_next(), earlier.claim_next()  # ... its worker dies, unseen by any recovery
+    earlier.files.result(finished.sid).write_text(json.dumps(
+        {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))  # after its result
+    successor = SpoolQueue(uploads, uploads / ".queue", max_queue=5, slot=1)
+    lock = successor.slot_lock(1)
+    assert lock.acquire()
+    try:
+        assert [j.sid for j in successor.recover_own_slot()] == [unfinished.sid]
+    finally:
+        lock.release()
+    assert successor.status(unfinished.sid).state is JobState.QUEUED
+    assert successor.status(finished.sid).state is JobState.DONE and successor.depth() == 1

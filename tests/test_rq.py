@@ -59,9 +59,9 @@ def rq_setup(tmp_path, rtmdet_checkpoint, redis_server):
     def web(**overrides) -> LiveServer:
         directory = tmp_path / f"web{len(started)}"
         directory.mkdir()
-        ini = write_config(directory, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
-                           redis_url=redis_server.url, spawn_worker="false",
-                           heartbeat_timeout_seconds=HEARTBEAT, **overrides)
+        settings = {"queue": "rq", "redis_url": redis_server.url, "spawn_worker": "false",
+                    "heartbeat_timeout_seconds": HEARTBEAT, **overrides}
+        ini = write_config(directory, {"rtmdet_tiny": rtmdet_checkpoint}, **settings)
         server = LiveServer(ini).start()
         started.append(server)
         return server
@@ -161,3 +161,45 @@ def test_a_web_host_without_a_daemon_prunes_old_jobs_itself(rq_setup):
     while any(server.uploads.glob(f"{sid}*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(server.uploads.glob(f"{sid}*"))
+
+
+def test_a_web_host_starts_its_own_rq_worker_and_waits_out_its_model_load(rq_setup):
+    web, _ = rq_setup
+    server = web(spawn_worker="true")  # a heartbeat of 3 s, shorter than a model load here
+    sids = [server.upload(png_bytes()).json()["sid"] for _ in range(3)]
+    assert [server.wait_until_finished(s)["state"] for s in sids] == ["done"] * 3
+    daemon = server.worker_pid()
+    assert daemon and "Job OK" in (server.uploads / ".worker.log").read_text()
+    assert server.kill_worker() == daemon  # (the fixture stops web processes only)
+
+
+def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_server,
+                                                              fake_checkpoint):
+    """RQ's own cleanup, as a surviving worker's maintenance runs it, after two deaths."""
+    from redis import Redis
+    from rq import SimpleWorker
+
+    from detection.jobs import Job, JobState, new_sid
+    from detection.rq_queue import QUEUE_NAME, RQQueue, upload_key
+    from detection.settings import load_settings
+    ini = write_config(tmp_path, {"rtmdet_tiny": fake_checkpoint}, queue="rq",
+                       redis_url=redis_server.url)
+    queue = RQQueue(load_settings(ini))
+    job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    queue.files.uploads_dir.mkdir()
+    queue.files.input(job.sid).write_bytes(b"png")
+    queue.enqueue(job, b"upload")
+    connection = Redis.from_url(redis_server.url)
+    for attempt in (1, 2):
+        worker = SimpleWorker([QUEUE_NAME], connection=connection)
+        worker.register_birth()
+        taken, rq_queue = worker.dequeue_job_and_maintain_ttl(1)
+        worker.prepare_execution(taken)
+        worker.prepare_job_execution(taken, remove_from_intermediate_queue=True)
+        assert queue.status(job.sid).state is JobState.RUNNING
+        # ... and the worker is killed: its heartbeat expires.
+        rq_queue.started_job_registry.cleanup(time.time() + 3600)
+    status = queue.status(job.sid)
+    assert status.state is JobState.FAILED and "died 2 times" in status.error
+    assert queue.files.error(job.sid).exists() and not connection.exists(upload_key(job.sid))
+    assert queue.depth() == 0
