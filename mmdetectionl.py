@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from detection.jobs import Job
-from detection.layout import SID_PATTERN, JobFiles
+from detection.jobs.layout import SID_PATTERN, JobFiles
 from detection.models import load_registry
 from detection.settings import Settings, load_settings
 
@@ -30,7 +30,8 @@ COMMANDS = ("detect", "worker", "download", "list")
 
 def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
     from detection.images import limit_decoding
-    from detection.worker import ModelCache, process
+    from detection.worker.inference import ModelCache
+    from detection.worker.spool_worker import process
     if not SID_PATTERN.fullmatch(sid):
         sys.exit(f"not a job id: {sid!r} (32 hex digits)")
     files = JobFiles(settings.uploads_dir)
@@ -46,7 +47,8 @@ def detect(settings: Settings, sid: str, threshold: float | None, model: str | N
 
 
 def download(settings: Settings, name: str, force: bool) -> int:
-    from detection.zoo import DownloadError, download as fetch
+    from detection.zoo import DownloadError
+    from detection.zoo import download as fetch
     registry = load_registry(settings.models_file, settings.checkpoints_dir)
     if name not in registry:
         sys.exit(f"unknown model {name!r}; configured: {', '.join(registry)}")
@@ -105,13 +107,13 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.WARNING)
         return detect(settings, arguments.sid, arguments.threshold, arguments.model)
     if arguments.command == "worker":
-        from detection.daemon import run_daemon, supervise
-        from detection.locks import FileLock
+        from detection.jobs.locks import FileLock
+        from detection.worker.daemon import run_daemon, supervise
         if arguments.daemon:
             run_daemon(settings)
             return 0
         if settings.queue == "rq":  # one of any number of workers, on any host that sees Redis
-            from detection.rq_worker import run
+            from detection.worker.rq_worker import run
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
             run(settings)
             return 0

@@ -20,10 +20,10 @@ from pathlib import Path
 from pyramid.config import Configurator
 from pyramid.response import Response
 
-from detection.forms import FORM_OVERHEAD_BYTES
 from detection.models import MissingCheckpoint, UnknownModel
-from detection.security import ApiKeyPolicy
 from detection.settings import Settings, SettingsError, parse_settings
+from detection.web.forms import FORM_OVERHEAD_BYTES
+from detection.web.security import ApiKeyPolicy
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
 
@@ -33,15 +33,15 @@ def main(global_config: dict, **app_settings: str):
     settings = parse_settings(app_settings, global_config.get("__file__"))
     with Configurator(settings=app_settings) as config:
         config.registry.detection_settings = settings
-        config.include("detection.service")
+        config.include("detection.web.service")
         config.set_security_policy(ApiKeyPolicy(settings.api_keys))
         config.set_response_factory(lambda request: RelativeLocationResponse())
-        config.include("detection.guards")
-        config.include("detection.forms")
-        config.include("detection.routes")
-        config.scan("detection.views")
-        config.scan("detection.deepstack")
-        config.scan("detection.errors")
+        config.include("detection.web.guards")
+        config.include("detection.web.forms")
+        config.include("detection.web.routes")
+        config.scan("detection.web.views")
+        config.scan("detection.web.deepstack")
+        config.scan("detection.web.errors")
     return config.make_wsgi_app()
 
 

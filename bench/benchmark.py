@@ -31,8 +31,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
+from tests.support import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
 
 CONFIGS = {"rtmdet_tiny": "rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
            "faster_rcnn_r50": "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
@@ -68,8 +68,9 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 def measure_floor(config: str, checkpoint: Path, images: list[bytes],
                   rounds: int) -> dict[int, list[float]]:
     """Raw mmdet: inference_detector on a warm model; seconds per image, by image size."""
-    from detection.models import mmdet_configs_dir
     from mmdet.apis import inference_detector, init_detector
+
+    from detection.models import mmdet_configs_dir
     model = init_detector(str(mmdet_configs_dir() / config), str(checkpoint), device="cpu")
     arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1].copy()
               for data in images]

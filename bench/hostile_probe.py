@@ -24,11 +24,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detection.storage import prune_storage  # noqa: E402
-from tests.support import LiveServer, png_bytes, write_config  # noqa: E402
+from detection.jobs.storage import prune_storage  # noqa: E402
+from tests import bombs  # noqa: E402
 from tests.hostile import many_parts_body, open_descriptors, rss_bytes  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
-from tests import bombs  # noqa: E402
+from tests.support import LiveServer, png_bytes, write_config  # noqa: E402
 
 
 def timed(call):

@@ -47,11 +47,12 @@ def warm_up(server: LiveServer, images: list[bytes], workers: int) -> None:
     burst(server, images, 2 * workers)
 
 
-def spool(workdir: Path, model: str, checkpoint: Path, workers: int, images, count) -> float:
-    directory = workdir / f"spool-{workers}"
+def spool(workdir: Path, model: str, checkpoint: Path, workers: int, threads: int, images,
+          count) -> float:
+    directory = workdir / f"spool-{workers}-{threads}"
     directory.mkdir()
     ini = write_config(directory, {model: checkpoint}, default_model=model, workers=workers,
-                       max_queue=count + 10, max_upload_bytes=20_000_000)
+                       torch_threads=threads, max_queue=count + 10, max_upload_bytes=20_000_000)
     server = LiveServer(ini).start(timeout=60)
     try:
         warm_up(server, images, workers)
@@ -61,21 +62,23 @@ def spool(workdir: Path, model: str, checkpoint: Path, workers: int, images, cou
         server.kill_worker()
 
 
-def rq(workdir: Path, model: str, checkpoint: Path, workers: int, images, count) -> float:
-    redis = RedisServer(workdir / f"redis-{workers}").start()
+def rq(workdir: Path, model: str, checkpoint: Path, workers: int, threads: int, images,
+       count) -> float:
+    redis = RedisServer(workdir / f"redis-{workers}-{threads}").start()
     common = {"default_model": model, "queue": "rq", "redis_url": redis.url,
-              "max_queue": count + 10, "max_upload_bytes": 20_000_000}
+              "torch_threads": threads, "max_queue": count + 10,
+              "max_upload_bytes": 20_000_000}
     processes = []
     try:
         for index in range(workers):
-            directory = workdir / f"rq-{workers}-worker{index}"
+            directory = workdir / f"rq-{workers}-{threads}-worker{index}"
             directory.mkdir()
             ini = write_config(directory, {model: checkpoint}, **common)
             log = open(directory / "worker.log", "wb")
             processes.append(subprocess.Popen(
                 [sys.executable, str(ROOT / "mmdetectionl.py"), "--config", str(ini), "worker"],
                 cwd=directory, stdout=log, stderr=log))
-        directory = workdir / f"rq-{workers}-web"
+        directory = workdir / f"rq-{workers}-{threads}-web"
         directory.mkdir()
         server = LiveServer(write_config(directory, {model: checkpoint}, spawn_worker="false",
                                          **common)).start(timeout=60)
@@ -105,20 +108,23 @@ def main() -> None:
         checkpoint, weights = workdir / f"{args.model}_random.pth", "random weights"
         build_random_checkpoint(CONFIGS[args.model], checkpoint)
     rows = []
+    settings = [(1, 0), (2, 0), (2, 1)]  # (workers, threads each; 0: as many as cores)
     for backend, run in (("spool", spool), ("rq", rq)):
-        walls = {}
-        for workers in (1, 2):
-            print(f"== {backend}, {workers} worker(s)", flush=True)
-            walls[workers] = run(workdir, args.model, checkpoint, workers, images, args.uploads)
-        rows.append(f"| {backend} | {args.uploads / walls[1]:.2f} | {args.uploads / walls[2]:.2f} "
-                    f"| {walls[1] / walls[2]:.2f}× |")
+        rates = []
+        for workers, threads in settings:
+            print(f"== {backend}, {workers} worker(s), threads {threads or 'all'}", flush=True)
+            wall = run(workdir, args.model, checkpoint, workers, threads, images, args.uploads)
+            rates.append(args.uploads / wall)
+        rows.append(f"| {backend} | " + " | ".join(
+            f"{rate:.2f}" + (f" ({rate / rates[0]:.2f}×)" if i else "")
+            for i, rate in enumerate(rates)) + " |")
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     table = "\n".join([
         f"Machine: {cpu}, {os.cpu_count()} cores. Model {args.model} ({weights}); a burst of "
         f"{args.uploads} concurrent uploads (640x480, 1280x960 and 1920x1080 JPEGs in turn) "
         "after a warm-up, clients polling once a second; images per second until all are done.", "",
-        "| queue | 1 worker, img/s | 2 workers, img/s | speed-up |", "|---|---|---|---|",
+        "| queue | 1 worker | 2 workers | 2 workers, 1 thread each |", "|---|---|---|---|",
         *rows]) + "\n"
     print(table)
     if args.output:

@@ -14,8 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from .atomic import atomic_path
-from .image_checks import ORIENTATION, BadImage, ImageTooLarge, check_container, exif_orientation
+from .image_checks import (
+    ORIENTATION,
+    BadImage,
+    ImageTooLarge,
+    check_container,
+    exif_orientation,
+)
+from .jobs.atomic import atomic_path
 
 # Raster formats only: Pillow would hand EPS/PDF to Ghostscript, which untrusted input must not
 # reach. Not accepted, because decoding them costs more than their pixels and photos rarely come

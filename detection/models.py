@@ -5,9 +5,10 @@ Nothing here imports torch or mmdet, so the web process stays small.
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from . import zoo
 

@@ -12,11 +12,11 @@ from pathlib import Path
 def build_random_checkpoint(config_name: str, destination: Path, seed: int = 0) -> Path:
     """Save a checkpoint of mmdet's model for ``config_name`` (relative to mmdet's configs)."""
     import torch
+    from mmdet.apis import init_detector
     from mmengine.config import Config
     from torch.nn.modules.batchnorm import _BatchNorm
 
     from detection.models import mmdet_configs_dir
-    from mmdet.apis import init_detector
 
     config = Config.fromfile(mmdet_configs_dir() / config_name)
     config.model.backbone.init_cfg = None  # no pretrained backbone download

@@ -99,7 +99,7 @@ class LiveServer:
             self.log.close()
 
     def worker_pid(self) -> int | None:
-        from detection.locks import holder_pid
+        from detection.jobs.locks import holder_pid
         return holder_pid(self.uploads / ".worker.lock")
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> int | None:

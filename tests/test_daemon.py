@@ -3,8 +3,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from detection import daemon
-from detection.daemon import WorkerLauncher
+from detection.web import launcher as launcher_module
+from detection.web.launcher import WorkerLauncher
 
 
 def test_silence_is_timed_by_our_clock_not_the_files_date(tmp_path, monkeypatch):
@@ -16,7 +16,7 @@ def test_silence_is_timed_by_our_clock_not_the_files_date(tmp_path, monkeypatch)
     os.utime(lock, (long_ago, long_ago))  # touched now, but the wall clock stepped an hour
     assert not launcher._silent()
     now = time.monotonic()
-    monkeypatch.setattr(daemon.time, "monotonic", lambda: now + 4)  # then untouched for 4 s
+    monkeypatch.setattr(launcher_module.time, "monotonic", lambda: now + 4)  # then untouched for 4 s
     assert launcher._silent()
 
 

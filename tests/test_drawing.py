@@ -2,8 +2,8 @@
 import numpy as np
 from PIL import Image
 
-from detection.detector import Detection
-from detection.drawing import class_color, draw_detections
+from detection.worker.detector import Detection
+from detection.worker.drawing import class_color, draw_detections
 
 
 def test_boxes_are_drawn_at_their_pixels_in_their_class_colour():

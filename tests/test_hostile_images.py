@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from detection.image_checks import MAX_JPEG_SCANS
-from detection.images import (BadImage, ImageTooLarge, decode_image,
-                              limit_decoding)
+from detection.images import BadImage, ImageTooLarge, decode_image, limit_decoding
 from tests import bombs
 from tests.support import ROOT, png_bytes
 

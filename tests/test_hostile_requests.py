@@ -9,10 +9,14 @@ import pytest
 import webtest
 from PIL import Image
 
-from detection.security import key_matches
+from detection.web.security import key_matches
+from tests.hostile import (
+    many_parts_body,
+    multipart_body,
+    nested_multipart_body,
+    open_descriptors,
+)
 from tests.support import app_for, png_bytes
-from tests.hostile import (many_parts_body, multipart_body, nested_multipart_body,
-                           open_descriptors)
 
 
 @pytest.fixture
@@ -127,7 +131,7 @@ def test_an_upload_on_a_full_disk_is_507_and_stores_nothing(open_app, monkeypatc
     def no_space(image, path):
         path.write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("detection.service.save_png", no_space)
+    monkeypatch.setattr("detection.web.service.save_png", no_space)
     body, content_type = multipart_body([("image", "a.png", png_bytes())])
     response = post_body(app, body, content_type, status=507)
     assert "disk is full" in response.json["error"]

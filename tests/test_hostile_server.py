@@ -14,8 +14,8 @@ import requests
 
 from detection.jobs import new_sid
 from tests import bombs
-from tests.support import ROOT, png_bytes
 from tests.hostile import many_parts_body, open_descriptors, rss_bytes
+from tests.support import ROOT, png_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,8 @@ import multiprocessing
 
 import pytest
 
-from detection.jobs import Job, JobState, QueueFull, SpoolQueue, new_sid
+from detection.jobs import Job, JobState, QueueFull, new_sid
+from detection.jobs.spool import SpoolQueue
 
 
 @pytest.fixture
@@ -119,11 +120,11 @@ def test_the_claim_itself_counts_the_attempt(queue):
 def test_failing_on_a_full_disk_makes_room_with_the_jobs_own_files(queue, monkeypatch):
     import errno
 
-    from detection import jobs
+    from detection.jobs import spool
     job = accept(queue)
     claimed = queue.claim_next()
     queue.files.output(job.sid).write_bytes(b"partial")
-    real_write = jobs.write_atomically
+    real_write = spool.write_atomically
     calls = []
 
     def full_once(path, data, durable=False):
@@ -131,7 +132,7 @@ def test_failing_on_a_full_disk_makes_room_with_the_jobs_own_files(queue, monkey
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data, durable)
-    monkeypatch.setattr(jobs, "write_atomically", full_once)
+    monkeypatch.setattr(spool, "write_atomically", full_once)
     queue.fail(claimed, "detection failed: OSError: No space left on device")
     status = queue.status(job.sid)
     assert status.state is JobState.FAILED and "No space" in status.error

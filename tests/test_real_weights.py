@@ -105,7 +105,7 @@ def test_cmyk_jpeg_is_converted_correctly(server):
 
 
 def test_the_drawn_result_shows_the_boxes(server):
-    from detection.drawing import class_color
+    from detection.worker.drawing import class_color
     status = detect(server, dog_jpeg())
     drawn = np.asarray(Image.open(io.BytesIO(requests.get(server.url + status["result_url"]).content)))
     original = np.asarray(Image.open(io.BytesIO(dog_jpeg())).convert("RGB"))
@@ -120,9 +120,9 @@ def test_the_drawn_result_shows_the_boxes(server):
 
 def test_onnxruntime_and_pytorch_give_the_same_detections(server):
     """The fast path (ONNX Runtime backbone) against PyTorch alone, on every photo."""
-    from detection.detector import Detector
     from detection.images import decode_image
     from detection.models import load_registry
+    from detection.worker.detector import Detector
     from tests.test_worker import assert_same_detections
     health = requests.get(server.url + "/health", timeout=10).json()
     assert health["worker"]["runtimes"]["yolox_nano"] == "onnxruntime"

@@ -180,7 +180,7 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
     from rq import SimpleWorker
 
     from detection.jobs import Job, JobState, new_sid
-    from detection.rq_queue import QUEUE_NAME, RQQueue, upload_key
+    from detection.jobs.rq_queue import QUEUE_NAME, RQQueue, upload_key
     from detection.settings import load_settings
     ini = write_config(tmp_path, {"rtmdet_tiny": fake_checkpoint}, queue="rq",
                        redis_url=redis_server.url)

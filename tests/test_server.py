@@ -125,9 +125,10 @@ def run_cli(*args, ini=None) -> subprocess.CompletedProcess:
 
 def test_the_original_command_line_detects_one_stored_upload(make_config, rtmdet_checkpoint):
     ini = make_config({"rtmdet_tiny": rtmdet_checkpoint})
+    from pyramid.paster import get_appsettings
+
     from detection.jobs import new_sid
     from detection.settings import parse_settings
-    from pyramid.paster import get_appsettings
     settings = parse_settings(get_appsettings(str(ini)), str(ini))
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     sid = new_sid()

@@ -5,7 +5,12 @@ import re
 import pytest
 from pyramid.paster import get_appsettings
 
-from detection.settings import PROJECT_MODELS_FILE, SETTINGS, SettingsError, parse_settings
+from detection.settings import (
+    PROJECT_MODELS_FILE,
+    SETTINGS,
+    SettingsError,
+    parse_settings,
+)
 from tests.support import ROOT
 
 ROW = re.compile(r"^\| (`\w+`(?:, `\w+`)*) \| ([^|]+) \|", re.MULTILINE)

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from detection import storage
-from detection.jobs import new_sid
-from detection.storage import StorageBudget, StorageFull, prune_storage, scan_storage
+from detection.jobs import new_sid, storage
+from detection.jobs.storage import (
+    StorageBudget,
+    StorageFull,
+    prune_storage,
+    scan_storage,
+)
 
 NOW = time.time()
 HOUR = 3600

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from detection import waiting
-from detection.atomic import write_atomically
-from detection.waiting import JobWaiter
+from detection.jobs.atomic import write_atomically
+from detection.web import waiting
+from detection.web.waiting import JobWaiter
 
 SID = "a" * 32
 

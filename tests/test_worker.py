@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.jobs import Job, JobState, SpoolQueue, new_sid
+from detection.jobs import Job, JobState, new_sid
+from detection.jobs.spool import SpoolQueue
 from detection.settings import parse_settings
-from detection.worker import Worker
+from detection.worker.spool_worker import Worker
 from tests.random_weights import build_random_checkpoint
 from tests.support import png_bytes
 
@@ -135,8 +136,8 @@ def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmd
 
 
 def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatch, tmp_path):
-    from detection import acceleration
-    from detection.detector import Detector
+    from detection.worker import acceleration
+    from detection.worker.detector import Detector
     monkeypatch.setattr(acceleration, "RELATIVE_TOLERANCE", -1.0)  # nothing can pass
     spec = worker.models.registry["rtmdet_tiny"]
     detector = Detector(spec, "cpu", runtime="onnxruntime", cache_dir=tmp_path / "onnx")

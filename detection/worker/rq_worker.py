@@ -18,16 +18,16 @@ import threading
 import time
 
 from rq import SimpleWorker, get_current_job
-from rq.worker import WorkerStatus
 from rq.results import Result
 from rq.timeouts import JobTimeoutException
+from rq.worker import WorkerStatus
 
-from .images import decode_image, encode_png, limit_decoding
-from .jobs import Job
-from .models import load_registry
-from .rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
-from .settings import Settings
-from .worker import ModelCache, detect_image, failure_reason
+from ..images import decode_image, encode_png, limit_decoding
+from ..jobs import Job
+from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
+from ..models import load_registry
+from ..settings import Settings
+from .inference import ModelCache, detect_image, failure_reason
 
 log = logging.getLogger(__name__)
 

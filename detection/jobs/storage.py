@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import TEMP_SUFFIX
-from .jobs import QUEUED_TICKET, RUNNING_TICKET
 from .layout import FILE_NAME, FINISHED
+from .spool import QUEUED_TICKET, RUNNING_TICKET
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .layout import FINISHED
+from ..jobs.layout import FINISHED
 
 log = logging.getLogger(__name__)
 

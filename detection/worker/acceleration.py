@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..jobs.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

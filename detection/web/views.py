@@ -4,13 +4,14 @@ from __future__ import annotations
 from pyramid.response import FileResponse
 from pyramid.view import view_config
 
+from ..jobs import JobState, JobStatus
+from ..jobs.layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
 from .errors import JobNotFound
 from .forms import MAX_STATUS_WAIT, BadParameter, parse_number, require_image
-from .jobs import JobState, JobStatus
-from .layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
 from .openapi import openapi_document
 from .routes import STATIC_DIR
 from .security import API_PERMISSION
+
 
 @view_config(route_name="home", request_method="GET")
 def home(request):

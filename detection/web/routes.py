@@ -1,7 +1,7 @@
 """URL routes of the service (the names views and tests refer to)."""
 from pathlib import Path
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
 # name: (pattern, the methods its views answer; GET implies HEAD)
 ROUTES = {

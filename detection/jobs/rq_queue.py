@@ -23,11 +23,20 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
+from ..jobs import (
+    DISK_FULL,
+    MAX_ATTEMPTS,
+    DiskFull,
+    Job,
+    JobState,
+    JobStatus,
+    QueueFull,
+    QueueUnavailable,
+    read_final_status,
+)
+from ..models import job_time_limit, load_registry
 from .atomic import write_atomically
-from .jobs import (DISK_FULL, MAX_ATTEMPTS, DiskFull, Job, JobState, JobStatus, QueueFull,
-                   QueueUnavailable, read_final_status)
 from .layout import JobFiles
-from .models import job_time_limit, load_registry
 
 QUEUE_NAME = "detection"
 KEY_PREFIX = "detection:"
@@ -76,7 +85,7 @@ class RQQueue:
                                            self.settings.job_timeout_seconds))
                 with self.redis.pipeline() as pipeline:  # one transaction: job and upload
                     self.rq.enqueue_call(
-                        "detection.rq_worker.detect", args=(job.sid, job.model, job.threshold),
+                        "detection.worker.rq_worker.detect", args=(job.sid, job.model, job.threshold),
                         job_id=job.sid, meta={"time_limit": limit},
                         # RQ's alarm allows a model load too; the worker sets it to the limit
                         # once the model is ready.

@@ -1,4 +1,4 @@
-"""Jobs, their states, and the spool that hands them from the web process to the worker.
+"""The spool: the queue as files, handing jobs from web processes to the workers of one machine.
 
 The spool is a directory of tickets, one JSON file per job, Maildir style. A ticket appears by an
 atomic, fsynced rename into ``queued/`` as ``<enqueue time ns>-<sid>.<attempts>.json`` (a listing
@@ -15,133 +15,46 @@ reason.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import secrets
 import threading
 import time
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Protocol, TypedDict
 
+from . import (
+    DISK_FULL,
+    MAX_ATTEMPTS,
+    Job,
+    JobState,
+    JobStatus,
+    QueueFull,
+    read_final_status,
+)
 from .atomic import write_atomically
 from .layout import JobFiles
 from .locks import FileLock, exclusively
 
-MAX_ATTEMPTS = 2
-
-
-def new_sid() -> str:
-    """An unguessable job id: 128 random bits as hex."""
-    return secrets.token_hex(16)
-
-
-class JobState(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class QueueFull(RuntimeError):
-    """The queue holds as many jobs as it may; try again after ``retry_after`` seconds."""
-
-    def __init__(self, depth: int):
-        self.retry_after = max(1, min(60, depth // 10))  # a rough time for the queue to move
-        super().__init__(f"the detection queue is full ({depth} jobs); "
-                         f"try again in {self.retry_after} s")
-
-
 QUEUED_TICKET = re.compile(r"(?P<ns>\d{20})-(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
 RUNNING_TICKET = re.compile(
     r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?(?:\.w(?P<slot>\d+))?\.json")
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class QueueUnavailable(RuntimeError):
-    """The queue's store (Redis) cannot be reached; try again later."""
-
-    retry_after = 5
-
-
-class DiskFull(OSError):
-    """The disk itself is full (not just the storage budget): nothing more can be stored."""
 
 
 class TicketDamaged(ValueError):
     """A ticket file that does not hold a job (torn by a power cut, or not ours)."""
 
 
-@dataclass
-class Job:
-    sid: str
-    model: str
-    threshold: float
-    enqueued_ns: int
-    attempts: int = 0  # kept in the ticket's name, not in its content
-
-    @classmethod
-    def new(cls, sid: str, model: str, threshold: float) -> "Job":
-        return cls(sid=sid, model=model, threshold=threshold, enqueued_ns=time.time_ns())
-
-    def to_bytes(self) -> bytes:
-        return json.dumps({"sid": self.sid, "model": self.model, "threshold": self.threshold,
-                           "enqueued_ns": self.enqueued_ns}).encode()
-
-    @classmethod
-    def from_ticket(cls, path: Path, sid: str, attempts: int) -> "Job":
-        """The job in a ticket file, or ``TicketDamaged`` saying what is wrong with it."""
-        try:
-            fields = json.loads(path.read_bytes())
-            job = cls(sid=fields["sid"], model=fields["model"],
-                      threshold=float(fields["threshold"]),
-                      enqueued_ns=int(fields["enqueued_ns"]), attempts=attempts)
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
-            raise TicketDamaged(f"its ticket is damaged ({type(error).__name__}: {error})") from None
-        if job.sid != sid or not isinstance(job.model, str):
-            raise TicketDamaged("its ticket does not match its name")
-        return job
-
-
-class ImageSize(TypedDict):
-    width: int
-    height: int
-
-
-class JobResult(TypedDict):
-    """A done job's ``<sid>.json``: what the worker writes, /status and DeepStack answer from."""
-    sid: str
-    model: str
-    threshold: float
-    image: ImageSize
-    detections: list[dict]  # Detection.to_json()'s shape
-    timings: dict[str, float]
-
-
-@dataclass
-class JobStatus:
-    job: Job
-    state: JobState
-    queue_position: int | None = None
-    result: JobResult | None = None
-    error: str | None = None
-
-
-class JobQueue(Protocol):
-    """What the web process needs of a queue backend: the spool here, or RQ (``rq_queue.py``).
-
-    ``enqueue`` is called once the upload is stored as ``<sid>.png``, with the upload's bytes (a
-    backend without a shared disk sends them with the job, bounded by the upload limit);
-    ``status`` and ``is_finished`` leave a finished job's files in uploads/."""
-
-    def enqueue(self, job: Job, upload: bytes) -> None: ...
-    def status(self, sid: str) -> JobStatus | None: ...
-    def depth(self) -> int: ...
-    def pending_sids(self) -> set[str]: ...
-    def is_finished(self, sid: str) -> bool: ...
+def read_ticket(path: Path, sid: str, attempts: int) -> Job:
+    """The job in a ticket file, or ``TicketDamaged`` saying what is wrong with it."""
+    try:
+        fields = json.loads(path.read_bytes())
+        job = Job(sid=fields["sid"], model=fields["model"], threshold=float(fields["threshold"]),
+                  enqueued_ns=int(fields["enqueued_ns"]), attempts=attempts)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
+        raise TicketDamaged(f"its ticket is damaged ({type(error).__name__}: {error})") from None
+    if job.sid != sid or not isinstance(job.model, str):
+        raise TicketDamaged("its ticket does not match its name")
+    return job
 
 
 class SpoolQueue:
@@ -219,7 +132,7 @@ class SpoolQueue:
             match = QUEUED_TICKET.fullmatch(name)
             if match and match["sid"] == sid:
                 try:
-                    job = Job.from_ticket(self.queued_dir / name, sid, int(match["attempts"] or 0))
+                    job = read_ticket(self.queued_dir / name, sid, int(match["attempts"] or 0))
                 except TicketDamaged as error:
                     self._set_aside(self.queued_dir / name, sid, str(error))
                     raise FileNotFoundError(sid) from None  # now failed: look again
@@ -229,7 +142,7 @@ class SpoolQueue:
             if match and match["sid"] == sid:
                 job = Job(sid, "unknown", 0.0, 0, int(match["attempts"] or 1))
                 try:
-                    job = Job.from_ticket(self.running_dir / name, sid, job.attempts)
+                    job = read_ticket(self.running_dir / name, sid, job.attempts)
                 except TicketDamaged:
                     pass  # the worker sets it aside; meanwhile it is running
                 return JobStatus(job, JobState.RUNNING)
@@ -251,7 +164,7 @@ class SpoolQueue:
             except FileNotFoundError:
                 continue  # another worker took it
             try:
-                return Job.from_ticket(running, match["sid"], attempts)
+                return read_ticket(running, match["sid"], attempts)
             except TicketDamaged as error:
                 self._set_aside(running, match["sid"], str(error))
         return None
@@ -336,7 +249,7 @@ class SpoolQueue:
         try:
             if sid is None:
                 raise TicketDamaged("not a ticket name")
-            job = Job.from_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
+            job = read_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
         except TicketDamaged as error:
             self._set_aside(self.running_dir / name, sid, str(error))
             return None
@@ -349,33 +262,6 @@ class SpoolQueue:
         else:
             os.rename(self.running_dir / name, self._queued_ticket(job))
         return job
-
-
-def read_final_status(files: JobFiles, sid: str) -> JobStatus | None:
-    """A done or failed job's status, from its files in uploads/ (None if it has none)."""
-    for path, state in ((files.result(sid), JobState.DONE), (files.error(sid), JobState.FAILED)):
-        try:
-            document = json.loads(path.read_bytes())
-            job = Job(sid, str(document.get("model") or "unknown"),
-                      float(document.get("threshold") or 0.0), 0,
-                      int(document.get("attempts") or 0))
-        except FileNotFoundError:
-            continue
-        except (ValueError, TypeError, AttributeError):
-            return JobStatus(Job(sid, "unknown", 0.0, 0), JobState.FAILED,
-                             error=f"the job's {path.name} is damaged on disk")
-        if state is JobState.DONE:
-            return JobStatus(job, state, result=document)
-        return JobStatus(job, state, error=str(document.get("error")))
-    return None
-
-
-def open_queue(settings) -> JobQueue:
-    """The job queue the settings name: the spool in uploads/.queue, or RQ on Redis."""
-    if settings.queue == "rq":
-        from .rq_queue import RQQueue
-        return RQQueue(settings)
-    return open_spool(settings)
 
 
 def open_spool(settings, slot: int = 0) -> SpoolQueue:

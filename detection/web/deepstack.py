@@ -9,10 +9,10 @@ import time
 
 from pyramid.view import view_config
 
-from .jobs import JobState
-from .security import API_PERMISSION
+from ..jobs import JobState
 from .errors import DetectionFailed, ModelNotFound
 from .forms import parse_number, require_image
+from .security import API_PERMISSION
 
 DEFAULT_MIN_CONFIDENCE = 0.4
 

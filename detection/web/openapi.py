@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 description served at /openapi.json (a fuzz test keeps it true)."""
 from __future__ import annotations
 
-from . import __version__
+from .. import __version__
 from .forms import MAX_STATUS_WAIT
 
 

@@ -6,14 +6,14 @@ import logging
 from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
+from ..images import BadImage, ImageTooLarge
+from ..jobs import DiskFull, QueueFull, QueueUnavailable
+from ..jobs.storage import StorageFull
+from ..models import UnknownModel
 from .forms import BadParameter, BodyTooLarge
 from .guards import CrossSiteRequest
-from .images import BadImage, ImageTooLarge
-from .jobs import DiskFull, QueueFull, QueueUnavailable
-from .models import UnknownModel
 from .routes import ROUTES
 from .service import DetectionTimeout, JobGone, ModelUnavailable, ServerBusy
-from .storage import StorageFull
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,25 @@ import os
 import threading
 import time
 
-from . import __version__
-from .daemon import WorkerLauncher, heartbeat_age, read_worker_state
-from .locks import holder_pid
-from .images import BadImage, decode_image, limit_decoding, save_png
-from .jobs import (DISK_FULL, DiskFull, Job, JobState, JobStatus, QueueFull, QueueUnavailable,
-                   new_sid, open_queue)
-from .layout import SID_PATTERN, JobFiles
-from .models import ModelSpec, UnknownModel, load_registry
-from .settings import Settings
-from .storage import PruneReport, StorageBudget, prune_storage
+from .. import __version__
+from ..images import BadImage, decode_image, limit_decoding, save_png
+from ..jobs import (
+    DISK_FULL,
+    DiskFull,
+    Job,
+    JobState,
+    JobStatus,
+    QueueFull,
+    QueueUnavailable,
+    new_sid,
+    open_queue,
+)
+from ..jobs.layout import SID_PATTERN, JobFiles
+from ..jobs.locks import holder_pid
+from ..jobs.storage import PruneReport, StorageBudget, prune_storage
+from ..models import ModelSpec, UnknownModel, load_registry
+from ..settings import Settings
+from .launcher import WorkerLauncher, heartbeat_age, read_worker_state
 from .waiting import JobWaiter
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import ModelSpec
+from ..models import ModelSpec
 
 
 @dataclass(frozen=True)

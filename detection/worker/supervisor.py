@@ -1,13 +1,13 @@
 """The detection daemon's main loop: keep ``workers`` worker processes, watch them, replace them.
 
-The supervisor holds the daemon lock, starts ``python -m detection.worker --slot i`` for each slot
-(on GPUs, slot i uses GPU i) and reads what each reports (``detection/reporting.py``). The workers
-share the spool; each holds its slot's lock, so a dead worker's job is recovered and a live one's
-never is. The supervisor replaces a worker when it dies (backing off if it keeps dying), when it
-falls silent (stopped or hung: no heartbeat for ``heartbeat_timeout_seconds``), and when a job runs
-past its time limit (that job fails with the reason). It also prunes storage every ``prune_interval_seconds``,
-publishes its state in ``uploads/.worker.json`` (with a heartbeat the web process watches), and
-leaves after ``idle_exit_seconds`` without work.
+The supervisor holds the daemon lock, starts ``python -m detection.worker.spool_worker --slot i``
+for each slot (on GPUs, slot i uses GPU i) and reads what each reports (``reporting.py``). The
+workers share the spool; each holds its slot's lock, so a dead worker's job is recovered and a
+live one's never is. The supervisor replaces a worker when it dies (backing off if it keeps
+dying), when it falls silent (stopped or hung: no heartbeat for ``heartbeat_timeout_seconds``),
+and when a job runs past its time limit (that job fails with the reason). It also prunes storage
+every ``prune_interval_seconds``, publishes its state in ``uploads/.worker.json`` (with a
+heartbeat the web process watches), and leaves after ``idle_exit_seconds`` without work.
 """
 from __future__ import annotations
 
@@ -24,17 +24,18 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
-from .atomic import write_atomically
-from .jobs import Job, open_spool
-from .models import job_time_limit, load_registry
+from .. import __version__
+from ..jobs import Job
+from ..jobs.atomic import write_atomically
+from ..jobs.spool import open_spool
+from ..jobs.storage import prune_storage
+from ..models import job_time_limit, load_registry
+from ..settings import Settings
 from .reporting import LineReader, parse_event
-from .settings import Settings
-from .storage import prune_storage
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TICK_SECONDS = 0.5
 MAX_RESTART_DELAY_SECONDS = 60.0
 HEALTHY_LIFETIME_SECONDS = 60.0  # a worker that lived this long resets the back-off
@@ -72,11 +73,11 @@ class Slot:
 
 
 class WorkerProcess:
-    """One ``python -m detection.worker`` child, its report pipe and its log output."""
+    """One ``python -m detection.worker.spool_worker`` child, its report pipe and its log output."""
 
     def __init__(self, settings: Settings, slot: int):
         report_read, report_write = os.pipe()
-        command = [sys.executable, "-m", "detection.worker", "--config",
+        command = [sys.executable, "-m", "detection.worker.spool_worker", "--config",
                    str(settings.config_file), "--slot", str(slot),
                    "--report-fd", str(report_write), "--parent-pid", str(os.getpid())]
         try:

@@ -57,4 +57,4 @@ def release_body(request) -> None:
 
 def includeme(config) -> None:
     # Under the exception view tween, so that its errors answer JSON like any other.
-    config.add_tween("detection.guards.request_guard_tween_factory", under=EXCVIEW)
+    config.add_tween("detection.web.guards.request_guard_tween_factory", under=EXCVIEW)

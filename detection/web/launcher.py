@@ -1,13 +1,14 @@
-"""One detection daemon at a time: starting the daemon, and running it.
+"""The web process's side of the detection daemon: start one when no live one holds the lock,
+and kill one that falls silent.
 
-The daemon (the supervisor of the worker processes) holds ``uploads/.worker.lock``
-(``detection/locks.py``): a free lock means no live daemon.
+The daemon (``detection/worker/daemon.py``) holds ``uploads/.worker.lock``
+(``detection/jobs/locks.py``): a free lock means no live daemon. Its heartbeat is the lock
+file's modification time; its state is in ``uploads/.worker.json``.
 """
 from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import os
 import signal
 import subprocess
@@ -16,19 +17,17 @@ import threading
 import time
 from pathlib import Path
 
-from .jobs import QueueUnavailable, open_queue
-from .locks import FileLock, LockHeld, holder_pid
+from ..jobs import open_queue
+from ..jobs.locks import holder_pid
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = PROJECT_ROOT / "mmdetectionl.py"
 # A daemon just started needs a moment (a Python start-up) to take the lock: don't start another.
 STARTUP_GRACE_SECONDS = 3.0
 HEALTHY_LIFETIME_SECONDS = 60.0
 MAX_RESTART_DELAY_SECONDS = 60.0
-LOG_MAX_BYTES = 10 * 2**20
-LOG_BACKUPS = 3
 
 
 class WorkerLauncher:
@@ -145,85 +144,3 @@ def read_worker_state(path: Path) -> dict:
     except (FileNotFoundError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
-
-
-def run_daemon(settings) -> None:
-    """Detach (python-daemon), take the lock, and supervise the worker until stopped or idle."""
-    import daemon  # python-daemon
-
-    lock = FileLock(settings.worker_lock_file)
-    stderr = open(settings.worker_stderr_file, "a", buffering=1)
-    if stderr.tell() > LOG_MAX_BYTES:  # what logging cannot catch (a crash): kept, bounded
-        stderr.truncate(0)
-    context = daemon.DaemonContext(
-        working_directory=str(PROJECT_ROOT), umask=0o022, pidfile=lock,
-        stdout=stderr, stderr=stderr, files_preserve=[stderr])
-    try:
-        context.open()
-    except LockHeld:
-        return  # another daemon won the race: it will take the jobs
-    with context:
-        handler = logging.handlers.RotatingFileHandler(
-            settings.worker_log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
-        if settings.queue == "rq":
-            work_rq(settings, lock, handler)
-        else:
-            supervise(settings, lock, handler)
-
-
-def log_to(handler: logging.Handler) -> None:
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-
-
-def work_rq(settings, lock: FileLock, handler: logging.Handler) -> None:
-    """The daemon with ``queue = rq``: one RQ worker in this process, until idle and unwanted.
-    Its heartbeat (the lock file's mtime) beats from the start, model loading included; a worker
-    stuck in a job ends itself (see rq_worker.py)."""
-    from redis.exceptions import RedisError
-
-    from .rq_worker import run
-
-    log_to(handler)
-    threading.Thread(target=touch_every_second, args=(settings.worker_lock_file,),
-                     name="daemon-heartbeat", daemon=True).start()
-    while True:
-        try:
-            run(settings, max_idle_seconds=settings.idle_exit_seconds)
-        except RedisError as error:  # Redis away: wait for it, holding the lock
-            log.error("the job queue (Redis) is unavailable: %s; trying again", error)
-            time.sleep(settings.heartbeat_timeout_seconds / 3)
-            continue
-        lock.release()  # as in supervise(): let go before the last look
-        try:
-            wanted = open_queue(settings).depth() > 0
-        except QueueUnavailable:
-            wanted = False
-        if not (wanted and lock.acquire()):
-            return
-
-
-def touch_every_second(path: Path) -> None:
-    while True:
-        try:
-            os.utime(path)
-        except OSError:
-            pass  # gone with uploads/: web will start another daemon
-        time.sleep(1.0)
-
-
-def supervise(settings, lock: FileLock, handler: logging.Handler) -> None:
-    """Run the supervisor (in the foreground, or in the daemon), logging to ``handler``."""
-    from .supervisor import Supervisor
-
-    log_to(handler)
-
-    def still_wanted() -> bool:
-        # Let go of the lock before the last look, so an upload that saw it held is not missed.
-        lock.release()
-        return supervisor.queue.depth() > 0 and lock.acquire()
-
-    supervisor = Supervisor(settings, still_wanted)
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())
-    supervisor.run()

@@ -1,0 +1,114 @@
+"""Detection on one image, as every worker does it: models loaded on first use and kept warm
+(least recently used first out, within a count and a memory bound), detect, draw, and the result
+document."""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable, TypeVar
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from ..jobs import ImageSize, Job, JobResult
+from ..models import ModelSpec, UnknownModel
+from ..settings import Settings
+from .detector import Detection, Detector, resolve_device
+from .drawing import draw_detections
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ModelCache:
+    """Loaded detectors by name, evicting the least recently used beyond the bounds."""
+
+    def __init__(self, registry: dict[str, ModelSpec], settings: Settings, slot: int = 0):
+        self.registry = registry
+        self.settings = settings
+        self.device = resolve_device(settings.device, slot)
+        self.max_models = settings.max_loaded_models
+        self.max_memory_mb = settings.max_worker_memory_mb
+        self._loaded: OrderedDict[str, Detector] = OrderedDict()
+        self._lock = threading.Lock()  # the heartbeat thread reads what the worker changes
+
+    @property
+    def loaded(self) -> dict[str, str]:
+        """Loaded model names -> the runtime each runs on."""
+        with self._lock:
+            return {name: detector.runtime for name, detector in self._loaded.items()}
+
+    def get(self, name: str) -> Detector:
+        if name in self._loaded:
+            with self._lock:
+                self._loaded.move_to_end(name)
+            return self._loaded[name]
+        if name not in self.registry:
+            raise UnknownModel(f"unknown model {name!r}")
+        self._evict(keep=self.max_models - 1)
+        started = time.perf_counter()
+        settings = self.settings
+        detector = Detector(self.registry[name], self.device, settings.runtime,
+                            settings.onnx_cache_dir, settings.torch_threads)
+        with self._lock:
+            self._loaded[name] = detector
+        log.info("loaded model %s on %s (%s) in %.1f s", name, self.device, detector.runtime,
+                 time.perf_counter() - started)
+        self._evict(keep=self.max_models, memory_bound=True)
+        return self._loaded[name]
+
+    def _evict(self, keep: int, memory_bound: bool = False) -> None:
+        def over_memory() -> bool:
+            rss_mb = psutil.Process().memory_info().rss / 2**20
+            return memory_bound and len(self._loaded) > 1 and rss_mb > self.max_memory_mb
+        while len(self._loaded) > keep or over_memory():
+            with self._lock:
+                name, _ = self._loaded.popitem(last=False)
+            gc.collect()
+            log.info("unloaded model %s", name)
+
+
+def result_document(job: Job, size: tuple[int, int], detections: list[Detection],
+                    timings: dict[str, float]) -> JobResult:
+    """The detections JSON served as ``/uploads/<sid>.json``."""
+    return JobResult(sid=job.sid, model=job.model, threshold=job.threshold,
+                     image=ImageSize(width=size[0], height=size[1]),
+                     detections=[d.to_json() for d in detections],
+                     timings={k: round(v, 1) for k, v in timings.items()})
+
+
+def detect_image(job: Job, image: Image.Image, models: ModelCache,
+                 encode: Callable[[Image.Image], T]) -> tuple[T, JobResult]:
+    """Detect on ``image``, draw the boxes, and ``encode`` the drawing (into a file, or bytes);
+    return what ``encode`` returned and the result document (its timings include reading,
+    already in ``job``'s clock when the image came from a file)."""
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = (now - clock) * 1000
+        clock = now
+
+    pixels_bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    lap("read_ms")
+    detector = models.get(job.model)
+    lap("model_ms")
+    detections = detector.detect(pixels_bgr, job.threshold)
+    lap("inference_ms")
+    drawn = draw_detections(image, detections)
+    lap("draw_ms")
+    encoded = encode(drawn)
+    lap("write_ms")
+    return encoded, result_document(job, image.size, detections, timings)
+
+
+def failure_reason(error: Exception) -> str:
+    if isinstance(error, (FileNotFoundError, UnknownModel)):
+        return str(error)
+    return f"detection failed: {type(error).__name__}: {error}"
