@@ -28,8 +28,11 @@ class ModelCache:
     """Loaded detectors by name, evicting the least recently used beyond the bounds."""
 
     def __init__(self, registry: dict[str, ModelSpec], settings: Settings, slot: int = 0):
+        import torch
         self.registry = registry
         self.settings = settings
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         self.device = resolve_device(settings.device, slot)
         self.max_models = settings.max_loaded_models
         self.max_memory_mb = settings.max_worker_memory_mb

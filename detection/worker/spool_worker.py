@@ -53,7 +53,6 @@ class Worker:
 
     def __init__(self, settings: Settings, slot: int = 0,
                  report: Callable[[dict], None] = lambda event: None):
-        import torch
         self.settings = settings
         self.queue: SpoolQueue = open_spool(settings, slot)
         self.slot_lock = self.queue.slot_lock(slot)
@@ -64,8 +63,6 @@ class Worker:
         self.files = JobFiles(settings.uploads_dir)
         self.report = report
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         self.models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
                                  settings, slot)
         self.stop = threading.Event()
