@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +25,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def threads_per_worker(settings: Settings) -> int:
+    """``torch_threads``; when 0, with several workers kept by the daemon, the cores split among
+    them (each taking all would oversubscribe: measured 1.05x for 2 workers on 2 cores, against
+    1.56x with one thread each: docs/scaling.md); else 0, the libraries' choice."""
+    if settings.torch_threads or settings.workers <= 1:
+        return settings.torch_threads
+    return max(1, len(os.sched_getaffinity(0)) // settings.workers)
+
+
 class ModelCache:
     """Loaded detectors by name, evicting the least recently used beyond the bounds."""
 
@@ -31,8 +41,9 @@ class ModelCache:
         import torch
         self.registry = registry
         self.settings = settings
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        self.threads = threads_per_worker(settings)
+        if self.threads:
+            torch.set_num_threads(self.threads)
         self.device = resolve_device(settings.device, slot)
         self.max_models = settings.max_loaded_models
         self.max_memory_mb = settings.max_worker_memory_mb
@@ -56,7 +67,7 @@ class ModelCache:
         started = time.perf_counter()
         settings = self.settings
         detector = Detector(self.registry[name], self.device, settings.runtime,
-                            settings.onnx_cache_dir, settings.torch_threads)
+                            settings.onnx_cache_dir, self.threads)
         with self._lock:
             self._loaded[name] = detector
         log.info("loaded model %s on %s (%s) in %.1f s", name, self.device, detector.runtime,
