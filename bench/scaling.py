@@ -2,7 +2,7 @@
 (workers started as on other hosts, each in its own directory).
 
     make bench      (also runs bench/benchmark.py)
-    .venv/bin/python bench/scaling.py [--uploads 40] [--output docs/scaling.md]
+    .venv/bin/python bench/scaling.py [--uploads 80] [--output docs/scaling.md]
 
 Each setting gets two warm-up uploads per worker, then a burst of concurrent uploads (the images
 of bench/benchmark.py, in turn) timed until every job is done; clients poll once a second, as
@@ -97,7 +97,7 @@ def rq(workdir: Path, model: str, checkpoint: Path, workers: int, threads: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="yolox_nano", choices=list(CONFIGS))
-    parser.add_argument("--uploads", type=int, default=40)
+    parser.add_argument("--uploads", type=int, default=80)
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     images = make_images()

@@ -27,8 +27,9 @@ T = TypeVar("T")
 
 def threads_per_worker(settings: Settings) -> int:
     """``torch_threads``; when 0, with several workers kept by the daemon, the cores split among
-    them (each taking all would oversubscribe: measured 1.05x for 2 workers on 2 cores, against
-    1.56x with one thread each: docs/scaling.md); else 0, the libraries' choice."""
+    them (each taking all would oversubscribe: 2 workers on 2 cores did 1.10x one worker's
+    images per second, against 1.71x with one thread each: docs/scaling.md); else 0, the
+    libraries' choice."""
     if settings.torch_threads or settings.workers <= 1:
         return settings.torch_threads
     return max(1, len(os.sched_getaffinity(0)) // settings.workers)
