@@ -113,8 +113,9 @@ def burst(server: LiveServer, images: list[bytes], count: int) -> dict:
     def sample() -> None:
         while not stop.is_set():
             try:
-                processes = [web] + ([psutil.Process(server.worker_pid())]
-                                     if server.worker_pid() else [])
+                daemon = [psutil.Process(server.worker_pid())] if server.worker_pid() else []
+                processes = [web, *daemon, *(child for p in daemon
+                                             for child in p.children(recursive=True))]
                 peak[0] = max(peak[0], sum(p.memory_info().rss for p in processes))
             except psutil.NoSuchProcess:
                 pass

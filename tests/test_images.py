@@ -99,3 +99,27 @@ def test_save_png_is_atomic_and_leaves_no_temp_file(tmp_path):
     save_png(Image.new("RGB", (10, 10)), target)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
     assert Image.open(target).size == (10, 10)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fpng+libspng", "pillow"])
+@pytest.mark.parametrize("size", [(1, 1), (3, 7), (640, 480), (1921, 1081)])
+def test_stored_pngs_hold_exactly_the_pixels(tmp_path, monkeypatch, fast, size):
+    """Whichever codec writes and reads them, <sid>.png and <sid>.out.png are PNG files whose
+    pixels, decoded by a reference decoder (Pillow's), are the image's."""
+    from detection import images
+    if not fast:
+        monkeypatch.setattr(images, "fpng", None)
+        monkeypatch.setattr(images, "pyspng", None)
+    elif images.fpng is None:
+        pytest.skip("fpng and pyspng have no wheel for this platform")
+    rng = np.random.default_rng(size[0])
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    pixels[: size[1] // 2] //= 16  # some flat runs, some noise
+    target = tmp_path / "a.png"
+    images.save_png(Image.fromarray(pixels), target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(target) as reference:
+        assert reference.format == "PNG" and reference.mode == "RGB"
+        assert np.array_equal(np.asarray(reference), pixels)
+    assert np.array_equal(np.asarray(images.read_png(target)), pixels)
+    assert images.encode_png(Image.fromarray(pixels)) == target.read_bytes()

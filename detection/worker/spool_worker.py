@@ -16,10 +16,8 @@ import threading
 import time
 from typing import Callable
 
-from PIL import Image
-
 from .. import __version__
-from ..images import limit_decoding, save_png
+from ..images import limit_decoding, read_png, save_png
 from ..jobs import Job, JobResult
 from ..jobs.atomic import write_atomically
 from ..jobs.layout import JobFiles
@@ -35,8 +33,7 @@ log = logging.getLogger(__name__)
 def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
     """Detect one stored upload; write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
     started = time.perf_counter()
-    with Image.open(files.input(job.sid)) as stored:
-        image = stored.convert("RGB")
+    image = read_png(files.input(job.sid))
     decoded_ms = (time.perf_counter() - started) * 1000
     # The drawing is in place before the result says done.
     _, document = detect_image(job, image, models,
