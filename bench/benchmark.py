@@ -65,13 +65,14 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return statistics.median(seconds), float(np.percentile(seconds, 95))
 
 
-def measure_floor(config: str, checkpoint: Path, images: list[bytes],
-                  rounds: int) -> dict[int, list[float]]:
+def measure_floor(config: str, checkpoint: Path, images: list[bytes], rounds: int,
+                  device: str) -> dict[int, list[float]]:
     """Raw mmdet: inference_detector on a warm model; seconds per image, by image size."""
+    import torch
     from mmdet.apis import inference_detector, init_detector
 
     from detection.models import mmdet_configs_dir
-    model = init_detector(str(mmdet_configs_dir() / config), str(checkpoint), device="cpu")
+    model = init_detector(str(mmdet_configs_dir() / config), str(checkpoint), device=device)
     arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1].copy()
               for data in images]
     inference_detector(model, arrays[0])
@@ -80,6 +81,8 @@ def measure_floor(config: str, checkpoint: Path, images: list[bytes],
         for size, array in enumerate(arrays):
             started = time.perf_counter()
             inference_detector(model, array)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
             times[size].append(time.perf_counter() - started)
     del model
     gc.collect()
@@ -156,11 +159,11 @@ def bench_model(name: str, checkpoint: Path, images: list[bytes], args, workdir:
     heavy = name == "faster_rcnn_r50"
     rounds, uploads, burst_size = (1, 6, 20) if heavy else (5, 15, 50)
     print(f"== {name}: floor", flush=True)
-    floor = measure_floor(CONFIGS[name], checkpoint, images, rounds)
+    floor = measure_floor(CONFIGS[name], checkpoint, images, rounds, args.device)
     (workdir / name).mkdir(parents=True, exist_ok=True)
     ini = write_config(workdir / name, {name: checkpoint}, default_model=name,
-                       max_upload_bytes=20_000_000, max_pixels=40_000_000, max_queue=100,
-                       idle_exit_seconds=600)
+                       device=args.device, max_upload_bytes=20_000_000, max_pixels=40_000_000,
+                       max_queue=100, idle_exit_seconds=600)
     print(f"== {name}: cold start, service, burst", flush=True)
     started = time.perf_counter()
     server = LiveServer(ini).start(timeout=60)
@@ -180,13 +183,15 @@ def bench_model(name: str, checkpoint: Path, images: list[bytes], args, workdir:
             "original": original}
 
 
-def report(results: list[dict]) -> str:
+def report(results: list[dict], device: str) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     import onnxruntime
     import torch
+    gpu = f", on {torch.cuda.get_device_name(device)} ({device})" if device != "cpu" else ""
     lines = [
-        f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+        f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+        f"{gpu}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}; images {', '.join(f'{w}x{h}' for w, h in SIZES)} "
         f"(JPEG); threshold {THRESHOLD}. Times in seconds.", "",
@@ -237,6 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N on a GPU machine")
     args = parser.parse_args()
     workdir = ROOT / "artifacts" / "bench"
     images = make_images()
@@ -249,7 +255,7 @@ def main() -> None:
             if not checkpoint.exists():
                 build_random_checkpoint(CONFIGS[name], checkpoint)
         results.append(bench_model(name, checkpoint, images, args, workdir))
-    table = report(results)
+    table = report(results, args.device)
     print(table)
     if args.output:
         args.output.write_text("# Benchmarks\n\nMade by `make bench` (bench/benchmark.py).\n\n"

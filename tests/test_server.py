@@ -31,7 +31,8 @@ def test_upload_poll_and_fetch_over_http(live_server):
     assert document["detections"] == status["detections"] and document["sid"] == sid
     health = requests.get(server.url + "/health", timeout=10).json()
     assert health["worker"]["alive"] and health["worker"]["pid"] == server.worker_pid()
-    assert health["worker"]["device"] == "cpu" and health["models"]["loaded"] == ["rtmdet_tiny"]
+    assert health["worker"]["device"] == "cpu" and health["worker"]["gpu"] is None
+    assert health["models"]["loaded"] == ["rtmdet_tiny"]
 
 
 def test_only_one_worker_for_a_burst_and_nothing_lost(live_server):

@@ -46,6 +46,8 @@ class ModelCache:
         if self.threads:
             torch.set_num_threads(self.threads)
         self.device = resolve_device(settings.device, slot)
+        self.gpu_name = (torch.cuda.get_device_name(self.device)
+                         if self.device.startswith("cuda") else None)
         self.max_models = settings.max_loaded_models
         self.max_memory_mb = settings.max_worker_memory_mb
         self._loaded: OrderedDict[str, Detector] = OrderedDict()

@@ -88,7 +88,8 @@ class Worker:
 
     def state(self) -> dict:
         """What /health shows of this worker."""
-        return {"worker_pid": os.getpid(), "slot": self.queue.slot, "device": self.models.device, "version": __version__,
+        return {"worker_pid": os.getpid(), "slot": self.queue.slot, "device": self.models.device,
+                "gpu": self.models.gpu_name, "version": __version__,
                 "models_loaded": sorted(self.models.loaded), "runtimes": self.models.loaded,
                 "jobs_done": self.jobs_done}
 
