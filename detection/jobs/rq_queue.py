@@ -23,7 +23,8 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
-from ..jobs import (
+from ..models import job_time_limit, load_registry
+from . import (
     DISK_FULL,
     MAX_ATTEMPTS,
     DiskFull,
@@ -34,7 +35,6 @@ from ..jobs import (
     QueueUnavailable,
     read_final_status,
 )
-from ..models import job_time_limit, load_registry
 from .atomic import write_atomically
 from .layout import JobFiles
 
