@@ -203,3 +203,33 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
     assert status.state is JobState.FAILED and "died 2 times" in status.error
     assert queue.files.error(job.sid).exists() and not connection.exists(upload_key(job.sid))
     assert queue.depth() == 0
+
+
+def test_a_job_over_its_time_limit_fails_with_the_reason(tmp_path, redis_server,
+                                                         rtmdet_checkpoint, monkeypatch):
+    """The worker in this process (RQ's burst mode), with detection made to hang: RQ's alarm,
+    set again once the model is loaded, ends the job at its limit; it is failed, not retried."""
+    from detection.jobs import Job, JobState, new_sid
+    from detection.jobs.rq_queue import RQQueue
+    from detection.settings import load_settings
+    from detection.worker import rq_worker
+    ini = write_config(tmp_path, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
+                       redis_url=redis_server.url, job_timeout_seconds=1,
+                       model_load_timeout_seconds=600)
+    settings = load_settings(ini)
+    queue = RQQueue(settings)
+    job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    settings.uploads_dir.mkdir()
+    queue.files.input(job.sid).write_bytes(b"png")
+    queue.enqueue(job, png_bytes())
+    worker = rq_worker.DetectionWorker(settings)  # loads the model first: not counted
+
+    def hang(*args, **kwargs):
+        time.sleep(30)
+    monkeypatch.setattr(rq_worker, "detect_image", hang)
+    started = time.monotonic()
+    worker.work(burst=True)
+    assert time.monotonic() - started < 10
+    status = queue.status(job.sid)
+    assert status.state is JobState.FAILED, status
+    assert "longer than 1 s, the time limit for model rtmdet_tiny" in status.error

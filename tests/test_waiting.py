@@ -55,7 +55,7 @@ def test_slots_are_bounded_and_never_block(uploads):
 
 
 def test_without_inotify_it_polls_and_still_wakes(uploads, monkeypatch):
-    monkeypatch.setattr(waiting, "_open_inotify", lambda directory: None)
+    monkeypatch.setattr(waiting, "watch_renames", lambda directory: None)
     waiter = JobWaiter(uploads, is_finished(uploads), max_waiting=4)
     finish_later(uploads, 0.2)
     started = time.monotonic()

@@ -144,3 +144,28 @@ def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatc
     assert detector.runtime == "torch"
     image = np.asarray(Image.new("RGB", (320, 240), (90, 140, 60)))[:, :, ::-1].copy()
     assert detector.detect(image, 0.0), "the PyTorch model is intact after the export"
+
+
+def test_an_idle_worker_is_woken_by_a_new_ticket_not_by_its_poll(make_config, rtmdet_checkpoint):
+    import threading
+    import time
+
+    from pyramid.paster import get_appsettings
+    ini = make_config({"rtmdet_tiny": rtmdet_checkpoint}, poll_interval_seconds=60)
+    worker = Worker(parse_settings(get_appsettings(str(ini)), str(ini)))
+    worker.models.get("rtmdet_tiny")
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        time.sleep(0.5)  # idle, waiting
+        job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+        worker.queue.files.input(job.sid).write_bytes(png_bytes())
+        worker.queue.enqueue(job)
+        deadline = time.monotonic() + 20  # a poll would come after 60 s
+        while not worker.queue.is_finished(job.sid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.queue.status(job.sid).state is JobState.DONE
+    finally:
+        worker.stop.set()
+        runner.join(5)
+    assert not runner.is_alive(), "a stopped worker leaves within its idle wake"

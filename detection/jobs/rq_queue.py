@@ -13,6 +13,7 @@ retries a job whose worker died (its heartbeat expired) once (``Retry``), then f
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from redis import Redis
@@ -81,11 +82,13 @@ class RQQueue:
                 depth = self.depth()
                 if depth >= self.settings.max_queue:
                     raise QueueFull(depth)
-                limit = int(job_time_limit(self.registry, job.model,
-                                           self.settings.job_timeout_seconds))
+                # RQ's alarm counts whole seconds: at least one
+                limit = max(1, math.ceil(job_time_limit(self.registry, job.model,
+                                                        self.settings.job_timeout_seconds)))
                 with self.redis.pipeline() as pipeline:  # one transaction: job and upload
                     self.rq.enqueue_call(
-                        "detection.worker.rq_worker.detect", args=(job.sid, job.model, job.threshold),
+                        "detection.worker.rq_worker.detect",
+                        args=(job.sid, job.model, job.threshold),
                         job_id=job.sid, meta={"time_limit": limit},
                         # RQ's alarm allows a model load too; the worker sets it to the limit
                         # once the model is ready.

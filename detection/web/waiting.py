@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..jobs.layout import FINISHED
+from ..jobs.watch import watch_renames
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class JobWaiter:
                     event.set()
 
     def _watch(self) -> None:
-        inotify = _open_inotify(self.uploads_dir) if self.watch_files else None
+        inotify = watch_renames(self.uploads_dir) if self.watch_files else None
         last_tick = idle_since = time.monotonic()
         try:
             while True:
@@ -114,20 +115,3 @@ class JobWaiter:
             time.sleep(FALLBACK_POLL_SECONDS)
             self._wake([sid for sid in waited if self.is_finished(sid)])
 
-
-def _open_inotify(directory: Path):
-    """An inotify instance watching renames into ``directory``, or None where there is none."""
-    try:
-        from inotify_simple import INotify, flags
-        inotify = INotify()
-    except (ImportError, OSError) as error:
-        log.info("no inotify (%s): waiting requests poll every %.0f ms", error,
-                 FALLBACK_POLL_SECONDS * 1000)
-        return None
-    try:
-        inotify.add_watch(str(directory), flags.MOVED_TO | flags.CLOSE_WRITE)
-    except OSError as error:
-        inotify.close()
-        log.warning("cannot watch %s (%s): waiting requests poll", directory, error)
-        return None
-    return inotify

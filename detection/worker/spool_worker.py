@@ -22,12 +22,15 @@ from ..jobs import Job, JobResult
 from ..jobs.atomic import write_atomically
 from ..jobs.layout import JobFiles
 from ..jobs.spool import SpoolQueue, open_spool
+from ..jobs.watch import watch_renames
 from ..models import load_registry
 from ..settings import Settings, load_settings
 from .inference import ModelCache, detect_image, failure_reason
 from .reporting import Reporter
 
 log = logging.getLogger(__name__)
+
+IDLE_WAKE_MS = 500
 
 
 def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
@@ -94,13 +97,21 @@ class Worker:
                 "jobs_done": self.jobs_done}
 
     def run(self) -> None:
-        """Take jobs until stopped."""
-        while not self.stop.is_set():
-            job = self.queue.claim_next()
-            if job is not None:
-                self.run_one(job)
-            else:
-                self.stop.wait(self.settings.poll_interval_seconds)
+        """Take jobs until stopped; when none waits, sleep until a ticket appears (inotify: the
+        watch is set before the first look, so none is missed), or poll where inotify is missing."""
+        watch = watch_renames(self.queue.queued_dir)
+        try:
+            while not self.stop.is_set():
+                job = self.queue.claim_next()
+                if job is not None:
+                    self.run_one(job)
+                elif watch is not None:
+                    watch.read(timeout=IDLE_WAKE_MS)  # also wakes now and then to see `stop`
+                else:
+                    self.stop.wait(self.settings.poll_interval_seconds)
+        finally:
+            if watch is not None:
+                watch.close()
 
 
 def main(argv: list[str] | None = None) -> int:
