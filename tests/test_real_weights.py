@@ -131,7 +131,7 @@ def test_onnxruntime_and_pytorch_give_the_same_detections(server):
     for photo in sorted(SHARED_PHOTOS.glob("*.jpg")):
         status = detect(server, photo.read_bytes(), threshold="0.3")
         with open(photo, "rb") as f:
-            pixels = np.asarray(decode_image(f.read(), 10**8))[:, :, ::-1].copy()
+            pixels = np.asarray(decode_image(f.read(), 10**8))
         reference = [(d.label, d.score, d.bbox) for d in torch_only.detect(pixels, 0.3)]
         assert len(status["detections"]) == len(reference), photo.name
         assert_same_detections(status["detections"], reference, box_tolerance=0.5)

@@ -54,6 +54,12 @@ class Detector:
         self.device = device
         checkpoint = spec.require_checkpoint()
         self.model = init_detector(str(spec.config), str(checkpoint), device=device)
+        # Fed RGB, as images are decoded, not BGR (mmdet's order for arrays): the preprocessor's
+        # channel swap is turned around, so the network sees what it would from BGR, and the
+        # full-size image needs no flipped copy (1280x960: 5 ms). The swap commutes with the
+        # test pipelines' resizing and their grey or black padding.
+        preprocessor = self.model.data_preprocessor
+        preprocessor._channel_conversion = not preprocessor._channel_conversion
         self.classes: tuple[str, ...] = tuple(self.model.dataset_meta["classes"])
         self.runtime = "torch"
         if runtime == "onnxruntime" and device == "cpu" and cache_dir is not None:
@@ -61,16 +67,16 @@ class Detector:
             if use_onnxruntime(self.model, checkpoint, spec.config, cache_dir, threads):
                 self.runtime = "onnxruntime"
 
-    def detect(self, image_bgr: np.ndarray, threshold: float) -> list[Detection]:
-        """Detections scoring at least ``threshold``, best first, in ``image_bgr``'s pixels."""
+    def detect(self, image_rgb: np.ndarray, threshold: float) -> list[Detection]:
+        """Detections scoring at least ``threshold``, best first, in ``image_rgb``'s pixels."""
         import torch
         from mmdet.apis import inference_detector
         with torch.inference_mode():
-            instances = inference_detector(self.model, image_bgr).pred_instances
+            instances = inference_detector(self.model, image_rgb).pred_instances
         keep = instances.scores >= threshold
         scores = instances.scores[keep].cpu().numpy()
         boxes = instances.bboxes[keep].cpu().numpy()
-        height, width = image_bgr.shape[:2]
+        height, width = image_rgb.shape[:2]
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # mmdet clips to the padded network input
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         labels = instances.labels[keep].cpu().numpy()

@@ -112,11 +112,11 @@ def detect_image(job: Job, image: Image.Image, models: ModelCache,
         timings[name] = (now - clock) * 1000
         clock = now
 
-    pixels_bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    pixels = np.asarray(image)
     lap("read_ms")
     detector = models.get(job.model)
     lap("model_ms")
-    detections = detector.detect(pixels_bgr, job.threshold)
+    detections = detector.detect(pixels, job.threshold)
     lap("inference_ms")
     drawn = draw_detections(image, detections)
     lap("draw_ms")
