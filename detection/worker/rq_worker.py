@@ -43,7 +43,7 @@ def detect(sid: str, model: str, threshold: float) -> dict:
     rq_job = get_current_job()
     done = rq_job.latest_result()
     if done is not None and done.type == Result.Type.SUCCESSFUL:
-        return done.return_value  # a second run of a finished job (RQ retried it twice)
+        return done.return_value  # run again after it finished (e.g. requeued by two cleanups)
     job = Job(sid, model, threshold, 0, attempts_of(rq_job))
     upload = rq_job.connection.get(upload_key(sid))
     if upload is None:
