@@ -55,6 +55,11 @@ def opencv_png(level: int) -> Callable[[np.ndarray], bytes]:
     return encode
 
 
+def opencv_decode(data: bytes) -> np.ndarray:
+    import cv2
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
 def fpng_png(rgb: np.ndarray) -> bytes:
     import fpng
     return fpng.from_ndarray(rgb)
@@ -72,7 +77,7 @@ def main() -> None:
     sizes = [f"{w}x{h}" for w, h in SIZES[1:]]
     decoders = {
         "Pillow": lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")),
-        "OpenCV": lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1],
+        "OpenCV": opencv_decode,
         "simplejpeg": lambda data: simplejpeg.decode_jpeg(data, colorspace="RGB"),
     }
     encoders = {
@@ -85,7 +90,7 @@ def main() -> None:
     }
     png_decoders = {
         "Pillow": lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")),
-        "OpenCV": lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1],
+        "OpenCV": opencv_decode,
         "pyspng": lambda data: pyspng.load(data),
     }
     lines = ["| step | codec | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]

@@ -107,7 +107,8 @@ class DetectionWorker(SimpleWorker):
         if running is None:
             return
         job, execution, started = running
-        if time.monotonic() - started > (job.timeout or 0) + self.settings.heartbeat_timeout_seconds:
+        overdue = (job.timeout or 0) + self.settings.heartbeat_timeout_seconds
+        if time.monotonic() - started > overdue:
             log.error("job %s is stuck past its time limit: ending this worker", job.id)
             os.kill(os.getpid(), signal.SIGKILL)
         self.maintain_heartbeats(job, execution)
