@@ -64,13 +64,20 @@ def work_rq(settings, lock: FileLock, handler: logging.Handler) -> None:
     log_to(handler)
     threading.Thread(target=touch_every_second, args=(settings.worker_lock_file,),
                      name="daemon-heartbeat", daemon=True).start()
+    unreachable_since = None
     while True:
         try:
             run(settings, max_idle_seconds=settings.idle_exit_seconds)
-        except RedisError as error:  # Redis away: wait for it, holding the lock
+        except RedisError as error:  # Redis away: wait for it, holding the lock, a while
+            unreachable_since = unreachable_since or time.monotonic()
+            away = time.monotonic() - unreachable_since
+            if settings.idle_exit_seconds and away > settings.idle_exit_seconds:
+                log.error("the job queue (Redis) is unavailable for %.0f s: leaving", away)
+                return
             log.error("the job queue (Redis) is unavailable: %s; trying again", error)
             time.sleep(settings.heartbeat_timeout_seconds / 3)
             continue
+        unreachable_since = None
         lock.release()  # as in supervise(): let go before the last look
         try:
             wanted = open_queue(settings).depth() > 0

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 
+from redis.exceptions import RedisError
 from rq import SimpleWorker, get_current_job
 from rq.results import Result
 from rq.timeouts import JobTimeoutException
@@ -66,7 +67,9 @@ def detect(sid: str, model: str, threshold: float) -> dict:
 class DetectionWorker(SimpleWorker):
     """An RQ worker that keeps the models loaded and beats while a job runs."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, leave_after_unreachable: float = 0):
+        """``leave_after_unreachable``: seconds without Redis after which an idle worker ends
+        (0: it waits for Redis forever, as RQ's workers do)."""
         global _models
         heartbeat = max(1, int(settings.heartbeat_timeout_seconds))
         # An idle worker wakes every ``heartbeat`` s (RQ waits worker_ttl - 15 s for a job) to
@@ -78,6 +81,8 @@ class DetectionWorker(SimpleWorker):
         _models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
                              settings)
         _models.get(settings.default_model)  # warm before the first job
+        self.leave_after_unreachable = leave_after_unreachable
+        self._unreachable_since: float | None = None
         self._running: tuple | None = None  # (job, execution, started) while a job runs
         threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
 
@@ -103,6 +108,8 @@ class DetectionWorker(SimpleWorker):
                 log.exception("heartbeat failed")
 
     def _beat_once(self) -> None:
+        if self.leave_after_unreachable:
+            self._leave_if_redis_stays_away()
         running = self._running
         if running is None:
             return
@@ -114,7 +121,21 @@ class DetectionWorker(SimpleWorker):
         self.maintain_heartbeats(job, execution)
 
 
+    def _leave_if_redis_stays_away(self) -> None:
+        try:
+            self.connection.ping()
+        except RedisError:
+            now = time.monotonic()
+            self._unreachable_since = self._unreachable_since or now
+            away = now - self._unreachable_since
+            if self._running is None and away > self.leave_after_unreachable:
+                log.error("the job queue (Redis) is unavailable for %.0f s: leaving", away)
+                os._exit(0)  # RQ's loop would retry forever; nothing of this worker needs saving
+        else:
+            self._unreachable_since = None
+
 def run(settings: Settings, max_idle_seconds: float = 0) -> None:
-    """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds``."""
-    worker = DetectionWorker(settings)
+    """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds`` (then
+    also when Redis stays unreachable that long: RQ itself would retry forever)."""
+    worker = DetectionWorker(settings, leave_after_unreachable=max_idle_seconds)
     worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")
