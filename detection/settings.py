@@ -94,7 +94,8 @@ class Settings:
         return self.uploads_dir / ".worker.stderr"
 
 
-PROJECT_MODELS_FILE = Path(__file__).resolve().parent.parent / "configs" / "models.toml"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where web.py and mmdetectionl.py are
+PROJECT_MODELS_FILE = PROJECT_ROOT / "configs" / "models.toml"
 Parser = Callable[[str, str, Path], Any]  # (raw value, key, the ini's folder) -> value
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ..jobs import open_queue
 from ..jobs.locks import holder_pid
+from ..settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = PROJECT_ROOT / "mmdetectionl.py"
 # A daemon just started needs a moment (a Python start-up) to take the lock: don't start another.
 STARTUP_GRACE_SECONDS = 3.0

@@ -1,7 +1,7 @@
 """URL routes of the service (the names views and tests refer to)."""
-from pathlib import Path
+from ..settings import PROJECT_ROOT
 
-STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+STATIC_DIR = PROJECT_ROOT / "static"
 
 # name: (pattern, the methods its views answer; GET implies HEAD)
 ROUTES = {

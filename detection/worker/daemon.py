@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ..jobs import QueueUnavailable, open_queue
 from ..jobs.locks import FileLock, LockHeld
+from ..settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_MAX_BYTES = 10 * 2**20
 LOG_BACKUPS = 3
 

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable
 
 from .. import __version__
@@ -30,12 +29,11 @@ from ..jobs.atomic import write_atomically
 from ..jobs.spool import open_spool
 from ..jobs.storage import prune_storage
 from ..models import job_time_limit, load_registry
-from ..settings import Settings
+from ..settings import PROJECT_ROOT, Settings
 from .reporting import LineReader, parse_event
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TICK_SECONDS = 0.5
 MAX_RESTART_DELAY_SECONDS = 60.0
 HEALTHY_LIFETIME_SECONDS = 60.0  # a worker that lived this long resets the back-off
