@@ -30,6 +30,7 @@ COMMANDS = ("detect", "worker", "download", "list")
 
 def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
     from detection.images import limit_decoding
+    from detection.jobs.spool import make_durable
     from detection.worker.inference import ModelCache
     from detection.worker.spool_worker import process
     if not SID_PATTERN.fullmatch(sid):
@@ -42,6 +43,7 @@ def detect(settings: Settings, sid: str, threshold: float | None, model: str | N
                   settings.default_threshold if threshold is None else threshold)
     models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir), settings)
     document = process(job, files, models)
+    make_durable(files, sid)
     print(json.dumps(document, indent=2))
     return 0
 

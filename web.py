@@ -11,7 +11,6 @@ import warnings
 # Pyramid 2.0 still imports pkg_resources; setuptools warns about it on every start.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-import ctypes
 import os
 import resource
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from pyramid.config import Configurator
 from pyramid.response import Response
 
+from detection.memory import tune_malloc
 from detection.models import MissingCheckpoint, UnknownModel
 from detection.settings import Settings, SettingsError, parse_settings
 from detection.web.forms import FORM_OVERHEAD_BYTES
@@ -72,19 +72,6 @@ def fit_server_to_app(server: dict, settings: Settings) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-
-
-def return_large_buffers_to_the_system() -> None:
-    """Uploads pass through buffers of up to ``max_upload_bytes``; glibc would keep such freed
-    buffers in a thread's heap for good (its threshold grows with them). A fixed threshold of
-    256 KiB makes every larger buffer its own mapping, returned to the system when freed."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def serve(config_file: str) -> None:
     """Serve the ini's app with waitress, with the ini's ``[server:main]`` settings."""
     import plaster
@@ -92,7 +79,7 @@ def serve(config_file: str) -> None:
     from pyramid.paster import setup_logging
 
     setup_logging(config_file)
-    return_large_buffers_to_the_system()
+    tune_malloc(one_heap=True)
     loader = plaster.get_loader(config_file, protocols=["wsgi"])
     server = {k: v for k, v in loader.get_settings("server:main").items()
               if k not in ("use", "here", "__file__")}

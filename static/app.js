@@ -5,6 +5,7 @@
 const STORE_KEY = "detection.jobs";
 const API_KEY_STORE = "detection.apiKey";
 const POLL_MS = 1000;
+const LONG_POLL_S = 10;
 const MAX_POLL_MS = 8000;
 const GIVE_UP_MS = 10 * 60 * 1000;
 
@@ -187,13 +188,17 @@ async function retryLater(file, card, model, threshold, seconds) {
 
 async function poll(card, job) {
   let delay = POLL_MS;
+  let next = false; // the job is next or running: wait for its end on the server (long-poll)
   for (;;) {
     if (Date.now() - job.started > GIVE_UP_MS) {
       card.fail("Gave up waiting after 10 minutes; the server may be overloaded. Try again later.");
       return;
     }
     try {
-      const response = await api(`/status/${job.sid}`);
+      // The server answers a long-poll as soon as the job ends (or at once when it has too many
+      // waiting); further back in the queue, a poll a second shows the position moving.
+      const longPoll = next;
+      const response = await api(`/status/${job.sid}${longPoll ? `?wait=${LONG_POLL_S}` : ""}`);
       const status = await response.json();
       if (response.status === 404) {
         card.fail("The server no longer has this job (it expired or was removed).");
@@ -202,7 +207,8 @@ async function poll(card, job) {
       if (!response.ok) throw new Error(status.error || `HTTP ${response.status}`);
       await card.showStatus(status);
       if (status.state === "done" || status.state === "failed") return;
-      delay = POLL_MS;
+      next = status.state === "running" || status.queue_position === 1;
+      delay = next && !longPoll ? 0 : POLL_MS; // the first long-poll at once; then at most 1/s
     } catch (error) {
       delay = Math.min(delay * 2, MAX_POLL_MS);
       card.setMessage(`Lost contact with the server (${error.message}); retrying in ${delay / 1000} s.`, true);

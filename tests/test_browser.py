@@ -140,6 +140,19 @@ def test_queue_position_and_busy_server_are_explained(page, live_server, tmp_pat
     assert "busy" in second.locator(".state").inner_text().lower()
 
 
+def test_a_job_at_the_head_of_the_queue_is_long_polled_not_polled_every_second(
+        page, live_server, tmp_path):
+    server = live_server(spawn_worker="false")  # no worker: the job stays first in the queue
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "/status/" in request.url
+            else None)
+    open_page(page, server)
+    page.locator("#file-input").set_input_files(str(write_image(tmp_path)))
+    page.locator(".job .message", has_text="position 1").wait_for()
+    page.wait_for_timeout(4000)
+    assert len(polls) == 2 and "?wait=" not in polls[0] and polls[1].endswith("?wait=10"), polls
+
+
 def test_phone_width_has_no_sideways_scrolling_and_works_by_keyboard(browser, live_server):
     server = live_server()
     context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)

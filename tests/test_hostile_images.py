@@ -48,7 +48,7 @@ def service_limit():
 
 
 def decode(data: bytes, max_pixels: int = LIMIT) -> Image.Image:
-    return decode_image(data, max_pixels)
+    return Image.fromarray(decode_image(data, max_pixels))
 
 
 def encode(image: Image.Image, format: str, **save) -> bytes:

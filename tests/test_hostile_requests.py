@@ -128,10 +128,10 @@ def test_a_damaged_result_file_reads_as_failed_not_500(open_app):
 def test_an_upload_on_a_full_disk_is_507_and_stores_nothing(open_app, monkeypatch):
     app = open_app()
 
-    def no_space(image, path):
+    def no_space(path, data):
         path.write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("detection.web.service.save_png", no_space)
+    monkeypatch.setattr("detection.web.service.write_atomically", no_space)
     body, content_type = multipart_body([("image", "a.png", png_bytes())])
     response = post_body(app, body, content_type, status=507)
     assert "disk is full" in response.json["error"]

@@ -3,9 +3,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from detection.images import BadImage, ImageTooLarge, decode_image, save_png
+from detection.images import BadImage, ImageTooLarge, decode_image, encode_png
+from detection.jobs.atomic import write_atomically
 from tests.bombs import bomb_png  # tests/test_views.py imports it from here too
 from tests.support import png_bytes
 
@@ -13,7 +14,9 @@ LIMIT = 4_000_000
 
 
 def decode(data: bytes, max_pixels: int = LIMIT) -> Image.Image:
-    return decode_image(data, max_pixels)
+    pixels = decode_image(data, max_pixels)
+    assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
+    return Image.fromarray(pixels)
 
 
 @pytest.mark.parametrize("format,mode,save", [
@@ -94,9 +97,9 @@ def test_pixel_limit_is_a_setting():
         decode(png_bytes(size=(101, 100)), max_pixels=10_000)
 
 
-def test_save_png_is_atomic_and_leaves_no_temp_file(tmp_path):
+def test_a_stored_png_is_written_atomically_and_leaves_no_temp_file(tmp_path):
     target = tmp_path / "a.png"
-    save_png(Image.new("RGB", (10, 10)), target)
+    write_atomically(target, encode_png(np.zeros((10, 10, 3), np.uint8)))
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
     assert Image.open(target).size == (10, 10)
 
@@ -116,10 +119,54 @@ def test_stored_pngs_hold_exactly_the_pixels(tmp_path, monkeypatch, fast, size):
     pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     pixels[: size[1] // 2] //= 16  # some flat runs, some noise
     target = tmp_path / "a.png"
-    images.save_png(Image.fromarray(pixels), target)
+    write_atomically(target, images.encode_png(pixels))
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(target) as reference:
         assert reference.format == "PNG" and reference.mode == "RGB"
         assert np.array_equal(np.asarray(reference), pixels)
-    assert np.array_equal(np.asarray(images.read_png(target)), pixels)
-    assert images.encode_png(Image.fromarray(pixels)) == target.read_bytes()
+    assert np.array_equal(images.read_png(target), pixels)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+def test_every_exif_orientation_turns_the_image_as_pillow_does(orientation, format):
+    stored = Image.fromarray(np.random.default_rng(orientation).integers(
+        0, 256, (30, 50, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, format=format, exif=exif.tobytes())
+    reference = ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB")
+    assert np.array_equal(decode_image(buffer.getvalue(), LIMIT), np.asarray(reference))
+
+
+def jpeg_variants() -> dict[str, bytes]:
+    rng = np.random.default_rng(7)
+    photo = Image.open(io.BytesIO(png_bytes(size=(333, 251)))).convert("RGB")
+    noise = rng.integers(-20, 20, (251, 333, 3))
+    noisy = Image.fromarray(np.clip(np.asarray(photo) + noise, 0, 255).astype(np.uint8))
+    variants = {"baseline 4:2:0": {}, "4:4:4": {"subsampling": 0},
+                "progressive": {"progressive": True}, "gray": {"mode": "L"},
+                "restart markers": {"restart_marker_blocks": 2}, "quality 30": {"quality": 30}}
+    jpegs = {}
+    for name, options in variants.items():
+        options = dict(options)
+        image = noisy.convert(options.pop("mode", "RGB"))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", **{"quality": 90, **options})
+        jpegs[name] = buffer.getvalue()
+    # Stray bytes before the end marker: libjpeg warns, simplejpeg refuses, Pillow decodes.
+    end = jpegs["baseline 4:2:0"].rindex(b"\xff\xd9")
+    jpegs["libjpeg warning"] = jpegs["baseline 4:2:0"][:end] + b"junk" * 10 + b"\xff\xd9"
+    return jpegs
+
+
+@pytest.mark.parametrize("name,data", jpeg_variants().items(), ids=jpeg_variants().keys())
+def test_jpegs_decode_to_pillows_pixels_with_or_without_simplejpeg(name, data, monkeypatch):
+    from detection import images
+    reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_image(data, LIMIT), reference)
+    if images.simplejpeg is not None:  # it decoded all but the one it refuses
+        assert (images._decode_jpeg(data) is None) == (name == "libjpeg warning")
+    monkeypatch.setattr(images, "simplejpeg", None)
+    assert np.array_equal(decode_image(data, LIMIT), reference)

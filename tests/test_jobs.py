@@ -1,11 +1,17 @@
 """The spool: order, states, queue positions, the bound, recovery of abandoned jobs, pruning."""
 import json
 import multiprocessing
+import os
+import time
 
+import numpy as np
 import pytest
 
-from detection.jobs import Job, JobState, QueueFull, new_sid
+from detection.images import encode_png, read_png
+from detection.jobs import Job, JobState, QueueFull, Upload, new_sid, spool
+from detection.jobs.atomic import write_atomically
 from detection.jobs.spool import SpoolQueue
+from detection.jobs.storage import prune_storage
 
 
 @pytest.fixture
@@ -214,3 +220,99 @@ def test_a_new_worker_takes_back_what_its_slot_left_and_skips_finished_jobs(tmp_
         lock.release()
     assert successor.status(unfinished.sid).state is JobState.QUEUED
     assert successor.status(finished.sid).state is JobState.DONE and successor.depth() == 1
+
+
+def upload_of(pixels: np.ndarray) -> Upload:
+    return Upload(b"the bytes as sent", pixels)
+
+
+def test_the_worker_gets_the_pixels_the_web_process_stored_and_they_go_with_the_job(queue):
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    with queue.enqueuing(job, upload_of(pixels)):
+        write_atomically(queue.files.input(job.sid), encode_png(pixels))
+    claimed = queue.claim_next()
+    assert np.array_equal(queue.take_pixels(claimed.sid), read_png(queue.files.input(job.sid)))
+    queue.files.result(job.sid).write_bytes(b"{}")
+    queue.finish(claimed)
+    assert queue.take_pixels(job.sid) is None and not list(queue.pixels_dir.iterdir())
+
+
+def test_a_failed_store_queues_nothing_and_leaves_no_pixels(queue):
+    job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    with pytest.raises(OSError, match="No space"):
+        with queue.enqueuing(job, upload_of(np.zeros((8, 8, 3), np.uint8))):
+            raise OSError(28, "No space left on device")
+    assert queue.depth() == 0 and not list(queue.pixels_dir.iterdir())
+
+
+def test_pixels_beyond_their_budget_are_not_written_and_the_worker_reads_the_png(tmp_path):
+    queue = SpoolQueue(tmp_path / "uploads", tmp_path / "uploads" / ".queue", max_queue=5,
+                       max_pixels_bytes=2 * 48 * 64 * 3 + 1000)
+    jobs = [Job.new(new_sid(), "rtmdet_tiny", 0.3) for _ in range(3)]
+    for job in jobs:
+        queue.enqueue(job, upload_of(np.zeros((48, 64, 3), np.uint8)))
+    assert [queue.take_pixels(job.sid) is not None for job in jobs] == [True, True, False]
+
+
+def test_pixels_are_not_trusted_when_torn_or_written_before_the_machine_started(queue):
+    """They are not fsynced: after a power cut their file may hold anything."""
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    old, torn, wrong = (Job.new(new_sid(), "rtmdet_tiny", 0.3) for _ in range(3))
+    for job in (old, torn, wrong):
+        queue.enqueue(job, upload_of(pixels))
+    before_boot = spool.BOOT_TIME - 60
+    os.utime(queue._pixels_file(old.sid), (before_boot, before_boot))
+    path = queue._pixels_file(torn.sid)
+    path.write_bytes(path.read_bytes()[:100])
+    with open(queue._pixels_file(wrong.sid), "wb") as f:
+        np.save(f, np.zeros((8, 8), np.float32))
+    assert [queue.take_pixels(job.sid) for job in (old, torn, wrong)] == [None, None, None]
+
+
+def test_pixels_of_a_job_that_never_got_its_ticket_are_pruned_as_stale(queue):
+    kept = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    queue.enqueue(kept, upload_of(np.zeros((8, 8, 3), np.uint8)))
+    orphan = queue._pixels_file(new_sid())
+    orphan.write_bytes(queue._pixels_file(kept.sid).read_bytes())
+    two_hours_ago = time.time() - 7200
+    for path in queue.pixels_dir.iterdir():
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    report = prune_storage(queue.files.uploads_dir, pending=set(), retention_hours=24,
+                           max_bytes=None)
+    assert report.removed_temp_files == 1 and not orphan.exists()
+    assert queue.take_pixels(kept.sid) is not None
+
+
+def test_results_are_made_durable_before_the_ticket_goes(queue, monkeypatch):
+    events = []
+    monkeypatch.setattr(spool, "fsync_path", lambda path: events.append(("fsync", path.name)))
+    real_unlink = type(queue.running_dir).unlink
+    monkeypatch.setattr(type(queue.running_dir), "unlink", lambda path, missing_ok=False: (
+        events.append(("unlink", path.name)), real_unlink(path, missing_ok=missing_ok)))
+    accept(queue)
+    job = queue.claim_next()
+    queue.files.output(job.sid).write_bytes(b"png")
+    queue.files.result(job.sid).write_bytes(b"{}")
+    queue.finish(job)
+    ticket = next(i for i, (kind, name) in enumerate(events) if name.endswith(".w0.json"))
+    assert [name for kind, name in events[:ticket] if kind == "fsync"] == [
+        f"{job.sid}.out.png", f"{job.sid}.json", "uploads"]
+
+
+@pytest.mark.parametrize("written", ["since the machine started", "before it started"])
+def test_a_dead_workers_result_counts_unless_written_before_the_machine_started(queue, written):
+    """Results are fsynced only before their ticket goes: a power cut may leave them torn."""
+    accept(queue)
+    job = queue.claim_next()
+    for path in (queue.files.output(job.sid), queue.files.result(job.sid)):
+        path.write_bytes(b"written, maybe not on disk")
+        if written == "before it started":
+            os.utime(path, (spool.BOOT_TIME - 60, spool.BOOT_TIME - 60))
+    recovered = queue.recover_abandoned()
+    if written == "before it started":
+        assert [j.sid for j in recovered] == [job.sid]
+        assert queue.status(job.sid).state is JobState.QUEUED
+        assert not queue.files.result(job.sid).exists() and not queue.files.output(job.sid).exists()
+    else:
+        assert recovered == [] and queue.depth() == 0 and queue.files.result(job.sid).exists()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -179,7 +180,7 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
     from redis import Redis
     from rq import SimpleWorker
 
-    from detection.jobs import Job, JobState, new_sid
+    from detection.jobs import Job, JobState, Upload, new_sid
     from detection.jobs.rq_queue import QUEUE_NAME, RQQueue, upload_key
     from detection.settings import load_settings
     ini = write_config(tmp_path, {"rtmdet_tiny": fake_checkpoint}, queue="rq",
@@ -188,7 +189,7 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
     job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
     queue.files.uploads_dir.mkdir()
     queue.files.input(job.sid).write_bytes(b"png")
-    queue.enqueue(job, b"upload")
+    queue.enqueue(job, Upload(b"upload", np.zeros((1, 1, 3), np.uint8)))
     connection = Redis.from_url(redis_server.url)
     for attempt in (1, 2):
         worker = SimpleWorker([QUEUE_NAME], connection=connection)
@@ -209,7 +210,7 @@ def test_a_job_over_its_time_limit_fails_with_the_reason(tmp_path, redis_server,
                                                          rtmdet_checkpoint, monkeypatch):
     """The worker in this process (RQ's burst mode), with detection made to hang: RQ's alarm,
     set again once the model is loaded, ends the job at its limit; it is failed, not retried."""
-    from detection.jobs import Job, JobState, new_sid
+    from detection.jobs import Job, JobState, Upload, new_sid
     from detection.jobs.rq_queue import RQQueue
     from detection.settings import load_settings
     from detection.worker import rq_worker
@@ -221,7 +222,7 @@ def test_a_job_over_its_time_limit_fails_with_the_reason(tmp_path, redis_server,
     job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
     settings.uploads_dir.mkdir()
     queue.files.input(job.sid).write_bytes(b"png")
-    queue.enqueue(job, png_bytes())
+    queue.enqueue(job, Upload(png_bytes(), np.zeros((240, 320, 3), np.uint8)))
     worker = rq_worker.DetectionWorker(settings)  # loads the model first: not counted
 
     def hang(*args, **kwargs):

@@ -15,7 +15,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, TypedDict
+from typing import ContextManager, Protocol, TypedDict
+
+import numpy as np
 
 from .layout import JobFiles
 
@@ -73,6 +75,15 @@ class Job:
         return json.dumps({"sid": self.sid, "model": self.model, "threshold": self.threshold,
                            "enqueued_ns": self.enqueued_ns}).encode()
 
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted upload as the web process hands it to a queue: the bytes as sent, and the
+    pixels it decoded from them (upright RGB, the same as ``<sid>.png`` holds)."""
+    data: bytes
+    pixels: np.ndarray
+
+
 class ImageSize(TypedDict):
     width: int
     height: int
@@ -100,11 +111,13 @@ class JobStatus:
 class JobQueue(Protocol):
     """What the web process needs of a queue backend: the spool here, or RQ (``rq_queue.py``).
 
-    ``enqueue`` is called once the upload is stored as ``<sid>.png``, with the upload's bytes (a
-    backend without a shared disk sends them with the job, bounded by the upload limit);
-    ``status`` and ``is_finished`` leave a finished job's files in uploads/."""
+    ``with queue.enqueuing(job, upload): <store it as <sid>.png>`` queues the job once the
+    block is done (a backend without a shared disk sends the upload's bytes with the job, bounded
+    by the upload limit; the spool hands its pixels to a worker on the same machine, written
+    while the block runs, so that the worker need not decode the PNG); ``status`` and
+    ``is_finished`` leave a finished job's files in uploads/."""
 
-    def enqueue(self, job: Job, upload: bytes) -> None: ...
+    def enqueuing(self, job: Job, upload: Upload) -> ContextManager[None]: ...
     def status(self, sid: str) -> JobStatus | None: ...
     def depth(self) -> int: ...
     def pending_sids(self) -> set[str]: ...

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from redis import Redis
@@ -34,6 +36,7 @@ from . import (
     JobStatus,
     QueueFull,
     QueueUnavailable,
+    Upload,
     read_final_status,
 )
 from .atomic import write_atomically
@@ -73,7 +76,13 @@ class RQQueue:
         self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
         self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
 
-    def enqueue(self, job: Job, upload: bytes = b"") -> None:
+    @contextmanager
+    def enqueuing(self, job: Job, upload: Upload) -> Iterator[None]:
+        """Queue ``job`` once the block (which stores its PNG) is done."""
+        yield
+        self.enqueue(job, upload)
+
+    def enqueue(self, job: Job, upload: Upload) -> None:
         """Queue a job, its upload's bytes with it; refuse beyond ``max_queue`` jobs waiting or
         running, counted under a Redis lock so that several web processes never overshoot."""
         try:
@@ -95,7 +104,7 @@ class RQQueue:
                         timeout=limit + int(self.settings.model_load_timeout_seconds),
                         result_ttl=self.retention_seconds, failure_ttl=self.retention_seconds,
                         retry=Retry(max=MAX_ATTEMPTS - 1), pipeline=pipeline)
-                    pipeline.set(upload_key(job.sid), upload, ex=max(
+                    pipeline.set(upload_key(job.sid), upload.data, ex=max(
                         self.retention_seconds, UNCLAIMED_UPLOAD_SECONDS))
                     pipeline.execute()
         except RedisError as error:

@@ -12,6 +12,11 @@ whose slot lock is free was abandoned by a worker that died: it is queued again 
 for good the second time; the jobs of live workers are left alone. A ticket that cannot be read
 (a power cut can leave an empty file) is set aside in ``damaged/`` and its job failed with the
 reason.
+
+Beside its ticket a job may have its decoded pixels (``pixels/<sid>.npy``), so that the worker
+need not decode ``<sid>.png`` again (1280x960: 0.3 ms to load against 14 ms to decode). They are a
+shortcut, not the record: not fsynced (so not trusted after the machine restarts), written only
+while the waiting ones fit a byte budget, and a job without them is read from its PNG.
 """
 from __future__ import annotations
 
@@ -20,7 +25,12 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from . import (
     DISK_FULL,
@@ -29,15 +39,20 @@ from . import (
     JobState,
     JobStatus,
     QueueFull,
+    Upload,
     read_final_status,
 )
-from .atomic import write_atomically
+from .atomic import atomic_path, fsync_path, write_atomically
 from .layout import JobFiles
 from .locks import FileLock, exclusively
 
 QUEUED_TICKET = re.compile(r"(?P<ns>\d{20})-(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
 RUNNING_TICKET = re.compile(
     r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?(?:\.w(?P<slot>\d+))?\.json")
+PIXELS_FILE = re.compile(r"(?P<sid>[0-9a-f]{32})\.npy")
+MAX_PIXELS_BYTES = 256 * 2**20  # decoded pixels waiting for workers (1280x960: 3.5 MiB each)
+# When the machine last started (CLOCK_BOOTTIME counts from then, suspends included).
+BOOT_TIME = time.time() - time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 class TicketDamaged(ValueError):
@@ -57,23 +72,37 @@ def read_ticket(path: Path, sid: str, attempts: int) -> Job:
     return job
 
 
+def make_durable(files: JobFiles, sid: str) -> None:
+    """fsync a job's drawing and result, and their directory."""
+    for path in (files.output(sid), files.result(sid)):
+        try:
+            fsync_path(path)
+        except FileNotFoundError:
+            continue
+    fsync_path(files.uploads_dir)
+
+
 class SpoolQueue:
     """A job queue kept as files under ``<uploads>/.queue``; results live in ``<uploads>``.
 
     A worker's queue has its ``slot``; it must hold ``slot_lock(slot)`` while it claims jobs."""
 
-    def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int, slot: int = 0):
+    def __init__(self, uploads_dir: Path, spool_dir: Path, max_queue: int, slot: int = 0,
+                 max_pixels_bytes: int = MAX_PIXELS_BYTES):
         self.files = JobFiles(uploads_dir)
         self.queued_dir = spool_dir / "queued"
         self.running_dir = spool_dir / "running"
         self.damaged_dir = spool_dir / "damaged"
         self.workers_dir = spool_dir / "workers"
+        self.pixels_dir = spool_dir / "pixels"
         self.enqueue_lock_file = spool_dir / "enqueue.lock"
         self.max_queue = max_queue
+        self.max_pixels_bytes = max_pixels_bytes
         self.slot = slot
         self._enqueue_lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None  # writes pixels (web processes only)
         for directory in (uploads_dir, self.queued_dir, self.running_dir, self.damaged_dir,
-                          self.workers_dir):
+                          self.workers_dir, self.pixels_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
     def slot_lock(self, slot: int) -> FileLock:
@@ -98,14 +127,78 @@ class SpoolQueue:
     def is_finished(self, sid: str) -> bool:
         return self.files.is_finished(sid)
 
-    def enqueue(self, job: Job, upload: bytes = b"") -> None:
-        """Queue a job (its upload is in uploads/ already: the disk is shared)."""
-        # Neither one process's threads nor several web processes overshoot the bound together.
-        with self._enqueue_lock, exclusively(self.enqueue_lock_file):
-            depth = self.depth()
-            if depth >= self.max_queue:
-                raise QueueFull(depth)
-            write_atomically(self._queued_ticket(job), job.to_bytes(), durable=True)
+    @contextmanager
+    def enqueuing(self, job: Job, upload: Upload) -> Iterator[None]:
+        """Queue ``job`` once the block (which stores its PNG) is done, its pixels with it:
+        they are written meanwhile, on another thread (the writes overlap: 1920x1080, 6 ms).
+        If the block fails, nothing is queued and the pixels go."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(len(os.sched_getaffinity(0)),
+                                              thread_name_prefix="pixels")
+        pixels = self._writer.submit(self._leave_pixels, job.sid, upload.pixels)
+        try:
+            yield
+        except BaseException:
+            if (written := pixels.result()) is not None:
+                written.unlink(missing_ok=True)
+            raise
+        self._enqueue(job, pixels.result())
+
+    def enqueue(self, job: Job, upload: Upload | None = None) -> None:
+        """Queue a job whose upload is stored (the disk is shared), with the upload's pixels
+        while they fit (else its worker reads the PNG)."""
+        self._enqueue(job, self._leave_pixels(job.sid, upload.pixels) if upload else None)
+
+    def _enqueue(self, job: Job, pixels: Path | None) -> None:
+        try:
+            # Neither one process's threads nor several web processes overshoot the bound.
+            with self._enqueue_lock, exclusively(self.enqueue_lock_file):
+                depth = self.depth()
+                if depth >= self.max_queue:
+                    raise QueueFull(depth)
+                write_atomically(self._queued_ticket(job), job.to_bytes(), durable=True)
+        except BaseException:
+            if pixels is not None:
+                pixels.unlink(missing_ok=True)
+            raise
+
+    def _pixels_file(self, sid: str) -> Path:
+        return self.pixels_dir / f"{sid}.npy"
+
+    def _leave_pixels(self, sid: str, pixels: np.ndarray) -> Path | None:
+        """Write a job's pixels for its worker, unless the waiting ones fill the budget."""
+        if self._pixels_bytes() + pixels.nbytes > self.max_pixels_bytes:
+            return None
+        path = self._pixels_file(sid)
+        try:
+            with atomic_path(path) as temp, open(temp, "wb") as f:
+                np.save(f, pixels, allow_pickle=False)
+        except OSError:  # a full disk, say: the worker reads the PNG instead
+            return None
+        return path
+
+    def _pixels_bytes(self) -> int:
+        total = 0
+        with os.scandir(self.pixels_dir) as entries:
+            for entry in entries:
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+        return total
+
+    def take_pixels(self, sid: str) -> np.ndarray | None:
+        """The pixels the web process left for a job, if it did and they can be trusted."""
+        path = self._pixels_file(sid)
+        try:
+            if path.stat().st_mtime < BOOT_TIME:  # not fsynced: a power cut may have torn them
+                return None
+            pixels = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            return None
+        return pixels
 
     def _queued_ticket(self, job: Job) -> Path:
         return self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.{job.attempts}.json"
@@ -170,7 +263,11 @@ class SpoolQueue:
         return None
 
     def finish(self, job: Job) -> None:
-        """Called once the job's result files are in place."""
+        """Called once the job's result files are in place: makes them durable (the worker
+        writes them without waiting for the disk, so that the client hears at once), then drops
+        the job's pixels and ticket."""
+        make_durable(self.files, job.sid)
+        self._pixels_file(job.sid).unlink(missing_ok=True)
         for ticket in self._running_tickets(job.sid):
             ticket.unlink(missing_ok=True)
 
@@ -198,6 +295,8 @@ class SpoolQueue:
             os.rename(ticket, self.damaged_dir / f"{time.time_ns()}-{ticket.name}")
         except FileNotFoundError:
             return  # someone else set it aside
+        if sid is not None:
+            self._pixels_file(sid).unlink(missing_ok=True)
         if sid is not None and not self.is_finished(sid):
             self._record_failure(sid, {"sid": sid, "model": None, "threshold": None,
                                        "attempts": 0,
@@ -212,6 +311,8 @@ class SpoolQueue:
                 os.rename(self.queued_dir / name, taken)
             except FileNotFoundError:
                 continue  # a worker claimed it
+            if match:
+                self._pixels_file(match["sid"]).unlink(missing_ok=True)
             if match and not self.is_finished(match["sid"]):
                 self._record_failure(match["sid"], {"sid": match["sid"], "model": None,
                                                     "threshold": None, "attempts": 0,
@@ -253,7 +354,7 @@ class SpoolQueue:
         except TicketDamaged as error:
             self._set_aside(self.running_dir / name, sid, str(error))
             return None
-        if self.is_finished(sid):  # it died after writing the result, before dropping the ticket
+        if self._finished_for_good(sid):  # it died after its result, before dropping the ticket
             self.finish(job)
             return None
         if job.attempts >= MAX_ATTEMPTS:
@@ -264,6 +365,24 @@ class SpoolQueue:
         return job
 
 
+    def _finished_for_good(self, sid: str) -> bool:
+        """Whether a job whose ticket is still running has its result (or failure) for good.
+        A result is made durable only before its ticket goes: one written before the machine
+        last started may be torn, so it is deleted, and the job done again."""
+        if self.files.error(sid).exists():  # failures are written durably
+            return True
+        try:
+            if self.files.result(sid).stat().st_mtime >= BOOT_TIME:
+                return True  # still in the page cache, whole
+        except FileNotFoundError:
+            return False
+        for path in (self.files.output(sid), self.files.result(sid)):
+            path.unlink(missing_ok=True)
+        return False
+
+
 def open_spool(settings, slot: int = 0) -> SpoolQueue:
     """The spool in uploads/.queue (as the worker of ``slot`` sees it)."""
-    return SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue, slot)
+    budget = settings.max_storage_bytes
+    return SpoolQueue(settings.uploads_dir, settings.spool_dir, settings.max_queue, slot,
+                      MAX_PIXELS_BYTES if budget is None else min(MAX_PIXELS_BYTES, budget // 8))

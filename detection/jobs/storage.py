@@ -1,11 +1,11 @@
 """How much disk uploads/ holds, and pruning it: by age, to a byte budget, and of stale temp files.
 
-One ``os.scandir`` pass over uploads/ (plus the two small spool directories) and one ``lstat``
-per file, so the cost is linear in the number of files. Only names that are a job's files
-(``<sid>.png``, ``<sid>.out.png``, ``<sid>.json``, ``<sid>.error.json``) or temp files left by
-:mod:`detection.atomic` (``.<name>.<8 hex>.tmp``) are ever counted or deleted; everything else
-(``.worker.lock``, ``.worker.log*``, ``.gitkeep``, the spool's tickets) is left alone. Symbolic
-links are neither followed nor deleted.
+One ``os.scandir`` pass over uploads/ (plus the small spool directories) and one ``lstat`` per
+file, so the cost is linear in the number of files. Only names that are a job's files
+(``<sid>.png``, ``<sid>.out.png``, ``<sid>.json``, ``<sid>.error.json``), temp files left by
+:mod:`detection.atomic` (``.<name>.<8 hex>.tmp``) and the spool's pixels of jobs without a ticket
+are ever counted or deleted; everything else (``.worker.lock``, ``.worker.log*``, ``.gitkeep``,
+the spool's tickets) is left alone. Symbolic links are neither followed nor deleted.
 
 The worker calls :func:`prune_storage` every minute; the web process keeps a
 :class:`StorageBudget`, which prunes once when an upload does not fit and raises
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .atomic import TEMP_SUFFIX
 from .layout import FILE_NAME, FINISHED
-from .spool import QUEUED_TICKET, RUNNING_TICKET
+from .spool import PIXELS_FILE, QUEUED_TICKET, RUNNING_TICKET
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,11 @@ def _scan_spool(spool_dir: Path, temp_files: list[TempFile]) -> set[str]:
                 sids.add(match["sid"])
             elif listing < len(SPOOL_TICKETS) and TEMP_FILE_PATTERN.fullmatch(name):
                 temp_files.append(TempFile(directory / name, info.st_size, info.st_mtime))
+    # Pixels whose job has no ticket (its web process died before queueing it) go as temp files.
+    for name, info in _regular_files(spool_dir / "pixels"):
+        match = PIXELS_FILE.fullmatch(name)
+        if (match and match["sid"] not in sids) or TEMP_FILE_PATTERN.fullmatch(name):
+            temp_files.append(TempFile(spool_dir / "pixels" / name, info.st_size, info.st_mtime))
     return sids
 
 

@@ -5,9 +5,10 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 from .. import __version__
-from ..images import BadImage, decode_image, limit_decoding, save_png
+from ..images import BadImage, decode_image, encode_png, limit_decoding
 from ..jobs import (
     DISK_FULL,
     DiskFull,
@@ -16,14 +17,17 @@ from ..jobs import (
     JobStatus,
     QueueFull,
     QueueUnavailable,
+    Upload,
     new_sid,
     open_queue,
 )
+from ..jobs.atomic import write_atomically
 from ..jobs.layout import SID_PATTERN, JobFiles
 from ..jobs.locks import holder_pid
 from ..jobs.storage import PruneReport, StorageBudget, prune_storage
 from ..models import ModelSpec, UnknownModel, load_registry
 from ..settings import Settings
+from ..stopwatch import Stopwatch
 from .launcher import WorkerLauncher, heartbeat_age, read_worker_state
 from .waiting import JobWaiter
 
@@ -50,6 +54,13 @@ class ServerBusy(RuntimeError):
 
 class JobGone(LookupError):
     """A job whose files were deleted (storage pruned) before its answer could be read."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An upload queued as job ``sid``; ``timings``: milliseconds per step of accepting it."""
+    sid: str
+    timings: dict[str, float]
 
 
 class DetectionService:
@@ -108,7 +119,7 @@ class DetectionService:
     def installed_models(self) -> list[str]:
         return sorted(name for name, spec in self.models.items() if spec.available)
 
-    def accept_upload(self, data: bytes, model: ModelSpec, threshold: float) -> str:
+    def accept_upload(self, data: bytes, model: ModelSpec, threshold: float) -> Accepted:
         """Decode, store and enqueue an upload; return its new sid."""
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:  # refuse before spending time on decoding
@@ -118,24 +129,32 @@ class DetectionService:
         if not self._decoding.acquire(timeout=DECODE_WAIT_SECONDS):
             raise ServerBusy(f"the server is busy decoding other uploads; try again in "
                              f"{ServerBusy.retry_after} s")
+        timings = Stopwatch()
         try:
-            image = decode_image(data, self.settings.max_pixels)
+            pixels = decode_image(data, self.settings.max_pixels)
+            timings.lap("decode")
             # At most the stored PNG and the drawn one, each no bigger than the raw pixels.
-            self.storage.reserve(2 * 3 * image.width * image.height)
-            sid = self._store(image, data, model, threshold)
+            self.storage.reserve(2 * pixels.nbytes)
+            sid = self._store(Upload(data, pixels), model, threshold, timings)
         finally:
             self._decoding.release()
+        height, width = pixels.shape[:2]
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
-                 sid, image.width, image.height, model.name, threshold)
+                 sid, width, height, model.name, threshold)
         self.ensure_worker()
-        return sid
+        return Accepted(sid, timings.laps)
 
-    def _store(self, image, upload: bytes, model: ModelSpec, threshold: float) -> str:
+    def _store(self, upload: Upload, model: ModelSpec, threshold: float,
+               timings: Stopwatch) -> str:
         """Save the image and queue its job; on any failure, neither."""
         sid = new_sid()
         try:
-            save_png(image, self.files.input(sid))
-            self.queue.enqueue(Job.new(sid, model.name, threshold), upload)
+            with self.queue.enqueuing(Job.new(sid, model.name, threshold), upload):
+                png = encode_png(upload.pixels)
+                timings.lap("encode")
+                write_atomically(self.files.input(sid), png)
+                timings.lap("store")
+            timings.lap("queue")
         except BaseException as error:
             self.files.input(sid).unlink(missing_ok=True)
             if isinstance(error, OSError) and error.errno in DISK_FULL:
@@ -178,7 +197,7 @@ class DetectionService:
             if not granted:
                 raise ServerBusy(f"{self.settings.max_waiting_requests} requests are waiting "
                                  f"for results already; try again in {ServerBusy.retry_after} s")
-            sid = self.accept_upload(data, model, threshold)
+            sid = self.accept_upload(data, model, threshold).sid
             if not self.waiter.wait(sid, self.settings.sync_timeout_seconds):
                 raise DetectionTimeout(
                     f"detection took longer than {self.settings.sync_timeout_seconds:g} s; "

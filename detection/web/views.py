@@ -26,12 +26,14 @@ def upload(request):
     model = service.pick_model(form.fields.get("model"))
     threshold = parse_number(form.fields.get("threshold"), "threshold", 1.0,
                              service.settings.default_threshold)
-    sid = service.accept_upload(require_image(form), model, threshold)
-    urls = _urls(request, sid)
+    accepted = service.accept_upload(require_image(form), model, threshold)
+    urls = _urls(request, accepted.sid)
     request.response.status_int = 202
     request.response.location = urls["status_url"]
     request.response.cache_control = "no-store"
-    return {"sid": sid, **urls}
+    request.response.headers["Server-Timing"] = ", ".join(
+        f"{step};dur={ms:.1f}" for step, ms in accepted.timings.items())
+    return {"sid": accepted.sid, **urls}
 
 
 @view_config(route_name="status", request_method="GET", renderer="json", http_cache=0,

@@ -25,43 +25,71 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 @functools.lru_cache(maxsize=4096)
-def _label_mask(text: str, size: int) -> Image.Image:
-    """The text rendered once as a mask: crowded scenes repeat labels ("person 0.93")."""
+def _label_mask(text: str, size: int) -> np.ndarray:
+    """The text rendered once as coverage (0-255): crowded scenes repeat labels ("person 0.93")."""
     font = _font(size)
     left, top, right, bottom = font.getbbox(text)
     mask = Image.new("L", (right - left, bottom - top))
     ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
-    return mask
+    coverage = np.asarray(mask)
+    coverage.flags.writeable = False  # shared by every drawing that uses it
+    return coverage
 
 
-def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Image:
-    """A copy of ``image`` with every detection drawn; the best-scoring ones end on top."""
-    canvas = image.convert("RGB")
-    masked = [d for d in detections if d.mask is not None]
-    if masked:
-        pixels = np.asarray(canvas, dtype=np.float32).copy()
-        for detection in reversed(masked):
-            color = np.array(class_color(detection.class_id), dtype=np.float32)
-            region = detection.mask
-            pixels[region] = pixels[region] * (1 - MASK_OPACITY) + color * MASK_OPACITY
-        canvas = Image.fromarray(pixels.astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
-    short_side = min(canvas.size)
-    line_width = max(2, round(short_side / 300))
-    font_size = max(12, round(short_side / 40))
+def draw_detections(pixels: np.ndarray, detections: list[Detection]) -> np.ndarray:
+    """A copy of RGB ``pixels`` with every detection drawn; the best-scoring ones end on top.
+
+    Drawn with numpy on one copy of the pixels (Pillow only renders the label texts, once)."""
+    canvas = np.array(pixels)
+    for detection in reversed([d for d in detections if d.mask is not None]):
+        color = np.array(class_color(detection.class_id), dtype=np.float32)
+        region = detection.mask
+        canvas[region] = canvas[region] * (1 - MASK_OPACITY) + color * MASK_OPACITY
+    height, width = canvas.shape[:2]
+    line_width = max(2, round(min(width, height) / 300))
+    font_size = max(12, round(min(width, height) / 40))
     labels, placed = [], []
     for detection in detections:  # best first: they get the best label places
         mask = _label_mask(f"{detection.label} {detection.score:.2f}", font_size)
-        size = (mask.width + 2 * line_width, mask.height + 2 * line_width)
-        rectangle = _label_place(detection.bbox, size, placed, canvas.width)
+        size = (mask.shape[1] + 2 * line_width, mask.shape[0] + 2 * line_width)
+        rectangle = _label_place(detection.bbox, size, placed, width)
         placed.append(rectangle)
         labels.append((rectangle, mask))
     for detection, (rectangle, mask) in reversed(list(zip(detections, labels))):
         color = class_color(detection.class_id)
-        draw.rectangle(detection.bbox, outline=color, width=line_width)
-        draw.rectangle(rectangle, fill=color)
-        draw.bitmap((rectangle[0] + line_width, rectangle[1] + line_width), mask, fill=(0, 0, 0))
+        _outline(canvas, detection.bbox, color, line_width)
+        _fill(canvas, rectangle, color)
+        _darken(canvas, mask, int(rectangle[0]) + line_width, int(rectangle[1]) + line_width)
     return canvas
+
+
+def _fill(canvas: np.ndarray, box, color) -> None:
+    """Paint the pixels from (x1, y1) to (x2, y2), both included (as Pillow's rectangles),
+    within the canvas."""
+    height, width = canvas.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in box)
+    canvas[max(y1, 0):max(min(y2 + 1, height), 0), max(x1, 0):max(min(x2 + 1, width), 0)] = color
+
+
+def _outline(canvas: np.ndarray, box, color, line_width: int) -> None:
+    """A rectangle's outline, ``line_width`` pixels thick, inside the box."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    inset = line_width - 1
+    for edge in ((x1, y1, x2, y1 + inset), (x1, y2 - inset, x2, y2),
+                 (x1, y1, x1 + inset, y2), (x2 - inset, y1, x2, y2)):
+        _fill(canvas, edge, color)
+
+
+def _darken(canvas: np.ndarray, coverage: np.ndarray, x: int, y: int) -> None:
+    """Lay black text (its ``coverage``) on the canvas at (x, y), clipped to the canvas."""
+    height, width = canvas.shape[:2]
+    top, left = max(y, 0), max(x, 0)
+    bottom, right = min(y + coverage.shape[0], height), min(x + coverage.shape[1], width)
+    if top >= bottom or left >= right:
+        return
+    region = canvas[top:bottom, left:right]
+    alpha = coverage[top - y:bottom - y, left - x:right - x, None].astype(np.uint16)
+    region[:] = (region * (255 - alpha) + 127) // 255
 
 
 def _label_place(bbox, size, placed, image_width) -> tuple[float, float, float, float]:

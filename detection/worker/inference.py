@@ -9,20 +9,19 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, TypeVar
 
 import numpy as np
 import psutil
-from PIL import Image
 
+from ..images import encode_png
 from ..jobs import ImageSize, Job, JobResult
 from ..models import ModelSpec, UnknownModel
 from ..settings import Settings
+from ..stopwatch import Stopwatch
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def threads_per_worker(settings: Settings) -> int:
@@ -98,31 +97,21 @@ def result_document(job: Job, size: tuple[int, int], detections: list[Detection]
                      timings={k: round(v, 1) for k, v in timings.items()})
 
 
-def detect_image(job: Job, image: Image.Image, models: ModelCache,
-                 encode: Callable[[Image.Image], T]) -> tuple[T, JobResult]:
-    """Detect on ``image``, draw the boxes, and ``encode`` the drawing (into a file, or bytes);
-    return what ``encode`` returned and the result document (its timings include reading,
-    already in ``job``'s clock when the image came from a file)."""
-    clock = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = (now - clock) * 1000
-        clock = now
-
-    pixels = np.asarray(image)
-    lap("read_ms")
+def detect_image(job: Job, pixels: np.ndarray, models: ModelCache,
+                 read_ms: float) -> tuple[bytes, JobResult]:
+    """Detect on RGB ``pixels`` (which took ``read_ms`` to get), draw the boxes and encode the
+    drawing as PNG; return the PNG and the result document."""
+    timings = Stopwatch(read_ms=read_ms)
     detector = models.get(job.model)
-    lap("model_ms")
+    timings.lap("model_ms")
     detections = detector.detect(pixels, job.threshold)
-    lap("inference_ms")
-    drawn = draw_detections(image, detections)
-    lap("draw_ms")
-    encoded = encode(drawn)
-    lap("write_ms")
-    return encoded, result_document(job, image.size, detections, timings)
+    timings.lap("inference_ms")
+    drawn = draw_detections(pixels, detections)
+    timings.lap("draw_ms")
+    png = encode_png(drawn)
+    timings.lap("encode_ms")
+    height, width = pixels.shape[:2]
+    return png, result_document(job, (width, height), detections, timings.laps)
 
 
 def failure_reason(error: Exception) -> str:

@@ -23,9 +23,10 @@ from rq.results import Result
 from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
-from ..images import decode_image, encode_png, limit_decoding
+from ..images import decode_image, limit_decoding
 from ..jobs import Job
 from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
+from ..memory import tune_malloc
 from ..models import load_registry
 from ..settings import Settings
 from .inference import ModelCache, detect_image, failure_reason
@@ -53,8 +54,10 @@ def detect(sid: str, model: str, threshold: float) -> dict:
     try:
         _models.get(model)
         signal.alarm(limit)  # the time limit counts from here (RQ's alarm: main thread only)
-        image = decode_image(upload, _models.settings.max_pixels)
-        drawn, document = detect_image(job, image, _models, encode=encode_png)
+        started = time.perf_counter()
+        pixels = decode_image(upload, _models.settings.max_pixels)
+        drawn, document = detect_image(job, pixels, _models,
+                                       read_ms=(time.perf_counter() - started) * 1000)
     except JobTimeoutException:
         return {"error": f"detection took longer than {limit} s, the time limit for model "
                          f"{model}"}
@@ -137,5 +140,6 @@ class DetectionWorker(SimpleWorker):
 def run(settings: Settings, max_idle_seconds: float = 0) -> None:
     """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds`` (then
     also when Redis stays unreachable that long: RQ itself would retry forever)."""
+    tune_malloc(one_heap=False)
     worker = DetectionWorker(settings, leave_after_unreachable=max_idle_seconds)
     worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")

@@ -17,12 +17,13 @@ import time
 from typing import Callable
 
 from .. import __version__
-from ..images import limit_decoding, read_png, save_png
+from ..images import limit_decoding, read_png
 from ..jobs import Job, JobResult
 from ..jobs.atomic import write_atomically
 from ..jobs.layout import JobFiles
 from ..jobs.spool import SpoolQueue, open_spool
 from ..jobs.watch import watch_renames
+from ..memory import tune_malloc
 from ..models import load_registry
 from ..settings import Settings, load_settings
 from .inference import ModelCache, detect_image, failure_reason
@@ -33,16 +34,22 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_MS = 500
 
 
-def process(job: Job, files: JobFiles, models: ModelCache) -> JobResult:
-    """Detect one stored upload; write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
+def process(job: Job, files: JobFiles, models: ModelCache,
+            spool: SpoolQueue | None = None) -> JobResult:
+    """Detect one stored upload (from the pixels the spool has for it, else from its PNG);
+    write ``<sid>.out.png`` then ``<sid>.json``; return the JSON."""
     started = time.perf_counter()
-    image = read_png(files.input(job.sid))
-    decoded_ms = (time.perf_counter() - started) * 1000
-    # The drawing is in place before the result says done.
-    _, document = detect_image(job, image, models,
-                               lambda drawn: save_png(drawn, files.output(job.sid), durable=True))
-    document["timings"]["read_ms"] = round(document["timings"]["read_ms"] + decoded_ms, 1)
-    write_atomically(files.result(job.sid), json.dumps(document).encode(), durable=True)
+    pixels = spool.take_pixels(job.sid) if spool is not None else None
+    if pixels is None:
+        pixels = read_png(files.input(job.sid))
+    png, document = detect_image(job, pixels, models,
+                                 read_ms=(time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    # The drawing first: it is in place before the result says done. Neither is fsynced yet:
+    # the spool does that before it drops the job's ticket (SpoolQueue.finish).
+    write_atomically(files.output(job.sid), png)
+    document["timings"]["write_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    write_atomically(files.result(job.sid), json.dumps(document).encode())
     return document
 
 
@@ -79,7 +86,7 @@ class Worker:
                 self.report({"event": "loading", **ticket})
                 self.models.get(job.model)
             self.report({"event": "started", **ticket, "state": self.state()})
-            process(job, self.files, self.models)
+            process(job, self.files, self.models, self.queue)
         except Exception as error:  # any failure ends the job, with its reason
             log.exception("failed %s", job.sid)
             self.queue.fail(job, failure_reason(error))
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     arguments = parser.parse_args(argv)
     reporter = Reporter(arguments.report_fd, arguments.parent_pid)  # first: die with the parent
+    tune_malloc(one_heap=False)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(arguments.config)
