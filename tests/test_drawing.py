@@ -39,3 +39,15 @@ def test_labels_at_the_right_edge_stay_in_the_picture():
     label_row = drawn[70]  # just above the box, where its label sits
     coloured = np.flatnonzero((label_row == np.array(class_color(54))).all(axis=1))
     assert coloured.size and coloured.min() < 240, "the label was moved left, into view"
+
+
+def test_labels_render_each_name_and_score_once_however_many_boxes():
+    from detection.worker import drawing
+    drawing._text.cache_clear()
+    rng = np.random.default_rng(0)
+    boxes = [Detection(name, class_id, float(rng.uniform(0, 1)), (x, x, x + 40.0, x + 30.0))
+             for name, class_id, x in zip(["person", "car"] * 150, [0, 2] * 150,
+                                          rng.uniform(0, 900, 300))]
+    draw_detections(np.zeros((1000, 1000, 3), np.uint8), boxes)
+    scores = {f"{d.score:.2f}" for d in boxes}
+    assert drawing._text.cache_info().misses == 2 + 1 + len(scores)  # names, the space, scores

@@ -31,6 +31,9 @@ def test_upload_answers_202_with_the_urls_and_stores_a_png(testapp):
     assert response.headers["Location"] == body["status_url"]
     stored = testapp.get(f"/uploads/{sid}.png")
     assert stored.content_type == "image/png" and stored.body.startswith(b"\x89PNG")
+    steps = dict(step.split(";dur=") for step in response.headers["Server-Timing"].split(", "))
+    assert list(steps) == ["decode", "encode", "store", "queue"]
+    assert all(float(ms) >= 0 for ms in steps.values())
 
 
 def test_the_sid_never_comes_from_the_file_name(testapp):

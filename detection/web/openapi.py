@@ -15,6 +15,10 @@ def _json(schema: dict | str, description: str, headers: dict | None = None) -> 
 
 
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+ACCEPTED_HEADERS = {
+    "Location": {"description": "the status URL", "schema": {"type": "string"}},
+    "Server-Timing": {"description": "milliseconds per step: decode, encode and store (the "
+                                     "stored PNG), queue", "schema": {"type": "string"}}}
 KEYED = [{}, {"bearer": []}, {"apiKeyHeader": []}]  # a key only where the settings name any
 DEEPSTACK_KEY_NOTE = ("Where API keys are configured, DeepStack clients send theirs as an "
                       "`api_key` form field (the headers work too).")
@@ -131,7 +135,8 @@ def openapi_document(service) -> dict:
             "/upload": {"post": {
                 "summary": "Queue a photo for detection", "security": KEYED,
                 "requestBody": _upload_form(models, "threshold", default),
-                "responses": {"202": _json("Accepted", "accepted; poll status_url"),
+                "responses": {"202": _json("Accepted", "accepted; poll status_url",
+                                           ACCEPTED_HEADERS),
                               **_errors("Error", 400, 401, 403, 413, 422, 503, 507)}}},
             "/status/{sid}": {"get": {
                 "summary": "A job's state, and its detections once done", "security": KEYED,
