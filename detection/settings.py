@@ -47,6 +47,7 @@ class Settings:
     device: str
     runtime: str
     torch_threads: int
+    gpu_batch_size: int
     idle_exit_seconds: float
     poll_interval_seconds: float
     max_loaded_models: int
@@ -192,6 +193,7 @@ SETTINGS: dict[str, Setting] = {
     "device": Setting("auto", text),
     "runtime": Setting("onnxruntime", choice("onnxruntime", "torch")),
     "torch_threads": Setting("0", number(int, 0, 1024)),
+    "gpu_batch_size": Setting("8", number(int, 1, 256)),
     "idle_exit_seconds": Setting("600", number(float, 0, 10**9)),
     "poll_interval_seconds": Setting("0.01", number(float, 0.001, 60)),
     "max_loaded_models": Setting("2", number(int, 1, 100)),

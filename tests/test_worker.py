@@ -22,16 +22,22 @@ def worker(make_config, rtmdet_checkpoint):
     return Worker(parse_settings(get_appsettings(str(ini)), str(ini)))
 
 
-def enqueue(queue: SpoolQueue, image: bytes, threshold=0.0, model="rtmdet_tiny") -> Job:
+def enqueue_only(queue: SpoolQueue, image: bytes, threshold=0.0, model="rtmdet_tiny") -> Job:
     job = Job.new(new_sid(), model, threshold)
     queue.files.input(job.sid).write_bytes(image)
     queue.enqueue(job)
+    return job
+
+
+def enqueue(queue: SpoolQueue, image: bytes, threshold=0.0, model="rtmdet_tiny") -> Job:
+    """Queue a job and claim it, as the worker would."""
+    enqueue_only(queue, image, threshold, model)
     return queue.claim_next()
 
 
 def test_a_job_ends_with_a_drawn_png_and_its_json(worker):
     job = enqueue(worker.queue, png_bytes(size=(500, 375)), threshold=0.0)
-    worker.run_one(job)
+    worker.run_batch([job])
     status = worker.queue.status(job.sid)
     assert status.state is JobState.DONE
     document = json.loads(worker.queue.files.result(job.sid).read_bytes())
@@ -53,11 +59,11 @@ def test_a_job_ends_with_a_drawn_png_and_its_json(worker):
 
 def test_the_threshold_filters(worker):
     low = enqueue(worker.queue, png_bytes(), threshold=0.0)
-    worker.run_one(low)
+    worker.run_batch([low])
     scores = [d["score"] for d in worker.queue.status(low.sid).result["detections"]]
     cut = float(np.median(scores))
     high = enqueue(worker.queue, png_bytes(), threshold=cut)
-    worker.run_one(high)
+    worker.run_batch([high])
     kept = worker.queue.status(high.sid).result["detections"]
     assert kept and len(kept) < len(scores) and min(d["score"] for d in kept) >= cut - 1e-4
 
@@ -66,7 +72,7 @@ def test_oracle_detections_equal_mmdet_inference_detector(worker, rtmdet_checkpo
     """The service's boxes, in original-image pixels, equal mmdet's own API on the stored PNG."""
     from mmdet.apis import inference_detector, init_detector
     job = enqueue(worker.queue, png_bytes(size=(800, 450), format="JPEG"), threshold=0.05)
-    worker.run_one(job)
+    worker.run_batch([job])
     ours = worker.queue.status(job.sid).result["detections"]
     spec = worker.models.registry["rtmdet_tiny"]
     model = init_detector(str(spec.config), str(rtmdet_checkpoint), device="cpu")
@@ -96,9 +102,34 @@ def assert_same_detections(ours: list[dict], theirs: list[tuple], box_tolerance:
         unmatched.remove(match)
 
 
+def test_a_batch_gives_each_job_what_it_alone_gets_and_a_bad_upload_fails_alone(worker):
+    """What a worker on a GPU does (gpu_batch_size), here on the CPU: the waiting jobs of one
+    model, oldest first, through one pass of the network."""
+    first, second = (png_bytes(size=(480, 360), color=color) for color in ((40, 120, 200),
+                                                                           (200, 90, 30)))
+    batch = [enqueue_only(worker.queue, first), enqueue_only(worker.queue, b"not a png"),
+             enqueue_only(worker.queue, b"other model", model="faster_rcnn_r50"),
+             enqueue_only(worker.queue, second)]
+    jobs = worker.queue.claim_batch(4)
+    assert [job.sid for job in jobs] == [batch[0].sid, batch[1].sid, batch[3].sid]
+    worker.run_batch(jobs)
+    states = [worker.queue.status(job.sid) for job in jobs]
+    assert [s.state for s in states] == [JobState.DONE, JobState.FAILED, JobState.DONE]
+    assert "detection failed" in states[1].error
+    assert worker.queue.status(batch[2].sid).state is JobState.QUEUED  # left for its own turn
+    assert [job.sid for job in worker.queue.claim_batch(4)] == [batch[2].sid]
+    for data, together in ((first, states[0]), (second, states[2])):
+        alone = enqueue(worker.queue, data, threshold=0.0)
+        worker.run_batch([alone])
+        theirs = [(d["label"], d["score"], d["bbox"])
+                  for d in worker.queue.status(alone.sid).result["detections"]]
+        assert len(together.result["detections"]) == len(theirs) > 0
+        assert_same_detections(together.result["detections"], theirs, box_tolerance=0.01)
+
+
 def test_a_missing_checkpoint_fails_the_job_naming_the_download_command(worker):
     job = enqueue(worker.queue, png_bytes(), model="faster_rcnn_r50")
-    worker.run_one(job)
+    worker.run_batch([job])
     status = worker.queue.status(job.sid)
     assert status.state is JobState.FAILED
     assert "python mmdetectionl.py download faster_rcnn_r50" in status.error
@@ -106,7 +137,7 @@ def test_a_missing_checkpoint_fails_the_job_naming_the_download_command(worker):
 
 def test_an_unreadable_stored_image_fails_the_job_with_a_reason(worker):
     job = enqueue(worker.queue, b"this was never a png")
-    worker.run_one(job)
+    worker.run_batch([job])
     status = worker.queue.status(job.sid)
     assert status.state is JobState.FAILED and "detection failed" in status.error
     assert not worker.queue.files.output(job.sid).exists()
@@ -127,7 +158,7 @@ def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmd
     ini = make_config({"rtmdet_tiny": rtmdet_checkpoint, "rtmdet_ins_tiny": masks})
     worker = Worker(parse_settings(get_appsettings(str(ini)), str(ini)))
     job = enqueue(worker.queue, png_bytes(size=(320, 240)), threshold=0.0, model="rtmdet_ins_tiny")
-    worker.run_one(job)
+    worker.run_batch([job])
     detections = worker.queue.status(job.sid).result["detections"]
     assert detections and all("mask" in d for d in detections)
     decoded = coco_mask.decode({"size": detections[0]["mask"]["size"],

@@ -56,3 +56,36 @@ def test_two_workers_share_the_spool_and_a_kill_9_loses_and_repeats_nothing(live
     assert len(repeated) <= 1, "only the killed worker's job ran again"
     health = live_workers(server)
     assert len(health) == 2 and victim not in {w["worker_pid"] for w in health}
+
+
+def test_a_batch_over_its_time_limit_fails_every_job_of_it(make_config, fake_checkpoint):
+    """A worker on a GPU reports a batch; past the batch's limit (each job's limit, added up),
+    the supervisor kills the worker and fails each job of it that has no result."""
+    from detection.jobs import Job, new_sid
+    from detection.settings import load_settings
+    from detection.worker.supervisor import Slot, Supervisor, WorkerProcess
+    settings = load_settings(make_config({"rtmdet_tiny": fake_checkpoint}, job_timeout_seconds=1))
+    supervisor = Supervisor(settings)
+    settings.worker_lock_file.touch()  # the daemon's, which this test stands in for
+    jobs = []
+    for _ in range(3):
+        job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+        supervisor.queue.files.input(job.sid).write_bytes(b"png")
+        supervisor.queue.enqueue(job)
+        jobs.append(supervisor.queue.claim_next())
+    supervisor.queue.files.result(jobs[2].sid).write_bytes(b"{}")  # this one finished in time
+    slot = Slot(0)
+    slot.worker = worker = WorkerProcess(settings, 0)
+    try:
+        supervisor._on_report(worker, {"event": "started", "model": "rtmdet_tiny", "jobs": [
+            {"sid": j.sid, "model": j.model, "threshold": j.threshold, "attempts": j.attempts}
+            for j in jobs]})
+        assert worker.deadline - time.monotonic() == pytest.approx(3, abs=0.5)
+        worker.deadline = time.monotonic() - 1
+        supervisor._check_worker(slot)
+        assert worker.process.poll() is not None and slot.worker is None
+        states = [supervisor.queue.status(j.sid) for j in jobs]
+        assert [s.state.value for s in states] == ["failed", "failed", "done"]
+        assert all("longer than 1 s" in s.error for s in states[:2])
+    finally:
+        worker.kill()

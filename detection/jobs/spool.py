@@ -246,21 +246,48 @@ class SpoolQueue:
     def claim_next(self) -> Job | None:
         """Move the oldest queued ticket into running/ and return its job (None if none wait)."""
         for name in self._queued_names():
-            match = QUEUED_TICKET.fullmatch(name)
-            if match is None:
-                self._set_aside(self.queued_dir / name, None, "not a ticket name")
-                continue
-            attempts = int(match["attempts"] or 0) + 1
-            running = self.running_dir / f"{match['sid']}.{attempts}.w{self.slot}.json"
-            try:
-                os.rename(self.queued_dir / name, running)
-            except FileNotFoundError:
-                continue  # another worker took it
-            try:
-                return read_ticket(running, match["sid"], attempts)
-            except TicketDamaged as error:
-                self._set_aside(running, match["sid"], str(error))
+            if job := self._claim(name):
+                return job
         return None
+
+    def claim_batch(self, limit: int) -> list[Job]:
+        """The oldest queued job and, up to ``limit`` jobs in all, the next ones of its model
+        (looking at most ``4 * limit`` tickets ahead): a GPU detects them in one batch."""
+        first = self.claim_next()
+        if first is None:
+            return []
+        batch = [first]
+        for name in self._queued_names()[:4 * limit] if limit > 1 else ():
+            if (match := QUEUED_TICKET.fullmatch(name)) is None:
+                continue
+            try:
+                model = read_ticket(self.queued_dir / name, match["sid"], 0).model
+            except (TicketDamaged, FileNotFoundError):
+                continue  # damaged (claim_next sets it aside), or another worker took it
+            if model == first.model and (job := self._claim(name)):
+                batch.append(job)
+                if len(batch) == limit:
+                    break
+        return batch
+
+    def _claim(self, name: str) -> Job | None:
+        """Move a queued ticket into running/ and return its job (None if another worker took
+        it first, or it is damaged: then it is set aside, its job failed)."""
+        match = QUEUED_TICKET.fullmatch(name)
+        if match is None:
+            self._set_aside(self.queued_dir / name, None, "not a ticket name")
+            return None
+        attempts = int(match["attempts"] or 0) + 1
+        running = self.running_dir / f"{match['sid']}.{attempts}.w{self.slot}.json"
+        try:
+            os.rename(self.queued_dir / name, running)
+        except FileNotFoundError:
+            return None  # another worker took it
+        try:
+            return read_ticket(running, match["sid"], attempts)
+        except TicketDamaged as error:
+            self._set_aside(running, match["sid"], str(error))
+            return None
 
     def finish(self, job: Job) -> None:
         """Called once the job's result files are in place: makes them durable (the worker

@@ -69,14 +69,26 @@ class Detector:
 
     def detect(self, image_rgb: np.ndarray, threshold: float) -> list[Detection]:
         """Detections scoring at least ``threshold``, best first, in ``image_rgb``'s pixels."""
+        return self.detect_batch([image_rgb], [threshold])[0]
+
+    def detect_batch(self, images_rgb: list[np.ndarray],
+                     thresholds: list[float]) -> list[list[Detection]]:
+        """``detect`` for several images in one pass of the network (padded to the largest):
+        what pays on a GPU."""
         import torch
         from mmdet.apis import inference_detector
         with torch.inference_mode():
-            instances = inference_detector(self.model, image_rgb).pred_instances
+            samples = inference_detector(self.model, images_rgb if len(images_rgb) > 1
+                                         else images_rgb[0])
+        samples = samples if isinstance(samples, list) else [samples]
+        return [self._detections(sample.pred_instances, image.shape[:2], threshold)
+                for sample, image, threshold in zip(samples, images_rgb, thresholds)]
+
+    def _detections(self, instances, size: tuple[int, int], threshold: float) -> list[Detection]:
         keep = instances.scores >= threshold
         scores = instances.scores[keep].cpu().numpy()
         boxes = instances.bboxes[keep].cpu().numpy()
-        height, width = image_rgb.shape[:2]
+        height, width = size
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # mmdet clips to the padded network input
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         labels = instances.labels[keep].cpu().numpy()

@@ -101,17 +101,28 @@ def detect_image(job: Job, pixels: np.ndarray, models: ModelCache,
                  read_ms: float) -> tuple[bytes, JobResult]:
     """Detect on RGB ``pixels`` (which took ``read_ms`` to get), draw the boxes and encode the
     drawing as PNG; return the PNG and the result document."""
-    timings = Stopwatch(read_ms=read_ms)
-    detector = models.get(job.model)
+    return detect_images([job], [pixels], models, [read_ms])[0]
+
+
+def detect_images(jobs: list[Job], pixels: list[np.ndarray], models: ModelCache,
+                  read_ms: list[float]) -> list[tuple[bytes, JobResult]]:
+    """``detect_image`` for jobs of one model, in one batch: each job's ``inference_ms`` is the
+    batch's."""
+    timings = Stopwatch()
+    detector = models.get(jobs[0].model)
     timings.lap("model_ms")
-    detections = detector.detect(pixels, job.threshold)
+    batch = detector.detect_batch(pixels, [job.threshold for job in jobs])
     timings.lap("inference_ms")
-    drawn = draw_detections(pixels, detections)
-    timings.lap("draw_ms")
-    png = encode_png(drawn)
-    timings.lap("encode_ms")
-    height, width = pixels.shape[:2]
-    return png, result_document(job, (width, height), detections, timings.laps)
+    results = []
+    for job, image, detections, read in zip(jobs, pixels, batch, read_ms):
+        drawing = Stopwatch(read_ms=read, **timings.laps)
+        drawn = draw_detections(image, detections)
+        drawing.lap("draw_ms")
+        png = encode_png(drawn)
+        drawing.lap("encode_ms")
+        height, width = image.shape[:2]
+        results.append((png, result_document(job, (width, height), detections, drawing.laps)))
+    return results
 
 
 def failure_reason(error: Exception) -> str:

@@ -95,7 +95,7 @@ class WorkerProcess:
         self.started_at = self.last_report = time.monotonic()
         self.reported = False  # anything heard from it yet
         self.state: dict = {}
-        self.job: dict | None = None  # the ticket it works on
+        self.jobs: list[dict] = []  # the tickets it works on (a batch, on a GPU)
         self.deadline: float | None = None
         self.limit_reason = ""
         self.unusable_reason = ""  # it could not start at all, and said why
@@ -161,7 +161,7 @@ class Supervisor:
         if now - self.last_prune >= self.settings.prune_interval_seconds:
             self._prune()
         self._publish_state("running")
-        if any(worker.job is not None for worker in self.workers) or self.queue.depth():
+        if any(worker.jobs for worker in self.workers) or self.queue.depth():
             self.idle_since = now
         elif (self.settings.idle_exit_seconds
               and now - self.idle_since > self.settings.idle_exit_seconds):
@@ -236,19 +236,19 @@ class Supervisor:
         if isinstance(event.get("state"), dict):
             worker.state = event["state"]
         if kind == "loading":
-            worker.job = event
+            worker.jobs = event["jobs"]
             worker.deadline = now + self.settings.model_load_timeout_seconds
             worker.limit_reason = (f"loading model {event['model']} took longer than "
                                    f"{self.settings.model_load_timeout_seconds:g} s")
         elif kind == "started":
             limit = job_time_limit(self.registry, event["model"],
                                    self.settings.job_timeout_seconds)
-            worker.job = event
-            worker.deadline = now + limit
+            worker.jobs = event["jobs"]
+            worker.deadline = now + limit * len(worker.jobs)  # a batch: each job its limit
             worker.limit_reason = (f"detection took longer than {limit:g} s, the time limit for "
                                    f"model {event['model']}; the worker was replaced")
         elif kind == "finished":
-            worker.job = worker.deadline = None
+            worker.jobs, worker.deadline = [], None
         elif kind == "unusable":
             worker.unusable_reason = str(event.get("reason"))
         if kind != "heartbeat":
@@ -269,12 +269,13 @@ class Supervisor:
             if (slot.worker is not worker or worker.deadline is None
                     or time.monotonic() <= worker.deadline):
                 return
-            job = worker.job
-            log.error("worker %d: %s (job %s)", worker.pid, worker.limit_reason, job["sid"])
+            log.error("worker %d: %s (jobs %s)", worker.pid, worker.limit_reason,
+                      ", ".join(job["sid"] for job in worker.jobs))
             worker.kill()
-            if not self.queue.is_finished(job["sid"]):
-                self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0,
-                                    job["attempts"]), worker.limit_reason)
+            for job in worker.jobs:
+                if not self.queue.is_finished(job["sid"]):
+                    self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0,
+                                        job["attempts"]), worker.limit_reason)
             self._worker_gone(slot, "killed: over its time limit", restart_now=True)
         elif now - worker.last_report > self._silence_limit(worker):
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
@@ -349,7 +350,7 @@ class Supervisor:
         workers = []
         for worker in self.workers:
             workers.append({**worker.state, "worker_pid": worker.pid, "slot": worker.slot,
-                            "current_job": worker.job["sid"] if worker.job else None})
+                            "current_jobs": [job["sid"] for job in worker.jobs]})
         document = {"pid": os.getpid(), "state": state, "version": __version__,
                     "restarts": self.restarts, "worker_pid": None, "slots": len(self.slots),
                     **(workers[0] if workers else {}), "workers": workers}
