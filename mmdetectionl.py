@@ -109,6 +109,8 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.WARNING)
         return detect(settings, arguments.sid, arguments.threshold, arguments.model)
     if arguments.command == "worker":
+        from detection.telemetry import count_into
+        count_into(settings.metrics_dir)  # before the worker's modules import the metrics
         from detection.jobs.locks import FileLock
         from detection.worker.daemon import run_daemon, supervise
         if arguments.daemon:

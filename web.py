@@ -22,6 +22,7 @@ from pyramid.response import Response
 from detection.memory import tune_malloc
 from detection.models import MissingCheckpoint, UnknownModel
 from detection.settings import Settings, SettingsError, parse_settings
+from detection.telemetry import count_into, forget_gone_processes
 from detection.web.forms import FORM_OVERHEAD_BYTES
 from detection.web.security import ApiKeyPolicy
 
@@ -31,6 +32,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
 def main(global_config: dict, **app_settings: str):
     """The Pyramid WSGI app."""
     settings = parse_settings(app_settings, global_config.get("__file__"))
+    count_into(settings.metrics_dir)  # before detection.telemetry.metrics is imported
+    forget_gone_processes(settings.metrics_dir)
     with Configurator(settings=app_settings) as config:
         config.registry.detection_settings = settings
         config.include("detection.web.service")
@@ -39,6 +42,7 @@ def main(global_config: dict, **app_settings: str):
         config.include("detection.web.guards")
         config.include("detection.web.forms")
         config.include("detection.web.routes")
+        config.include("detection.web.exposition")  # after routes: it adds a view to one
         config.scan("detection.web.views")
         config.scan("detection.web.deepstack")
         config.scan("detection.web.errors")

@@ -11,6 +11,7 @@ from pathlib import Path
 import tomllib
 
 from . import zoo
+from .coco import COCO_CLASSES
 
 
 class UnknownModel(LookupError):
@@ -37,6 +38,7 @@ class ModelSpec:
     box_ap: float | None
     mask_ap: float | None
     timeout_seconds: float | None = None  # a job's time limit, if not the settings' one
+    classes: tuple[str, ...] = COCO_CLASSES  # the labels it detects, in class-id order
 
     @property
     def available(self) -> bool:
@@ -51,7 +53,7 @@ class ModelSpec:
         """The model as the API lists it."""
         return {"name": self.name, "hint": self.hint, "box_ap": self.box_ap,
                 "mask_ap": self.mask_ap, "masks": self.mask_ap is not None,
-                "available": self.available}
+                "available": self.available, "classes": list(self.classes)}
 
 
 def mmdet_configs_dir() -> Path:
@@ -86,7 +88,8 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
             name=name, config=config, checkpoint=checkpoint, weights_url=url,
             hint=table.get("hint", ""), box_ap=entry.box_ap if entry else None,
             mask_ap=entry.mask_ap if entry else None,
-            timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table else None)
+            timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table else None,
+            classes=tuple(str(c) for c in table.get("classes", COCO_CLASSES)))
     return registry
 
 

@@ -64,10 +64,16 @@ class Settings:
     public_url: str
     allowed_origins: tuple[str, ...]
     api_keys: tuple[str, ...]
+    metrics_public: bool
 
     @property
     def max_storage_bytes(self) -> int | None:
         return self.max_storage_mb * 2**20 if self.max_storage_mb else None
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where each process keeps its Prometheus counts (``detection.telemetry``)."""
+        return self.uploads_dir / ".metrics"
 
     @property
     def spool_dir(self) -> Path:
@@ -210,6 +216,7 @@ SETTINGS: dict[str, Setting] = {
     "public_url": Setting("", url),
     "allowed_origins": Setting("", urls),
     "api_keys": Setting("", words),
+    "metrics_public": Setting("false", flag),
 }
 
 

@@ -104,8 +104,9 @@ class JobCard {
     png.download = `${status.sid}.out.png`;
     json.download = `${status.sid}.json`;
     const seconds = (status.timings.inference_ms / 1000).toFixed(2);
+    const only = status.classes && status.classes.length ? `, only ${status.classes.join(", ")}` : "";
     $(".summary", this.el).textContent =
-      `${summarize(status.detections)} (model ${status.model}, threshold ${status.threshold}, inference ${seconds} s)`;
+      `${summarize(status.detections)} (model ${status.model}, threshold ${status.threshold}${only}, inference ${seconds} s)`;
     const rows = $("tbody", this.el);
     rows.replaceChildren(...status.detections.map((d, i) => this.row(d, i, status.image)));
     $(".details", this.el).hidden = false;
@@ -146,11 +147,12 @@ function summarize(detections) {
 }
 
 // --- Upload and poll ----------------------------------------------------------------------------
-function upload(file, card, model, threshold) {
+function upload(file, card, choice) {
   const form = new FormData();
   form.append("image", file);
-  form.append("threshold", threshold);
-  form.append("model", model);
+  form.append("threshold", choice.threshold);
+  form.append("model", choice.model);
+  form.append("classes", choice.classes);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/upload");
   for (const [name, value] of Object.entries(keyHeaders())) xhr.setRequestHeader(name, value);
@@ -164,9 +166,9 @@ function upload(file, card, model, threshold) {
       rememberJob(job);
       poll(card, job);
     } else if (xhr.status === 401 && askForKey()) {
-      upload(file, card, model, threshold);
+      upload(file, card, choice);
     } else if (xhr.status === 503 && xhr.getResponseHeader("Retry-After")) {
-      retryLater(file, card, model, threshold, Number(xhr.getResponseHeader("Retry-After")));
+      retryLater(file, card, choice, Number(xhr.getResponseHeader("Retry-After")));
     } else {
       card.fail(`Upload refused: ${body.error || `HTTP ${xhr.status}`}`);
     }
@@ -177,13 +179,13 @@ function upload(file, card, model, threshold) {
   xhr.send(form);
 }
 
-async function retryLater(file, card, model, threshold, seconds) {
+async function retryLater(file, card, choice, seconds) {
   card.setState("waiting", "busy");
   for (let left = Math.max(1, seconds); left > 0; left--) {
     card.setMessage(`The server is busy (its queue is full): retrying in ${left} s…`);
     await sleep(1000);
   }
-  upload(file, card, model, threshold);
+  upload(file, card, choice);
 }
 
 async function poll(card, job) {
@@ -225,14 +227,19 @@ async function loadModels() {
     const response = await api("/models");
     const body = await response.json();
     const hints = {};
+    const classes = {};
     for (const model of body.models) {
+      classes[model.name] = model.classes;
       const option = new Option(model.available ? model.name : `${model.name} (not installed)`, model.name);
       option.disabled = !model.available;
       option.selected = model.name === body.default;
       hints[model.name] = [model.hint, model.box_ap && `COCO box AP ${model.box_ap}`].filter(Boolean).join("; ");
       select.append(option);
     }
-    const showHint = () => { $("#model-hint").textContent = hints[select.value] || ""; };
+    const showHint = () => {
+      $("#model-hint").textContent = hints[select.value] || "";
+      $("#class-names").replaceChildren(...(classes[select.value] || []).map((name) => new Option(name)));
+    };
     select.addEventListener("change", showHint);
     showHint();
     slider.value = body.default_threshold;
@@ -248,7 +255,8 @@ function startJobs(files) {
     card.image.classList.add("preview");
     card.image.alt = `Preview of ${file.name}`;
     card.image.src = URL.createObjectURL(file);
-    upload(file, card, $("#model").value, $("#threshold").value);
+    upload(file, card, { model: $("#model").value, threshold: $("#threshold").value,
+                         classes: $("#classes").value });
   }
 }
 

@@ -82,6 +82,21 @@ def test_upload_shows_the_result_and_a_table_matching_the_json(page, live_server
     assert "object" in card.locator(".summary").inner_text()
 
 
+def test_the_classes_field_limits_the_labels_and_offers_the_models_classes(
+        page, live_server, tmp_path):
+    server = live_server()
+    open_page(page, server)
+    assert page.locator("#class-names option").count() == 80
+    page.locator("#threshold").fill("0.01")
+    page.locator("#classes").fill("person")
+    page.locator("#file-input").set_input_files(str(write_image(tmp_path, size=(480, 360))))
+    card = page.locator(".job").first
+    wait_done(page, card)
+    assert "only person" in card.locator(".summary").inner_text()
+    labels = card.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert labels and set(labels) == {"person"}
+
+
 def test_hovering_a_row_highlights_its_box(page, live_server, tmp_path):
     server = live_server()
     open_page(page, server)

@@ -22,6 +22,15 @@ def test_predictions_match_the_jobs_json_rounded(live_server):
     document = requests.get(f"{server.url}/uploads/{body['sid']}.json", timeout=10).json()
     assert requests.get(f"{server.url}/status/{body['sid']}", timeout=10).json()["state"] == "done"
     assert len(body["predictions"]) == len(document["detections"])
+    # CodeProject.AI's fields, which its clients (Blue Iris, Agent DVR) read
+    labels = ", ".join(dict.fromkeys(p["label"] for p in body["predictions"]))
+    assert body["code"] == 200 and body["count"] == len(body["predictions"])
+    assert body["message"] == f"Found {labels}" and body["command"] == "detect"
+    assert body["moduleName"] == "MMDetection rtmdet_tiny" and body["moduleId"] == "mmdetection"
+    assert body["executionProvider"] == "CPU" and body["canUseGPU"] is False
+    assert body["inferenceMs"] == round(document["timings"]["inference_ms"])
+    assert body["inferenceMs"] <= body["processMs"] <= body["analysisRoundTripMs"]
+    assert body["timestampUTC"].endswith(" GMT") and body["processedBy"]
     for prediction, detection in zip(body["predictions"], document["detections"]):
         assert set(prediction) == {"label", "confidence", "x_min", "y_min", "x_max", "y_max"}
         assert prediction["label"] == detection["label"]
@@ -45,6 +54,20 @@ def test_min_confidence_filters_and_defaults_to_0_4(live_server):
 
 
 @pytest.mark.slow
+def test_classes_and_max_detections_apply_to_deepstack_calls(live_server):
+    server = live_server()
+    image = png_bytes(size=(400, 300))
+    everything = deepstack(server.url, image, min_confidence="0",
+                           max_detections="1000").json()["predictions"]
+    label = everything[0]["label"]
+    only = deepstack(server.url, image, min_confidence="0", max_detections="1000",
+                     classes=label).json()["predictions"]
+    assert only == [p for p in everything if p["label"] == label]
+    two = deepstack(server.url, image, min_confidence="0", max_detections="2").json()
+    assert two["predictions"] == everything[:2]
+
+
+@pytest.mark.slow
 def test_an_image_without_file_name_or_content_type(live_server):
     server = live_server()
     bare = {"image": (None, png_bytes(format="JPEG"))}  # what some NVR clients send
@@ -59,7 +82,7 @@ def test_custom_model_route(live_server):
     assert ok.status_code == 200 and ok.json()["success"]
     missing = deepstack(server.url, png_bytes(), path="/v1/vision/custom/yolo9000")
     assert missing.status_code == 404
-    assert missing.json() == {"success": False, "error": missing.json()["error"]}
+    assert missing.json() == {"success": False, "error": missing.json()["error"], "code": 404}
     assert "unknown model" in missing.json()["error"]
 
 
@@ -81,6 +104,7 @@ def post(app, status, files=None, path="/v1/vision/detection", **fields):
     ({}, [("image", "t.txt", b"text, not a picture" * 9)], 422, "not an image"),
     ({"min_confidence": "high"}, None, 400, "min_confidence"),
     ({"min_confidence": "2"}, None, 400, "min_confidence"),
+    ({"classes": "unicorn"}, None, 400, "no class 'unicorn'"),
 ])
 def test_deepstack_errors_say_success_false(deepstack_app, fields, files, status, words):
     body = post(deepstack_app, status, files, **fields).json

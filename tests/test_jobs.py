@@ -316,3 +316,20 @@ def test_a_dead_workers_result_counts_unless_written_before_the_machine_started(
         assert not queue.files.result(job.sid).exists() and not queue.files.output(job.sid).exists()
     else:
         assert recovered == [] and queue.depth() == 0 and queue.files.result(job.sid).exists()
+
+
+def test_a_ticket_from_before_class_filters_reads_as_all_classes(queue):
+    job = accept(queue)
+    ticket = next(queue.queued_dir.iterdir())
+    fields = json.loads(ticket.read_bytes())
+    del fields["classes"], fields["max_detections"]
+    ticket.write_text(json.dumps(fields))
+    claimed = queue.claim_next()
+    assert claimed.sid == job.sid and claimed.classes == () and claimed.max_detections == 100
+
+
+def test_coco_classes_are_mmdets():
+    from mmdet.datasets import CocoDataset
+
+    from detection.coco import COCO_CLASSES
+    assert COCO_CLASSES == tuple(CocoDataset.METAINFO["classes"])

@@ -71,6 +71,24 @@ def test_dog_bicycle_and_car_where_they_are(server):
     assert_dog_photo(status)
 
 
+def test_only_the_classes_asked_for_are_returned_and_drawn(server):
+    everything = detect(server, dog_jpeg())
+    response = server.upload(dog_jpeg(), threshold="0.5", classes="Dog, car")
+    only = server.wait_until_finished(response.json()["sid"])
+    assert only["classes"] == ["dog", "car"]
+    assert {d["label"] for d in only["detections"]} == {"dog", "car"}
+    assert only["detections"] == [d for d in everything["detections"]
+                                  if d["label"] in ("dog", "car")]
+    drawn = {sid: np.asarray(Image.open(io.BytesIO(requests.get(
+        f"{server.url}/uploads/{sid}.out.png", timeout=10).content))) for sid in
+        (everything["sid"], only["sid"])}
+    x1, y1, x2, _ = DOG_PHOTO["bicycle"]
+    bicycle_edge = (slice(y1 + 30, y1 + 60), slice(x2 - 3, x2 + 3))  # the bicycle's right edge
+    assert (drawn[everything["sid"]][bicycle_edge] != drawn[only["sid"]][bicycle_edge]).any()
+    first = server.upload(dog_jpeg(), threshold="0.1", max_detections="1").json()["sid"]
+    assert len(server.wait_until_finished(first)["detections"]) == 1
+
+
 @pytest.mark.parametrize("photo", sorted(EXPECTED_LABELS))
 def test_the_other_photos(server, photo):
     status = detect(server, (SHARED_PHOTOS / photo).read_bytes())

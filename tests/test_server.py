@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_upload_poll_and_fetch_over_http(live_server):
     server = live_server()
+    ready = requests.get(server.url + "/health/ready", timeout=10)  # the daemon starts on demand
+    assert ready.status_code == 200 and ready.json()["model_loaded"] is False
     response = server.upload(png_bytes(size=(640, 480), format="JPEG"), threshold="0.0")
     assert response.status_code == 202
     sid = response.json()["sid"]
@@ -33,6 +35,9 @@ def test_upload_poll_and_fetch_over_http(live_server):
     assert health["worker"]["alive"] and health["worker"]["pid"] == server.worker_pid()
     assert health["worker"]["device"] == "cpu" and health["worker"]["gpu"] is None
     assert health["models"]["loaded"] == ["rtmdet_tiny"]
+    ready = requests.get(server.url + "/health/ready", timeout=10).json()
+    assert ready == {"ready": True, "reasons": [], "default_model": "rtmdet_tiny",
+                     "worker_alive": True, "model_loaded": True}
 
 
 def test_only_one_worker_for_a_burst_and_nothing_lost(live_server):

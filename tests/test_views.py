@@ -41,6 +41,20 @@ def test_the_sid_never_comes_from_the_file_name(testapp):
     assert len(sids) == 3 and not any("same" in s for s in sids)
 
 
+def test_classes_and_max_detections_are_taken_in_any_case_and_shown_in_the_status(testapp):
+    sid = upload(testapp, classes=" Person,traffic LIGHT ,person,", max_detections="7").json["sid"]
+    status = testapp.get(f"/status/{sid}").json
+    assert status["classes"] == ["person", "traffic light"] and status["max_detections"] == 7
+    everything = testapp.get(f"/status/{upload(testapp).json['sid']}").json
+    assert everything["classes"] == [] and everything["max_detections"] == 100
+
+
+def test_models_list_their_classes(testapp):
+    from detection.coco import COCO_CLASSES
+    models = testapp.get("/models").json["models"]
+    assert all(model["classes"] == list(COCO_CLASSES) for model in models)
+
+
 def test_status_of_a_queued_job(testapp):
     first = upload(testapp).json["sid"]
     second = upload(testapp, threshold="0.55", model="rtmdet_tiny").json["sid"]
@@ -83,6 +97,10 @@ def test_a_failed_job_answers_410_with_its_reason_on_the_result_urls(testapp):
     ({"model": "yolo9000"}, None, 400, "unknown model"),
     ({}, [("image", "a.png", png_bytes()), ("image", "b.png", png_bytes())], 400, "once"),
     ({"model": "faster_rcnn_r50"}, None, 400, "not installed"),
+    ({"classes": "person,unicorn"}, None, 400, "no class 'unicorn'; its classes: person, bicycle"),
+    ({"max_detections": "0"}, None, 400, "max_detections"),
+    ({"max_detections": "many"}, None, 400, "max_detections"),
+    ({"max_detections": "1001"}, None, 400, "max_detections"),
 ])
 def test_bad_uploads_get_a_clear_json_error_and_store_nothing(testapp, fields, files, status,
                                                               message):
@@ -158,3 +176,15 @@ def test_status_wait_answers_when_the_time_is_up_and_rejects_bad_values(testapp)
     assert 0.3 <= time.monotonic() - started < 5
     for bad in ("-1", "61", "soon", "nan"):
         assert "wait" in testapp.get(f"/status/{sid}?wait={bad}", status=400).json["error"]
+
+
+def test_liveness_answers_and_readiness_says_why_not(testapp):
+    assert testapp.get("/health/live").json == {"status": "alive"}
+    ready = testapp.get("/health/ready", status=503).json
+    assert ready["ready"] is False and "no detection daemon runs" in ready["error"]
+    for _ in range(5):
+        upload(testapp)
+    assert "the queue is full (5 jobs)" in testapp.get("/health/ready", status=503).json["error"]
+    service = testapp.app.registry.service
+    service.models["rtmdet_tiny"].checkpoint.unlink()
+    assert "not installed" in testapp.get("/health/ready", status=503).json["error"]

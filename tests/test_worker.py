@@ -127,6 +127,20 @@ def test_a_batch_gives_each_job_what_it_alone_gets_and_a_bad_upload_fails_alone(
         assert_same_detections(together.result["detections"], theirs, box_tolerance=0.01)
 
 
+def test_a_job_gets_only_its_classes_and_at_most_its_count_of_the_best(worker):
+    def run(classes=(), max_detections=1000) -> dict:
+        job = Job.new(new_sid(), "rtmdet_tiny", 0.0, classes, max_detections)
+        worker.queue.files.input(job.sid).write_bytes(png_bytes())
+        worker.queue.enqueue(job)
+        worker.run_batch([worker.queue.claim_next()])
+        return worker.queue.status(job.sid).result
+    everything = run()["detections"]
+    label = everything[-1]["label"]
+    result = run((label,), 3)
+    assert result["classes"] == [label] and result["max_detections"] == 3
+    assert result["detections"] == [d for d in everything if d["label"] == label][:3]
+
+
 def test_a_missing_checkpoint_fails_the_job_naming_the_download_command(worker):
     job = enqueue(worker.queue, png_bytes(), model="faster_rcnn_r50")
     worker.run_batch([job])

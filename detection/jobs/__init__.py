@@ -22,6 +22,7 @@ import numpy as np
 from .layout import JobFiles
 
 MAX_ATTEMPTS = 2
+MAX_DETECTIONS = 100  # a job's default bound on the detections it returns and draws
 
 
 def new_sid() -> str:
@@ -66,14 +67,19 @@ class Job:
     threshold: float
     enqueued_ns: int
     attempts: int = 0  # kept in the ticket's name, not in its content
+    classes: tuple[str, ...] = ()  # only these labels (none: all the model's)
+    max_detections: int = MAX_DETECTIONS  # the best ones, at most this many
 
     @classmethod
-    def new(cls, sid: str, model: str, threshold: float) -> "Job":
-        return cls(sid=sid, model=model, threshold=threshold, enqueued_ns=time.time_ns())
+    def new(cls, sid: str, model: str, threshold: float, classes: tuple[str, ...] = (),
+            max_detections: int = MAX_DETECTIONS) -> "Job":
+        return cls(sid=sid, model=model, threshold=threshold, enqueued_ns=time.time_ns(),
+                   classes=classes, max_detections=max_detections)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"sid": self.sid, "model": self.model, "threshold": self.threshold,
-                           "enqueued_ns": self.enqueued_ns}).encode()
+                           "enqueued_ns": self.enqueued_ns, "classes": list(self.classes),
+                           "max_detections": self.max_detections}).encode()
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ class JobResult(TypedDict):
     sid: str
     model: str
     threshold: float
+    classes: list[str]  # the labels asked for ([]: all)
+    max_detections: int
+    device: str  # where it ran: cpu, cuda:0...
     image: ImageSize
     detections: list[dict]  # Detection.to_json()'s shape
     timings: dict[str, float]
@@ -132,7 +141,9 @@ def read_final_status(files: JobFiles, sid: str) -> JobStatus | None:
             document = json.loads(path.read_bytes())
             job = Job(sid, str(document.get("model") or "unknown"),
                       float(document.get("threshold") or 0.0), 0,
-                      int(document.get("attempts") or 0))
+                      int(document.get("attempts") or 0),
+                      tuple(str(c) for c in document.get("classes") or ()),
+                      int(document.get("max_detections") or MAX_DETECTIONS))
         except FileNotFoundError:
             continue
         except (ValueError, TypeError, AttributeError):

@@ -30,6 +30,7 @@ from ..models import job_time_limit, load_registry
 from . import (
     DISK_FULL,
     MAX_ATTEMPTS,
+    MAX_DETECTIONS,
     DiskFull,
     Job,
     JobState,
@@ -98,6 +99,8 @@ class RQQueue:
                     self.rq.enqueue_call(
                         "detection.worker.rq_worker.detect",
                         args=(job.sid, job.model, job.threshold),
+                        kwargs={"classes": list(job.classes),
+                                "max_detections": job.max_detections},
                         job_id=job.sid, meta={"time_limit": limit},
                         # RQ's alarm allows a model load too; the worker sets it to the limit
                         # once the model is ready.
@@ -149,7 +152,9 @@ class RQQueue:
                 return read_final_status(self.files, sid)
             return None
         sid_, model, threshold = rq_job.args
-        job = Job(sid, model, threshold, 0, attempts_of(rq_job))
+        job = Job(sid, model, threshold, 0, attempts_of(rq_job),
+                  tuple(rq_job.kwargs.get("classes", ())),
+                  rq_job.kwargs.get("max_detections", MAX_DETECTIONS))
         state = rq_job.get_status()
         if state in WAITING:
             position = rq_job.get_position()

@@ -35,6 +35,7 @@ import numpy as np
 from . import (
     DISK_FULL,
     MAX_ATTEMPTS,
+    MAX_DETECTIONS,
     Job,
     JobState,
     JobStatus,
@@ -64,11 +65,15 @@ def read_ticket(path: Path, sid: str, attempts: int) -> Job:
     try:
         fields = json.loads(path.read_bytes())
         job = Job(sid=fields["sid"], model=fields["model"], threshold=float(fields["threshold"]),
-                  enqueued_ns=int(fields["enqueued_ns"]), attempts=attempts)
+                  enqueued_ns=int(fields["enqueued_ns"]), attempts=attempts,
+                  classes=tuple(fields.get("classes", ())),
+                  max_detections=int(fields.get("max_detections", MAX_DETECTIONS)))
     except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
         raise TicketDamaged(f"its ticket is damaged ({type(error).__name__}: {error})") from None
     if job.sid != sid or not isinstance(job.model, str):
         raise TicketDamaged("its ticket does not match its name")
+    if not all(isinstance(name, str) for name in job.classes):
+        raise TicketDamaged("its ticket's classes are not names")
     return job
 
 

@@ -5,13 +5,15 @@ stays visible under /status/<sid> and /uploads/<sid>.*.
 """
 from __future__ import annotations
 
+import email.utils
+import socket
 import time
 
 from pyramid.view import view_config
 
 from ..jobs import JobState
 from .errors import DetectionFailed, ModelNotFound
-from .forms import parse_number, require_image
+from .forms import job_request, parse_number, require_image
 from .security import API_PERMISSION
 
 DEFAULT_MIN_CONFIDENCE = 0.4
@@ -36,15 +38,34 @@ def detect(request, model_name: str | None) -> dict:
     service = request.service
     started = time.perf_counter()
     form = request.upload_form
-    model = service.pick_model(model_name)
     threshold = parse_number(form.fields.get("min_confidence"), "min_confidence", 1.0,
                              DEFAULT_MIN_CONFIDENCE)
-    status = service.detect_now(require_image(form), model, threshold)
+    job = job_request(form, service.pick_model(model_name), threshold)
+    status = service.detect_now(require_image(form), job)
     if status.state is JobState.FAILED:
         raise DetectionFailed(status.error)
-    return {"success": True, "sid": status.job.sid,
-            "predictions": [prediction(d) for d in status.result["detections"]],
-            "duration": round((time.perf_counter() - started) * 1000)}
+    predictions = [prediction(d) for d in status.result["detections"]]
+    timings = status.result["timings"]
+    round_trip = round((time.perf_counter() - started) * 1000)
+    device = status.result.get("device", "cpu")
+    return {"success": True, "sid": status.job.sid, "predictions": predictions,
+            "duration": round_trip,
+            # What CodeProject.AI adds, for its clients (Blue Iris, Agent DVR...)
+            "code": 200, "count": len(predictions), "message": summary(predictions),
+            "command": "detect" if model_name is None else "custom",
+            "moduleId": "mmdetection", "moduleName": f"MMDetection {job.model.name}",
+            "executionProvider": "GPU" if device.startswith("cuda") else "CPU",
+            "canUseGPU": device.startswith("cuda"),
+            "inferenceMs": round(timings.get("inference_ms", 0)),
+            "processMs": round(sum(timings.values())), "analysisRoundTripMs": round_trip,
+            "processedBy": socket.gethostname(),
+            "timestampUTC": email.utils.formatdate(usegmt=True)}
+
+
+def summary(predictions: list[dict]) -> str:
+    """"Found dog, bicycle, car" or "No objects found", as CodeProject.AI words it."""
+    labels = list(dict.fromkeys(p["label"] for p in predictions))
+    return f"Found {', '.join(labels)}" if labels else "No objects found"
 
 
 def prediction(detection: dict) -> dict:

@@ -39,11 +39,12 @@ DEEPSTACK_PREFIX = "/v1/"
 
 
 def error_body(request, message: str) -> dict:
-    """Our error shape; DeepStack clients also get their ``success: false``.
+    """Our error shape; DeepStack clients also get their ``success: false`` (and CodeProject.AI's
+    the status as ``code``; the caller has set it).
 
     Told by the path, not the route: errors raised before routing (body limits) answer too."""
     if request.path.startswith(DEEPSTACK_PREFIX):
-        return {"success": False, "error": message}
+        return {"success": False, "error": message, "code": request.response.status_int}
     return {"error": message}
 
 

@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 
 import multipart
 
+from ..jobs import MAX_DETECTIONS
+from ..models import ModelSpec
+from .service import JobRequest
+
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
-TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key")
+TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections")
 IMAGE_FIELD = "image"
 MAX_PARTS = 16
-MAX_TEXT_FIELD_BYTES = 1024
+MAX_TEXT_FIELD_BYTES = 4096  # COCO's 80 class names, comma-separated, are 700 bytes
+MAX_DETECTIONS_LIMIT = 1000
 MAX_STATUS_WAIT = 60.0  # seconds a ?wait= long-poll may ask for
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 4096
@@ -49,6 +54,37 @@ def parse_number(raw: str | None, name: str, high: float, default: float) -> flo
     if not 0.0 <= value <= high:  # also rejects nan
         raise BadParameter(f"{name} must be a number in [0, {high:g}], got {raw!r}")
     return value
+
+
+def parse_count(raw: str | None, name: str, high: int, default: int) -> int:
+    """``raw`` as a whole number in [1, high]; ``default`` when it is absent or blank."""
+    if raw is None or not str(raw).strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= high:
+        raise BadParameter(f"{name} must be a whole number in [1, {high}], got {raw!r}")
+    return value
+
+
+def parse_classes(raw: str | None, model: ModelSpec) -> tuple[str, ...]:
+    """``person,car``: labels of ``model`` (any case), as it names them; none or blank: all."""
+    names = {name.lower(): name for name in model.classes}
+    asked = [word.strip() for word in (raw or "").split(",") if word.strip()]
+    unknown = [word for word in asked if word.lower() not in names]
+    if unknown:
+        raise BadParameter(f"model {model.name} has no class {', '.join(map(repr, unknown))}; "
+                           f"its classes: {', '.join(model.classes)}")
+    return tuple(dict.fromkeys(names[word.lower()] for word in asked))
+
+
+def job_request(form: UploadForm, model: ModelSpec, threshold: float) -> JobRequest:
+    """The job a form asks for, its ``classes`` and ``max_detections`` checked."""
+    return JobRequest(model, threshold, parse_classes(form.fields.get("classes"), model),
+                      parse_count(form.fields.get("max_detections"), "max_detections",
+                                  MAX_DETECTIONS_LIMIT, MAX_DETECTIONS))
 
 
 def check_body_size(request, limit: int) -> None:

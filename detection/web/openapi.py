@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .. import __version__
-from .forms import MAX_STATUS_WAIT
+from ..jobs import MAX_DETECTIONS
+from .forms import MAX_DETECTIONS_LIMIT, MAX_STATUS_WAIT
 
 
 def _json(schema: dict | str, description: str, headers: dict | None = None) -> dict:
@@ -41,6 +42,11 @@ def _upload_form(model_names: list[str], threshold_name: str, default: float) ->
     properties = {
         "image": {"type": "string", "format": "binary", "description": "the photo"},
         threshold_name: {"type": "number", "minimum": 0, "maximum": 1, "default": default},
+        "classes": {"type": "string", "description": "only these labels, comma-separated "
+                    "(e.g. `person,car`; GET /models lists each model's); empty: all. An "
+                    "unknown name is a 400 that lists the model's classes"},
+        "max_detections": {"type": "integer", "minimum": 1, "maximum": MAX_DETECTIONS_LIMIT,
+                           "default": MAX_DETECTIONS, "description": "the best ones, at most"},
     }
     if threshold_name == "threshold":
         properties["model"] = {"type": "string", "enum": ["", *model_names],
@@ -67,7 +73,7 @@ def _schemas() -> dict:
                   "properties": {"error": string, "state": string}},
         "DeepStackError": {"type": "object", "required": ["success", "error"],
                            "properties": {"success": {"type": "boolean", "enum": [False]},
-                                          "error": string}},
+                                          "error": string, "code": integer}},
         "Detection": detection,
         "Accepted": {"type": "object", "required": ["sid", *urls], "properties": {
             "sid": string, **urls}},
@@ -75,6 +81,7 @@ def _schemas() -> dict:
                                                   "result_url", "json_url"],
                    "properties": {
                        "sid": string, "model": string, "threshold": number, **urls,
+                       "classes": {"type": "array", "items": string}, "max_detections": integer,
                        "state": {"type": "string",
                                  "enum": ["queued", "running", "done", "failed"]},
                        "queue_position": integer, "image": image, "error": string,
@@ -84,6 +91,8 @@ def _schemas() -> dict:
         "Result": {"type": "object", "required": ["sid", "model", "threshold", "image",
                                                   "detections", "timings"],
                    "properties": {"sid": string, "model": string, "threshold": number,
+                                  "classes": {"type": "array", "items": string},
+                                  "max_detections": integer, "device": string,
                                   "image": image, "timings": {"type": "object"},
                                   "detections": {"type": "array", "items": {
                                       "$ref": "#/components/schemas/Detection"}}}},
@@ -95,10 +104,22 @@ def _schemas() -> dict:
                    "properties": {"status": string, "version": string,
                                   "worker": {"type": "object"}, "queue": {"type": "object"},
                                   "models": {"type": "object"}}},
+        "Live": {"type": "object", "required": ["status"], "properties": {"status": string}},
+        "Ready": {"type": "object", "required": ["ready", "reasons", "default_model"],
+                  "properties": {"ready": {"type": "boolean"},
+                                 "reasons": {"type": "array", "items": string},
+                                 "default_model": string, "worker_alive": {"type": "boolean"},
+                                 "model_loaded": {"type": "boolean", "nullable": True},
+                                 "error": string}},
         "DeepStackResult": {"type": "object", "required": ["success", "predictions", "duration"],
                             "properties": {
                                 "success": {"type": "boolean", "enum": [True]}, "sid": string,
-                                "duration": integer,
+                                "duration": integer, "code": integer, "count": integer,
+                                "message": string, "command": string, "moduleId": string,
+                                "moduleName": string, "executionProvider": string,
+                                "canUseGPU": {"type": "boolean"}, "inferenceMs": integer,
+                                "processMs": integer, "analysisRoundTripMs": integer,
+                                "processedBy": string, "timestampUTC": string,
                                 "predictions": {"type": "array", "items": {
                                     "type": "object",
                                     "required": ["label", "confidence", "x_min", "y_min",
@@ -111,6 +132,7 @@ def _schemas() -> dict:
 
 def openapi_document(service) -> dict:
     models = service.installed_models()
+    metrics_security = [{}] if service.settings.metrics_public else KEYED
     default = service.settings.default_threshold
     sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
     deepstack_errors = _errors("DeepStackError", 400, 401, 403, 413, 422, 500, 503, 507)
@@ -157,6 +179,17 @@ def openapi_document(service) -> dict:
                                               **_errors("Error", 401)}}},
             "/health": {"get": {"summary": "Worker, queue and models",
                                 "responses": {"200": _json("Health", "the service's state")}}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text exposition format)", "security": metrics_security,
+                "responses": {"200": {"description": "the metrics", "content": {
+                    "text/plain": {"schema": {"type": "string"}}}},
+                              **_errors("Error", 401)}}},
+            "/health/live": {"get": {"summary": "The web process answers (liveness)",
+                                     "responses": {"200": _json("Live", "alive")}}},
+            "/health/ready": {"get": {
+                "summary": "The default model can be served now (readiness)",
+                "responses": {"200": _json("Ready", "ready"),
+                              "503": _json("Ready", "not ready; `error` says why")}}},
             "/v1/vision/detection": {"post": {
                 "summary": "DeepStack-compatible detection (waits for the result)",
                 "description": DEEPSTACK_KEY_NOTE,

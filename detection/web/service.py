@@ -11,6 +11,7 @@ from .. import __version__
 from ..images import BadImage, decode_image, encode_png, limit_decoding
 from ..jobs import (
     DISK_FULL,
+    MAX_DETECTIONS,
     DiskFull,
     Job,
     JobState,
@@ -28,12 +29,16 @@ from ..jobs.storage import PruneReport, StorageBudget, prune_storage
 from ..models import ModelSpec, UnknownModel, load_registry
 from ..settings import Settings
 from ..stopwatch import Stopwatch
+from ..telemetry.metrics import JOBS, observe_stages
 from .launcher import WorkerLauncher, heartbeat_age, read_worker_state
 from .waiting import JobWaiter
 
 log = logging.getLogger(__name__)
 
 DECODE_WAIT_SECONDS = 10.0  # beyond this an upload waiting for a decoding slot gets 503
+# Server-Timing's steps -> detection_job_seconds' stages (the worker's are read ... write)
+WEB_STAGES = {"decode": "decode", "encode": "encode_input", "store": "store_input",
+              "queue": "enqueue"}
 
 
 class ModelUnavailable(RuntimeError):
@@ -54,6 +59,16 @@ class ServerBusy(RuntimeError):
 
 class JobGone(LookupError):
     """A job whose files were deleted (storage pruned) before its answer could be read."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a client asks of a job: a model, a threshold, only some classes (none: all), and at
+    most so many detections."""
+    model: ModelSpec
+    threshold: float
+    classes: tuple[str, ...] = ()
+    max_detections: int = MAX_DETECTIONS
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,7 @@ class DetectionService:
     def installed_models(self) -> list[str]:
         return sorted(name for name, spec in self.models.items() if spec.available)
 
-    def accept_upload(self, data: bytes, model: ModelSpec, threshold: float) -> Accepted:
+    def accept_upload(self, data: bytes, job: JobRequest) -> Accepted:
         """Decode, store and enqueue an upload; return its new sid."""
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:  # refuse before spending time on decoding
@@ -135,21 +150,24 @@ class DetectionService:
             timings.lap("decode")
             # At most the stored PNG and the drawn one, each no bigger than the raw pixels.
             self.storage.reserve(2 * pixels.nbytes)
-            sid = self._store(Upload(data, pixels), model, threshold, timings)
+            sid = self._store(Upload(data, pixels), job, timings)
         finally:
             self._decoding.release()
         height, width = pixels.shape[:2]
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
-                 sid, width, height, model.name, threshold)
+                 sid, width, height, job.model.name, job.threshold)
         self.ensure_worker()
+        JOBS.labels(job.model.name, "accepted").inc()
+        observe_stages(job.model.name, {WEB_STAGES[step]: ms for step, ms in timings.laps.items()})
         return Accepted(sid, timings.laps)
 
-    def _store(self, upload: Upload, model: ModelSpec, threshold: float,
-               timings: Stopwatch) -> str:
+    def _store(self, upload: Upload, request: JobRequest, timings: Stopwatch) -> str:
         """Save the image and queue its job; on any failure, neither."""
         sid = new_sid()
+        job = Job.new(sid, request.model.name, request.threshold, request.classes,
+                      request.max_detections)
         try:
-            with self.queue.enqueuing(Job.new(sid, model.name, threshold), upload):
+            with self.queue.enqueuing(job, upload):
                 png = encode_png(upload.pixels)
                 timings.lap("encode")
                 write_atomically(self.files.input(sid), png)
@@ -191,13 +209,13 @@ class DetectionService:
                 self.waiter.wait(sid, timeout)
         return self.job_status(sid)
 
-    def detect_now(self, data: bytes, model: ModelSpec, threshold: float) -> JobStatus:
+    def detect_now(self, data: bytes, job: JobRequest) -> JobStatus:
         """Accept an upload and wait for its result, up to ``settings.sync_timeout_seconds``."""
         with self.waiter.slot() as granted:
             if not granted:
                 raise ServerBusy(f"{self.settings.max_waiting_requests} requests are waiting "
                                  f"for results already; try again in {ServerBusy.retry_after} s")
-            sid = self.accept_upload(data, model, threshold).sid
+            sid = self.accept_upload(data, job).sid
             if not self.waiter.wait(sid, self.settings.sync_timeout_seconds):
                 raise DetectionTimeout(
                     f"detection took longer than {self.settings.sync_timeout_seconds:g} s; "
@@ -207,8 +225,12 @@ class DetectionService:
             raise JobGone(f"job {sid} finished but its files are gone (pruned)")
         return status
 
+    def worker_status(self) -> dict:
+        """The workers: RQ's (on any host), or the local daemon's."""
+        return self._rq_workers() if self.settings.queue == "rq" else self._daemon()
+
     def health(self) -> dict:
-        worker = self._rq_workers() if self.settings.queue == "rq" else self._daemon()
+        worker = self.worker_status()
         return {"status": "ok", "version": __version__, "worker": worker,
                 "queue": {"backend": self.settings.queue, "depth": self.queue.depth(),
                           "max": self.settings.max_queue},
@@ -218,6 +240,32 @@ class DetectionService:
                            "configured": sorted(self.models),
                            "available": self.installed_models(),
                            "loaded": worker.get("models_loaded", [])}}
+
+    def readiness(self) -> dict:
+        """Whether the default model can be served now (``ready``), and if not, why."""
+        name = self.settings.default_model
+        reasons = []
+        if not self.models[name].available:
+            reasons.append(f"the default model {name} is not installed (run: python "
+                           f"mmdetectionl.py download {name})")
+        try:
+            if (depth := self.queue.depth()) >= self.settings.max_queue:
+                reasons.append(f"the queue is full ({depth} jobs)")
+            worker = self.worker_status()
+        except QueueUnavailable as error:
+            reasons.append(str(error))
+            worker = {"alive": False}
+        if worker.get("unusable"):
+            reasons.append(worker["unusable"])
+        if self.settings.queue == "rq" and not worker["alive"]:
+            reasons.append("no RQ worker is connected to the queue")
+        elif not worker["alive"] and not self.settings.spawn_worker:
+            reasons.append("no detection daemon runs (spawn_worker = false: start "
+                           "mmdetectionl.py worker)")
+        return {"ready": not reasons, "reasons": reasons, "default_model": name,
+                "worker_alive": worker["alive"],
+                "model_loaded": (name in worker["models_loaded"]  # RQ workers do not say
+                                 if "models_loaded" in worker else None)}
 
     def _rq_workers(self) -> dict:
         workers = self.queue.workers()

@@ -7,7 +7,13 @@ from pyramid.view import view_config
 from ..jobs import JobState, JobStatus
 from ..jobs.layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
 from .errors import JobNotFound
-from .forms import MAX_STATUS_WAIT, BadParameter, parse_number, require_image
+from .forms import (
+    MAX_STATUS_WAIT,
+    BadParameter,
+    job_request,
+    parse_number,
+    require_image,
+)
 from .openapi import openapi_document
 from .routes import STATIC_DIR
 from .security import API_PERMISSION
@@ -23,10 +29,10 @@ def home(request):
 def upload(request):
     service = request.service
     form = request.upload_form
-    model = service.pick_model(form.fields.get("model"))
     threshold = parse_number(form.fields.get("threshold"), "threshold", 1.0,
                              service.settings.default_threshold)
-    accepted = service.accept_upload(require_image(form), model, threshold)
+    job = job_request(form, service.pick_model(form.fields.get("model")), threshold)
+    accepted = service.accept_upload(require_image(form), job)
     urls = _urls(request, accepted.sid)
     request.response.status_int = 202
     request.response.location = urls["status_url"]
@@ -89,6 +95,23 @@ def health(request):
     return request.service.health()
 
 
+@view_config(route_name="health_live", request_method="GET", renderer="json", http_cache=0)
+def health_live(request):
+    """The web process answers (for a liveness probe: restart it when this fails)."""
+    return {"status": "alive"}
+
+
+@view_config(route_name="health_ready", request_method="GET", renderer="json", http_cache=0)
+def health_ready(request):
+    """The default model can be served now: 200, else 503 with the reasons (for a readiness
+    probe: send no traffic meanwhile)."""
+    readiness = request.service.readiness()
+    if not readiness["ready"]:
+        request.response.status_int = 503
+        readiness["error"] = "; ".join(readiness["reasons"])
+    return readiness
+
+
 @view_config(route_name="models", request_method="GET", renderer="json",
              permission=API_PERMISSION)
 def models(request):
@@ -114,7 +137,8 @@ def _urls(request, sid: str) -> dict:
 def status_body(request, job_status: JobStatus) -> dict:
     job = job_status.job
     body = {"sid": job.sid, "state": job_status.state.value, "model": job.model,
-            "threshold": job.threshold, **_urls(request, job.sid)}
+            "threshold": job.threshold, "classes": list(job.classes),
+            "max_detections": job.max_detections, **_urls(request, job.sid)}
     if job_status.state is JobState.QUEUED:
         body["queue_position"] = job_status.queue_position
     elif job_status.state is JobState.DONE:

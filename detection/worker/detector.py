@@ -61,6 +61,10 @@ class Detector:
         preprocessor = self.model.data_preprocessor
         preprocessor._channel_conversion = not preprocessor._channel_conversion
         self.classes: tuple[str, ...] = tuple(self.model.dataset_meta["classes"])
+        if self.classes != spec.classes:  # clients filter by the names models.toml gives
+            raise ValueError(f"model {spec.name}'s checkpoint names {len(self.classes)} classes "
+                             f"({', '.join(self.classes[:3])}, ...), not the {len(spec.classes)} "
+                             f"of models.toml ({', '.join(spec.classes[:3])}, ...)")
         self.runtime = "torch"
         if runtime == "onnxruntime" and device == "cpu" and cache_dir is not None:
             from .acceleration import use_onnxruntime

@@ -18,6 +18,7 @@ from ..jobs import ImageSize, Job, JobResult
 from ..models import ModelSpec, UnknownModel
 from ..settings import Settings
 from ..stopwatch import Stopwatch
+from ..telemetry.metrics import MODEL_LOAD_SECONDS
 from .detector import Detection, Detector, resolve_device
 from .drawing import draw_detections
 
@@ -72,6 +73,7 @@ class ModelCache:
                             settings.onnx_cache_dir, self.threads)
         with self._lock:
             self._loaded[name] = detector
+        MODEL_LOAD_SECONDS.labels(name).observe(time.perf_counter() - started)
         log.info("loaded model %s on %s (%s) in %.1f s", name, self.device, detector.runtime,
                  time.perf_counter() - started)
         self._evict(keep=self.max_models, memory_bound=True)
@@ -88,10 +90,11 @@ class ModelCache:
             log.info("unloaded model %s", name)
 
 
-def result_document(job: Job, size: tuple[int, int], detections: list[Detection],
+def result_document(job: Job, device: str, size: tuple[int, int], detections: list[Detection],
                     timings: dict[str, float]) -> JobResult:
     """The detections JSON served as ``/uploads/<sid>.json``."""
     return JobResult(sid=job.sid, model=job.model, threshold=job.threshold,
+                     classes=list(job.classes), max_detections=job.max_detections, device=device,
                      image=ImageSize(width=size[0], height=size[1]),
                      detections=[d.to_json() for d in detections],
                      timings={k: round(v, 1) for k, v in timings.items()})
@@ -115,13 +118,16 @@ def detect_images(jobs: list[Job], pixels: list[np.ndarray], models: ModelCache,
     timings.lap("inference_ms")
     results = []
     for job, image, detections, read in zip(jobs, pixels, batch, read_ms):
+        detections = [d for d in detections if not job.classes or d.label in job.classes]
+        detections = detections[:job.max_detections]  # best first
         drawing = Stopwatch(read_ms=read, **timings.laps)
         drawn = draw_detections(image, detections)
         drawing.lap("draw_ms")
         png = encode_png(drawn)
         drawing.lap("encode_ms")
         height, width = image.shape[:2]
-        results.append((png, result_document(job, (width, height), detections, drawing.laps)))
+        results.append((png, result_document(job, models.device, (width, height), detections,
+                                             drawing.laps)))
     return results
 
 

@@ -24,7 +24,7 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from ..images import decode_image, limit_decoding
-from ..jobs import Job
+from ..jobs import MAX_DETECTIONS, Job
 from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
 from ..memory import tune_malloc
 from ..models import load_registry
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 _models: ModelCache | None = None  # this process's warm models (DetectionWorker sets them)
 
 
-def detect(sid: str, model: str, threshold: float) -> dict:
+def detect(sid: str, model: str, threshold: float, classes: list[str] = (),
+           max_detections: int = MAX_DETECTIONS) -> dict:
     """The RQ job: detect the upload stored in Redis; return the result and the drawn PNG, or
     the reason it failed (an RQ failure would be retried: only a dead worker's job is).
 
@@ -46,7 +47,7 @@ def detect(sid: str, model: str, threshold: float) -> dict:
     done = rq_job.latest_result()
     if done is not None and done.type == Result.Type.SUCCESSFUL:
         return done.return_value  # run again after it finished (e.g. requeued by two cleanups)
-    job = Job(sid, model, threshold, 0, attempts_of(rq_job))
+    job = Job(sid, model, threshold, 0, attempts_of(rq_job), tuple(classes), max_detections)
     upload = rq_job.connection.get(upload_key(sid))
     if upload is None:
         return {"error": "the upload expired from the queue before a worker took it"}

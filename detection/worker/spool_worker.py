@@ -28,6 +28,7 @@ from ..jobs.watch import watch_renames
 from ..memory import tune_malloc
 from ..models import load_registry
 from ..settings import Settings, load_settings
+from ..telemetry.metrics import JOB_SECONDS, JOBS, observe_stages
 from .inference import ModelCache, detect_image, detect_images, failure_reason
 from .reporting import Reporter
 
@@ -94,7 +95,11 @@ class Worker:
             log.info("claimed %s (model %s, threshold %s, attempt %d)",
                      job.sid, job.model, job.threshold, job.attempts)
         model = jobs[0].model
+        for job in jobs:  # from its upload to now
+            waited = max(0, time.time_ns() - job.enqueued_ns) / 1e9
+            JOB_SECONDS.labels(model, "queue_wait").observe(waited)
         failures: dict[str, Exception] = {}
+        documents: dict[str, JobResult] = {}
         try:
             if model not in self.models.loaded:
                 self.report({"event": "loading", "model": model, "jobs": tickets})
@@ -115,6 +120,7 @@ class Worker:
                                                                   read_ms) if ready else []):
                 try:
                     write_result(job, self.files, png, document)
+                    documents[job.sid] = document
                 except Exception as error:
                     failures[job.sid] = error
         except Exception as error:  # the model or the detection: every job of the batch fails
@@ -124,9 +130,12 @@ class Worker:
             if job.sid in failures:
                 log.error("failed %s", job.sid, exc_info=failures[job.sid])
                 self.queue.fail(job, failure_reason(failures[job.sid]))
+                JOBS.labels(job.model, "failed").inc()
             else:
                 self.queue.finish(job)
                 log.info("done %s in %.0f ms", job.sid, (time.perf_counter() - started) * 1000)
+                JOBS.labels(job.model, "done").inc()
+                observe_stages(job.model, documents[job.sid]["timings"])
         self.jobs_done += len(jobs)
         self.report({"event": "finished", "sids": [job.sid for job in jobs],
                      "state": self.state()})

@@ -30,6 +30,7 @@ from ..jobs.spool import open_spool
 from ..jobs.storage import prune_storage
 from ..models import job_time_limit, load_registry
 from ..settings import PROJECT_ROOT, Settings
+from ..telemetry.metrics import JOBS
 from .reporting import LineReader, parse_event
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Supervisor:
         self.stop = threading.Event()
         self.slots = [Slot(index) for index in range(worker_count(settings))]
         self.worker_unusable = False
+        self.unusable_reason = ""  # why workers cannot start (until one does): /health/ready
         self.restarts = 0
         self.last_prune = 0.0
         self.published: dict = {}
@@ -235,6 +237,8 @@ class Supervisor:
         kind = event.get("event")
         if isinstance(event.get("state"), dict):
             worker.state = event["state"]
+            if worker.state.get("worker_pid"):  # a worker that started: they can
+                self.unusable_reason = ""
         if kind == "loading":
             worker.jobs = event["jobs"]
             worker.deadline = now + self.settings.model_load_timeout_seconds
@@ -276,6 +280,7 @@ class Supervisor:
                 if not self.queue.is_finished(job["sid"]):
                     self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0,
                                         job["attempts"]), worker.limit_reason)
+                    JOBS.labels(job["model"], "failed").inc()
             self._worker_gone(slot, "killed: over its time limit", restart_now=True)
         elif now - worker.last_report > self._silence_limit(worker):
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
@@ -320,6 +325,7 @@ class Supervisor:
         log.error("%s; failing the waiting jobs", reason)
         self.queue.fail_queued(reason)
         self.worker_unusable = True
+        self.unusable_reason = reason
 
     def _back_off(self, slot: Slot, healthy: bool) -> None:
         """When to start the slot's next worker: at once after a healthy life, else later and
@@ -353,6 +359,7 @@ class Supervisor:
                             "current_jobs": [job["sid"] for job in worker.jobs]})
         document = {"pid": os.getpid(), "state": state, "version": __version__,
                     "restarts": self.restarts, "worker_pid": None, "slots": len(self.slots),
+                    "unusable": self.unusable_reason or None,
                     **(workers[0] if workers else {}), "workers": workers}
         if document == self.published:
             return
