@@ -20,3 +20,13 @@ def test_importing_the_web_app_imports_no_model_or_worker_code(modules):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_importing_web_leaves_prometheus_client_to_be_imported_by_main():
+    """prometheus-client fixes its (multiprocess) mode when imported: web's main() must point
+    it at uploads/.metrics first."""
+    check = "import sys, web\nprint('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -12,7 +12,7 @@ Samples = dict[tuple[str, frozenset], float]
 def scrape(url: str, **headers: str) -> Samples:
     response = requests.get(url + "/metrics", headers=headers, timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith(
-        "text/plain; version=0.0.4")
+        "text/plain; version=")
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(response.text)
             for sample in family.samples}

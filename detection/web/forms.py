@@ -14,7 +14,6 @@ import multipart
 
 from ..jobs import MAX_DETECTIONS
 from ..models import ModelSpec
-from .service import JobRequest
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
 TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections")
@@ -35,6 +34,16 @@ class BadParameter(ValueError):
 
 class BodyTooLarge(ValueError):
     """The body, or one of its parts, is over a limit."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a client asks of a job: a model, a threshold, only some classes (none: all), and at
+    most so many detections."""
+    model: ModelSpec
+    threshold: float
+    classes: tuple[str, ...] = ()
+    max_detections: int = MAX_DETECTIONS
 
 
 @dataclass

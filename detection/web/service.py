@@ -11,7 +11,6 @@ from .. import __version__
 from ..images import BadImage, decode_image, encode_png, limit_decoding
 from ..jobs import (
     DISK_FULL,
-    MAX_DETECTIONS,
     DiskFull,
     Job,
     JobState,
@@ -30,6 +29,7 @@ from ..models import ModelSpec, UnknownModel, load_registry
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import JOBS, observe_stages
+from .forms import JobRequest
 from .launcher import WorkerLauncher, heartbeat_age, read_worker_state
 from .waiting import JobWaiter
 
@@ -59,16 +59,6 @@ class ServerBusy(RuntimeError):
 
 class JobGone(LookupError):
     """A job whose files were deleted (storage pruned) before its answer could be read."""
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """What a client asks of a job: a model, a threshold, only some classes (none: all), and at
-    most so many detections."""
-    model: ModelSpec
-    threshold: float
-    classes: tuple[str, ...] = ()
-    max_detections: int = MAX_DETECTIONS
 
 
 @dataclass(frozen=True)

@@ -60,11 +60,14 @@ class Detector:
         # test pipelines' resizing and their grey or black padding.
         preprocessor = self.model.data_preprocessor
         preprocessor._channel_conversion = not preprocessor._channel_conversion
-        self.classes: tuple[str, ...] = tuple(self.model.dataset_meta["classes"])
-        if self.classes != spec.classes:  # clients filter by the names models.toml gives
-            raise ValueError(f"model {spec.name}'s checkpoint names {len(self.classes)} classes "
-                             f"({', '.join(self.classes[:3])}, ...), not the {len(spec.classes)} "
-                             f"of models.toml ({', '.join(spec.classes[:3])}, ...)")
+        # Labels are models.toml's names (clients ask for classes by them); checkpoints spell
+        # some their own way ("traffic_light"), but must count as many.
+        named = self.model.dataset_meta["classes"]
+        if len(named) != len(spec.classes):
+            raise ValueError(f"model {spec.name}'s checkpoint has {len(named)} classes, not the "
+                             f"{len(spec.classes)} of models.toml ({', '.join(spec.classes[:3])}, "
+                             "...): give it its `classes` there")
+        self.classes: tuple[str, ...] = spec.classes
         self.runtime = "torch"
         if runtime == "onnxruntime" and device == "cpu" and cache_dir is not None:
             from .acceleration import use_onnxruntime
