@@ -117,8 +117,10 @@ def main(argv: list[str]) -> int:
             run_daemon(settings)
             return 0
         if settings.queue == "rq":  # one of any number of workers, on any host that sees Redis
+            from detection.logs import format_handlers
             from detection.worker.rq_worker import run
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+            format_handlers(settings.log_format)
             run(settings)
             return 0
         with FileLock(settings.worker_lock_file) as lock:  # in the foreground (e.g. systemd)

@@ -19,6 +19,7 @@ from pathlib import Path
 from pyramid.config import Configurator
 from pyramid.response import Response
 
+from detection.logs import format_handlers
 from detection.memory import tune_malloc
 from detection.models import MissingCheckpoint, UnknownModel
 from detection.settings import Settings, SettingsError, parse_settings
@@ -32,6 +33,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
 def main(global_config: dict, **app_settings: str):
     """The Pyramid WSGI app."""
     settings = parse_settings(app_settings, global_config.get("__file__"))
+    format_handlers(settings.log_format)  # the handlers the ini's logging sections made
     count_into(settings.metrics_dir)  # before detection.telemetry.metrics is imported
     forget_gone_processes(settings.metrics_dir)
     with Configurator(settings=app_settings) as config:

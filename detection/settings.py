@@ -5,7 +5,9 @@ a few deploy-time values may be overridden from the environment (see ``ENVIRONME
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
@@ -65,6 +67,7 @@ class Settings:
     allowed_origins: tuple[str, ...]
     api_keys: tuple[str, ...]
     metrics_public: bool
+    log_format: str
 
     @property
     def max_storage_bytes(self) -> int | None:
@@ -72,8 +75,13 @@ class Settings:
 
     @property
     def metrics_dir(self) -> Path:
-        """Where each process keeps its Prometheus counts (``detection.telemetry``)."""
-        return self.uploads_dir / ".metrics"
+        """Where each process keeps its Prometheus counts (``detection.telemetry``): in memory
+        (/dev/shm) where there is one, not beside the uploads: they are memory-mapped files, and
+        a full disk would kill a process that writes one. One per uploads directory."""
+        shared_memory = Path("/dev/shm")
+        base = shared_memory if shared_memory.is_dir() else Path(tempfile.gettempdir())
+        key = hashlib.sha256(str(self.uploads_dir).encode()).hexdigest()[:16]
+        return base / f"detection-metrics-{key}"
 
     @property
     def spool_dir(self) -> Path:
@@ -217,6 +225,7 @@ SETTINGS: dict[str, Setting] = {
     "allowed_origins": Setting("", urls),
     "api_keys": Setting("", words),
     "metrics_public": Setting("false", flag),
+    "log_format": Setting("text", choice("text", "json")),
 }
 
 

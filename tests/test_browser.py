@@ -88,13 +88,19 @@ def test_the_classes_field_limits_the_labels_and_offers_the_models_classes(
     open_page(page, server)
     assert page.locator("#class-names option").count() == 80
     page.locator("#threshold").fill("0.01")
-    page.locator("#classes").fill("person")
-    page.locator("#file-input").set_input_files(str(write_image(tmp_path, size=(480, 360))))
+    image = str(write_image(tmp_path, size=(480, 360)))
+    page.locator("#file-input").set_input_files(image)
     card = page.locator(".job").first
     wait_done(page, card)
-    assert "only person" in card.locator(".summary").inner_text()
     labels = card.locator("tbody tr td:nth-child(2)").all_inner_texts()
-    assert labels and set(labels) == {"person"}
+    wanted = labels[-1]  # a label this (random-weights) model gives, not its best
+    assert len(set(labels)) > 1
+    page.locator("#classes").fill(wanted)
+    page.locator("#file-input").set_input_files(image)
+    card = page.locator(".job").first
+    wait_done(page, card)
+    assert f"only {wanted}" in card.locator(".summary").inner_text()
+    assert set(card.locator("tbody tr td:nth-child(2)").all_inner_texts()) == {wanted}
 
 
 def test_hovering_a_row_highlights_its_box(page, live_server, tmp_path):

@@ -164,7 +164,7 @@ def test_the_openapi_document_names_every_route(deepstack_app):
     document = deepstack_app.get("/openapi.json").json
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {"/upload", "/status/{sid}", "/uploads/{name}", "/models",
-                                      "/health", "/v1/vision/detection",
-                                      "/v1/vision/custom/{model}"}
+                                      "/health", "/health/live", "/health/ready", "/metrics",
+                                      "/v1/vision/detection", "/v1/vision/custom/{model}"}
     form = document["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["model"]["enum"] == ["", "rtmdet_tiny"]  # installed ones

@@ -260,6 +260,8 @@ def test_a_worker_dying_at_every_start_fails_the_jobs_with_its_last_words(live_s
     assert status["state"] == "failed" and "keeps dying" in status["error"]
     assert "psutil is broken" in status["error"] and "status 9" in status["error"]
     assert server.worker_pid() is not None  # the daemon itself lives on
-    ready = wait_until(lambda: (r := requests.get(server.url + "/health/ready", timeout=10))
-                       .status_code == 503 and r, timeout=10)
-    assert "keeps dying" in ready.json()["error"] and ready.json()["ready"] is False
+    def not_ready() -> dict | None:
+        response = requests.get(server.url + "/health/ready", timeout=10)
+        return response.json() if response.status_code == 503 else None
+    ready = wait_until(not_ready, timeout=10)
+    assert "keeps dying" in ready["error"] and ready["ready"] is False

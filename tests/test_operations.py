@@ -1,4 +1,7 @@
-"""Operating the service: Prometheus metrics from web and worker, liveness and readiness."""
+"""Operating the service: Prometheus metrics from web and worker, liveness and readiness, JSON
+logs that follow a job by its sid."""
+import json
+
 import pytest
 import requests
 import webtest
@@ -62,3 +65,43 @@ def test_metrics_need_the_api_key_unless_opened_for_a_scraper(make_config, fake_
                                                  spawn_worker="false", api_keys="secret",
                                                  metrics_public="true")))
     assert b"detection_queue_depth 0.0" in public.get("/metrics").body
+
+
+@pytest.mark.slow
+def test_json_logs_tell_a_jobs_story_across_web_and_worker_by_its_sid(live_server):
+    server = live_server(log_format="json")
+    sid = server.upload(png_bytes(), threshold="0.5").json()["sid"]
+    assert server.wait_until_finished(sid)["state"] == "done"
+    assert requests.get(f"{server.url}/uploads/{sid}.out.png", timeout=10).status_code == 200
+    web_log = server.ini.parent / f"web-{server.port}.log"
+    lines = [line for path in (web_log, server.uploads / ".worker.log")
+             for line in path.read_text().splitlines() if sid in line]
+    story = [json.loads(line) for line in lines]  # every line about it is one JSON object
+    events = {(entry.get("event"), entry.get("route")): entry for entry in story
+              if entry.get("sid") == sid}
+    enqueued, claimed = events[("enqueued", None)], events[("claimed", None)]
+    done = events[("done", None)]
+    assert enqueued["model"] == "rtmdet_tiny" and set(enqueued["timings"]) == {
+        "decode", "encode", "store", "queue"}
+    assert claimed["attempt"] == 1 and claimed["worker_pid"] != enqueued["pid"]
+    assert {"inference_ms", "draw_ms", "write_ms"} <= set(done["timings"])
+    fetched = events[("request", "uploaded_file")]
+    assert fetched["status"] == 200 and fetched["method"] == "GET"
+    assert all(entry["level"] in ("INFO", "WARNING") for entry in story)
+
+
+def test_a_failed_job_logs_its_reason_with_its_sid(make_config, rtmdet_checkpoint, caplog):
+    from pyramid.paster import get_appsettings
+
+    from detection.jobs import Job, new_sid
+    from detection.settings import parse_settings
+    from detection.worker.spool_worker import Worker
+    ini = make_config({"rtmdet_tiny": rtmdet_checkpoint})
+    worker = Worker(parse_settings(get_appsettings(str(ini)), str(ini)))
+    job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    worker.queue.files.input(job.sid).write_bytes(b"not a png")
+    worker.queue.enqueue(job)
+    worker.run_batch([worker.queue.claim_next()])
+    failed = [r for r in caplog.records if getattr(r, "event", None) == "failed"]
+    assert len(failed) == 1 and failed[0].sid == job.sid
+    assert failed[0].reason == worker.queue.status(job.sid).error

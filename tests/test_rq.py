@@ -118,7 +118,7 @@ def test_two_workers_elsewhere_a_kill_9_mid_burst_loses_and_repeats_nothing(rq_s
         status = requests.get(f"{server.url}/status/{sid}", timeout=10).json()
         drawn = requests.get(server.url + status["result_url"], timeout=10)
         assert drawn.status_code == 200 and Image.open(io.BytesIO(drawn.content)).size[1] == 240
-    assert not any(w.uploads.glob("*.png") for w in workers if w.uploads.exists())
+    assert not any(any(w.uploads.glob("*.png")) for w in workers if w.uploads.exists())
 
 
 def test_queued_jobs_survive_a_redis_crash_and_a_web_restart(rq_setup, redis_server):

@@ -23,7 +23,7 @@ def worker(make_config, rtmdet_checkpoint):
 
 
 def enqueue_only(queue: SpoolQueue, image: bytes, threshold=0.0, model="rtmdet_tiny") -> Job:
-    job = Job.new(new_sid(), model, threshold)
+    job = Job.new(new_sid(), model, threshold, max_detections=1000)  # all: mmdet keeps 300
     queue.files.input(job.sid).write_bytes(image)
     queue.enqueue(job)
     return job
@@ -81,7 +81,8 @@ def test_oracle_detections_equal_mmdet_inference_detector(worker, rtmdet_checkpo
     instances.bboxes[:, 0::2] = instances.bboxes[:, 0::2].clamp(0, 800)  # the service clips
     instances.bboxes[:, 1::2] = instances.bboxes[:, 1::2].clamp(0, 450)  # to the image
     order = instances.scores.argsort(descending=True, stable=True)
-    theirs = [(model.dataset_meta["classes"][int(instances.labels[i])], float(instances.scores[i]),
+    # Labels by class id, as models.toml names them (checkpoints may spell "baseball_bat").
+    theirs = [(spec.classes[int(instances.labels[i])], float(instances.scores[i]),
                instances.bboxes[i].tolist()) for i in order]
     assert len(ours) == len(theirs) > 0
     assert_same_detections(ours, theirs)

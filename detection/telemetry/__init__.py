@@ -3,12 +3,13 @@
 prometheus-client's multiprocess mode: each process (web, the daemon, its workers) counts into its
 own files in one directory, named by ``PROMETHEUS_MULTIPROC_DIR``, which must be set before
 prometheus_client is imported; web's ``GET /metrics`` sums them. Web sets it from its settings
-(``uploads/.metrics``), and the processes it starts inherit it.
+(``Settings.metrics_dir``, in /dev/shm), and the processes it starts inherit it.
 """
 from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
@@ -18,7 +19,10 @@ PROCESS_FILE = re.compile(r"\w+_(?P<pid>\d+)\.db")  # prometheus-client's: count
 def count_into(directory: Path) -> None:
     """Make this process, and those it starts, count into ``directory`` (call before importing
     ``metrics``)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():  # /dev/shm is shared
+        raise RuntimeError(f"{directory} is not a directory of this user's")
     os.environ[ENVIRONMENT] = str(directory)
 
 

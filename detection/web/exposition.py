@@ -3,6 +3,8 @@
 workers up, storage. And the tween that counts and times each HTTP request."""
 from __future__ import annotations
 
+import logging
+import re
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -12,10 +14,13 @@ from pyramid.response import Response
 from pyramid.tweens import EXCVIEW
 
 from ..jobs import QueueUnavailable
+from ..jobs.layout import SID_PATTERN
 from ..telemetry.metrics import HTTP_REQUESTS, HTTP_SECONDS, REJECTED_UPLOADS
 from .security import API_PERMISSION
 
 UPLOAD_ROUTES = ("/upload", "/v1/vision/")  # paths: a body refused before routing counts too
+SID_IN_PATH = re.compile(SID_PATTERN.pattern)
+access = logging.getLogger("detection.web.access")
 
 
 class ServiceCollector:
@@ -55,6 +60,7 @@ def metrics(request) -> Response:
 
 
 def http_metrics_tween_factory(handler, registry):
+    """Counts, times and logs (a line each) every request."""
     def count(request):
         started = time.perf_counter()
         status = 500
@@ -63,12 +69,19 @@ def http_metrics_tween_factory(handler, registry):
             status = response.status_int
             return response
         finally:
+            seconds = time.perf_counter() - started
             route = request.matched_route.name if request.matched_route else "none"
             HTTP_REQUESTS.labels(route, str(status)).inc()
-            HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+            HTTP_SECONDS.labels(route).observe(seconds)
             if (request.method == "POST" and request.path.startswith(UPLOAD_ROUTES)
                     and 400 <= status != 500):
                 REJECTED_UPLOADS.labels(str(status)).inc()
+            fields = {"event": "request", "method": request.method, "path": request.path,
+                      "route": route, "status": status, "ms": round(seconds * 1000, 1)}
+            if match := SID_IN_PATH.search(request.path):  # about a job: /status, /uploads
+                fields["sid"] = match[0]
+            access.info("%s %s %d %.1f ms", request.method, request.path, status,
+                        seconds * 1000, extra=fields)
     return count
 
 

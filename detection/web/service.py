@@ -145,7 +145,11 @@ class DetectionService:
             self._decoding.release()
         height, width = pixels.shape[:2]
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
-                 sid, width, height, job.model.name, job.threshold)
+                 sid, width, height, job.model.name, job.threshold,
+                 extra={"sid": sid, "event": "enqueued", "model": job.model.name,
+                        "threshold": job.threshold, "classes": list(job.classes),
+                        "width": width, "height": height,
+                        "timings": {step: round(ms, 1) for step, ms in timings.laps.items()}})
         self.ensure_worker()
         JOBS.labels(job.model.name, "accepted").inc()
         observe_stages(job.model.name, {WEB_STAGES[step]: ms for step, ms in timings.laps.items()})
@@ -254,8 +258,8 @@ class DetectionService:
                            "mmdetectionl.py worker)")
         return {"ready": not reasons, "reasons": reasons, "default_model": name,
                 "worker_alive": worker["alive"],
-                "model_loaded": (name in worker["models_loaded"]  # RQ workers do not say
-                                 if "models_loaded" in worker else None)}
+                "model_loaded": (None if self.settings.queue == "rq"  # RQ workers do not say
+                                 else name in worker.get("models_loaded", []))}
 
     def _rq_workers(self) -> dict:
         workers = self.queue.workers()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..jobs import QueueUnavailable, open_queue
 from ..jobs.locks import FileLock, LockHeld
+from ..logs import formatter
 from ..settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,8 @@ def run_daemon(settings) -> None:
             supervise(settings, lock, handler)
 
 
-def log_to(handler: logging.Handler) -> None:
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+def log_to(handler: logging.Handler, log_format: str) -> None:
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
@@ -61,7 +61,7 @@ def work_rq(settings, lock: FileLock, handler: logging.Handler) -> None:
 
     from .rq_worker import run
 
-    log_to(handler)
+    log_to(handler, settings.log_format)
     threading.Thread(target=touch_every_second, args=(settings.worker_lock_file,),
                      name="daemon-heartbeat", daemon=True).start()
     unreachable_since = None
@@ -101,7 +101,7 @@ def supervise(settings, lock: FileLock, handler: logging.Handler) -> None:
     from ..telemetry import forget_gone_processes
     from .supervisor import Supervisor
 
-    log_to(handler)
+    log_to(handler, settings.log_format)
 
     def still_wanted() -> bool:
         # Let go of the lock before the last look, so an upload that saw it held is not missed.

@@ -25,6 +25,7 @@ from ..jobs.atomic import write_atomically
 from ..jobs.layout import JobFiles
 from ..jobs.spool import SpoolQueue, open_spool
 from ..jobs.watch import watch_renames
+from ..logs import formatter
 from ..memory import tune_malloc
 from ..models import load_registry
 from ..settings import Settings, load_settings
@@ -93,7 +94,9 @@ class Worker:
                     "attempts": job.attempts} for job in jobs]
         for job in jobs:
             log.info("claimed %s (model %s, threshold %s, attempt %d)",
-                     job.sid, job.model, job.threshold, job.attempts)
+                     job.sid, job.model, job.threshold, job.attempts,
+                     extra={"sid": job.sid, "event": "claimed", "model": job.model,
+                            "attempt": job.attempts, "batch": len(jobs)})
         model = jobs[0].model
         for job in jobs:  # from its upload to now
             waited = max(0, time.time_ns() - job.enqueued_ns) / 1e9
@@ -128,12 +131,17 @@ class Worker:
                 failures.setdefault(job.sid, error)
         for job in jobs:
             if job.sid in failures:
-                log.error("failed %s", job.sid, exc_info=failures[job.sid])
-                self.queue.fail(job, failure_reason(failures[job.sid]))
+                reason = failure_reason(failures[job.sid])
+                log.error("failed %s: %s", job.sid, reason, exc_info=failures[job.sid],
+                          extra={"sid": job.sid, "event": "failed", "reason": reason})
+                self.queue.fail(job, reason)
                 JOBS.labels(job.model, "failed").inc()
             else:
                 self.queue.finish(job)
-                log.info("done %s in %.0f ms", job.sid, (time.perf_counter() - started) * 1000)
+                log.info("done %s in %.0f ms", job.sid, (time.perf_counter() - started) * 1000,
+                         extra={"sid": job.sid, "event": "done", "model": job.model,
+                                "timings": documents[job.sid]["timings"],
+                                "detections": len(documents[job.sid]["detections"])})
                 JOBS.labels(job.model, "done").inc()
                 observe_stages(job.model, documents[job.sid]["timings"])
         self.jobs_done += len(jobs)
@@ -176,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     reporter = Reporter(arguments.report_fd, arguments.parent_pid)  # first: die with the parent
     tune_malloc(one_heap=False)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(arguments.config)
+    handler = logging.StreamHandler(sys.stderr)  # the supervisor relays it into its log
+    handler.setFormatter(formatter(settings.log_format, relayed=True))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     workers: list[Worker] = []
     reporter.start_heartbeat(lambda: workers[0].state() if workers else {"starting": True})
     try:

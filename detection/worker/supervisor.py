@@ -28,6 +28,7 @@ from ..jobs import Job
 from ..jobs.atomic import write_atomically
 from ..jobs.spool import open_spool
 from ..jobs.storage import prune_storage
+from ..logs import relay
 from ..models import job_time_limit, load_registry
 from ..settings import PROJECT_ROOT, Settings
 from ..telemetry.metrics import JOBS
@@ -221,7 +222,10 @@ class Supervisor:
                     else:
                         text = line.decode(errors="replace")
                         worker.last_output.append(text)
-                        log.info("[worker %d] %s", worker.pid, text)
+                        if self.settings.log_format == "json":
+                            relay(log, text, worker_pid=worker.pid)
+                        else:
+                            log.info("[worker %d] %s", worker.pid, text)
                 if reader.closed:
                     self.selector.unregister(reader.fd)
             if remaining == 0:

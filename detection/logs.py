@@ -1,0 +1,44 @@
+"""Log lines: text, or with ``detection.log_format = json`` one JSON object per line
+(python-json-logger). Lines about a job carry its ``sid`` (and an ``event``) as fields, so that
+``grep <sid>`` tells its story across web and worker."""
+from __future__ import annotations
+
+import json
+import logging
+
+TEXT_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+RELAYED_TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"  # the relay adds time and pid
+JSON_FIELDS = "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"
+JSON_NAMES = {"asctime": "time", "process": "pid", "levelname": "level", "name": "logger"}
+
+
+def formatter(log_format: str, relayed: bool = False) -> logging.Formatter:
+    """``relayed``: for a process whose lines another one logs (a worker's, by its daemon)."""
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_NAMES)
+    return logging.Formatter(RELAYED_TEXT_FORMAT if relayed else TEXT_FORMAT)
+
+
+def format_handlers(log_format: str, logger: logging.Logger | None = None) -> None:
+    """Give every handler of ``logger`` (the root's by default) the format."""
+    for handler in (logger or logging.getLogger()).handlers:
+        handler.setFormatter(formatter(log_format))
+
+
+def relay(log: logging.Logger, line: str, **fields) -> None:
+    """Log another process's line: a JSON one with its own level and fields, else as text."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "message" not in record:
+        log.info("%s", line, extra=fields)
+        return
+    level = logging.getLevelName(str(record.pop("level", "INFO")))
+    message = record.pop("message")
+    for name in ("time", "pid", "logger"):  # the relaying line has its own; keep theirs apart
+        if name in record:
+            record[f"from_{name}"] = record.pop(name)
+    log.log(level if isinstance(level, int) else logging.INFO, "%s", message,
+            extra={**record, **fields})
