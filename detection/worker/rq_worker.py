@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from datetime import datetime, timezone
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker, get_current_job
@@ -29,6 +30,7 @@ from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
 from ..memory import tune_malloc
 from ..models import load_registry
 from ..settings import Settings
+from ..telemetry.metrics import JOB_SECONDS, JOBS, observe_stages
 from .inference import ModelCache, detect_image, failure_reason
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,12 @@ def detect(sid: str, model: str, threshold: float, classes: list[str] = (),
     if upload is None:
         return {"error": "the upload expired from the queue before a worker took it"}
     limit = int(rq_job.meta.get("time_limit") or rq_job.timeout)
+    log.info("claimed %s (model %s, threshold %s, attempt %d)", sid, model, threshold,
+             job.attempts, extra={"sid": sid, "event": "claimed", "model": model,
+                                  "attempt": job.attempts})
+    if rq_job.enqueued_at is not None:
+        waited = datetime.now(timezone.utc) - rq_job.enqueued_at.replace(tzinfo=timezone.utc)
+        JOB_SECONDS.labels(model, "queue_wait").observe(max(0.0, waited.total_seconds()))
     try:
         _models.get(model)
         signal.alarm(limit)  # the time limit counts from here (RQ's alarm: main thread only)
@@ -60,12 +68,25 @@ def detect(sid: str, model: str, threshold: float, classes: list[str] = (),
         drawn, document = detect_image(job, pixels, _models,
                                        read_ms=(time.perf_counter() - started) * 1000)
     except JobTimeoutException:
-        return {"error": f"detection took longer than {limit} s, the time limit for model "
-                         f"{model}"}
+        return failed(job, f"detection took longer than {limit} s, the time limit for model "
+                           f"{model}")
     except Exception as error:  # any failure ends the job, with its reason
-        log.exception("failed %s", sid)
-        return {"error": failure_reason(error)}
+        return failed(job, failure_reason(error), error)
+    JOBS.labels(model, "done").inc()
+    observe_stages(model, document["timings"])
+    log.info("done %s", sid, extra={"sid": sid, "event": "done", "model": model,
+                                    "timings": document["timings"],
+                                    "detections": len(document["detections"])})
     return {"result": document, "output": drawn}
+
+
+def failed(job: Job, reason: str, error: Exception | None = None) -> dict:
+    """The job's answer when it failed (RQ would retry a job that raised: only a dead worker's
+    is)."""
+    log.error("failed %s: %s", job.sid, reason, exc_info=error,
+              extra={"sid": job.sid, "event": "failed", "reason": reason})
+    JOBS.labels(job.model, "failed").inc()
+    return {"error": reason}
 
 
 class DetectionWorker(SimpleWorker):
