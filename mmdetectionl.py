@@ -55,6 +55,11 @@ def download(settings: Settings, name: str, force: bool) -> int:
     if name not in registry:
         sys.exit(f"unknown model {name!r}; configured: {', '.join(registry)}")
     spec = registry[name]
+    if spec.backend != "mmdet":
+        if not spec.available:
+            sys.exit(f"{name}: its weights come with facenet-pytorch; run the install command")
+        print(f"{name}: nothing to download (its weights are at {spec.checkpoint})")
+        return 0
     if spec.available and not force:
         print(f"{name}: already installed at {spec.checkpoint}")
         return 0

@@ -22,27 +22,33 @@ class MissingCheckpoint(FileNotFoundError):
     """A configured model whose checkpoint file is not on disk."""
 
     def __init__(self, model: "ModelSpec"):
-        super().__init__(
-            f"model {model.name!r} has no checkpoint at {model.checkpoint}; "
-            f"run: python mmdetectionl.py download {model.name}")
+        remedy = (f"run: python mmdetectionl.py download {model.name}" if model.backend == "mmdet"
+                  else "its weights come with facenet-pytorch: run the install command")
+        super().__init__(f"model {model.name!r} has no checkpoint at {model.checkpoint}; {remedy}")
         self.model = model
+
+
+# How a model is loaded (models.toml's ``backend``): an mmdet config and checkpoint, or
+# facenet-pytorch's MTCNN face detector with the weights its wheel ships.
+BACKENDS = ("mmdet", "mtcnn")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    config: Path
-    checkpoint: Path
+    config: Path | None  # mmdet's
+    checkpoint: Path  # a file (mmdet), or the directory of shipped weights (mtcnn)
     weights_url: str | None
     hint: str
     box_ap: float | None
     mask_ap: float | None
     timeout_seconds: float | None = None  # a job's time limit, if not the settings' one
     classes: tuple[str, ...] = COCO_CLASSES  # the labels it detects, in class-id order
+    backend: str = "mmdet"
 
     @property
     def available(self) -> bool:
-        return self.checkpoint.is_file()
+        return self.checkpoint.is_file() if self.backend == "mmdet" else self.checkpoint.is_dir()
 
     def require_checkpoint(self) -> Path:
         if not self.available:
@@ -71,12 +77,30 @@ def _resolve_config(raw: str, base: Path) -> Path:
     raise FileNotFoundError(f"model config {raw!r} is neither under {base} nor in mmdet's configs")
 
 
+def _facenet_weights() -> Path:
+    """Where facenet-pytorch keeps MTCNN's trained weights (found without importing it)."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or spec.origin is None:
+        return Path("facenet_pytorch (not installed)")
+    return Path(spec.origin).parent / "data"
+
+
 def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSpec]:
     """Read every model of ``models_file``, filling URL, AP and checkpoint from mmdet's metafiles."""
     with open(models_file, "rb") as f:
         tables = tomllib.load(f)
     registry = {}
     for name, table in tables.items():
+        backend = table.get("backend", "mmdet")
+        if backend not in BACKENDS:
+            raise ValueError(f"model {name}: unknown backend {backend!r}; one of {BACKENDS}")
+        if backend == "mtcnn":
+            registry[name] = ModelSpec(
+                name=name, config=None, checkpoint=_facenet_weights(), weights_url=None,
+                hint=table.get("hint", ""), box_ap=None, mask_ap=None, backend=backend,
+                timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table
+                else None, classes=("face",))
+            continue
         config = _resolve_config(table["config"], models_file.parent)
         entry = zoo.find_metafile_entry(config, mmdet_configs_dir())
         url = entry.weights_url if entry else None

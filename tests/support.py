@@ -21,13 +21,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def write_models_file(path: Path, checkpoints: dict[str, Path]) -> Path:
-    """A models.toml like the shipped one, with the given checkpoints (others point nowhere)."""
+def write_models_file(path: Path, checkpoints: dict[str, Path | None]) -> Path:
+    """A models.toml like the shipped one, with the given checkpoints (others point nowhere);
+    models of other backends (faces) only when named in ``checkpoints``."""
     import tomllib
     with open(ROOT / "configs" / "models.toml", "rb") as f:
         tables = tomllib.load(f)
     lines = []
     for name, table in tables.items():
+        if "config" not in table:
+            if name in checkpoints:
+                lines += [f"[{name}]", f"backend = {table['backend']!r}",
+                          f"hint = {table['hint']!r}", ""]
+            continue
         lines += [f"[{name}]", f"config = {table['config']!r}", f"hint = {table['hint']!r}"]
         checkpoint = checkpoints.get(name, path.parent / "absent" / f"{name}.pth")
         lines += [f"checkpoint = {str(checkpoint)!r}", ""]

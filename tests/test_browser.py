@@ -103,6 +103,22 @@ def test_the_classes_field_limits_the_labels_and_offers_the_models_classes(
     assert set(card.locator("tbody tr td:nth-child(2)").all_inner_texts()) == {wanted}
 
 
+def test_the_faces_model_is_offered_and_finds_a_face(page, live_server, rtmdet_checkpoint,
+                                                     tmp_path):
+    from tests.support import SHARED_PHOTOS
+    if not (SHARED_PHOTOS / "grace_hopper.jpg").is_file():
+        pytest.skip("../shared/photos is missing")
+    server = live_server({"rtmdet_tiny": rtmdet_checkpoint, "faces": None})
+    open_page(page, server)
+    page.locator("#model").select_option("faces")
+    assert "landmarks" in page.locator("#model-hint").inner_text()
+    page.locator("#file-input").set_input_files(str(SHARED_PHOTOS / "grace_hopper.jpg"))
+    card = page.locator(".job").first
+    wait_done(page, card)
+    assert card.locator("tbody tr td:nth-child(2)").all_inner_texts() == ["face"]
+    assert "1 object: 1 × face" in card.locator(".summary").inner_text()
+
+
 def test_hovering_a_row_highlights_its_box(page, live_server, tmp_path):
     server = live_server()
     open_page(page, server)

@@ -165,6 +165,7 @@ def test_the_openapi_document_names_every_route(deepstack_app):
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {"/upload", "/status/{sid}", "/uploads/{name}", "/models",
                                       "/health", "/health/live", "/health/ready", "/metrics",
-                                      "/v1/vision/detection", "/v1/vision/custom/{model}"}
+                                      "/v1/vision/detection", "/v1/vision/custom/{model}",
+                                      "/v1/vision/face"}
     form = document["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["model"]["enum"] == ["", "rtmdet_tiny"]  # installed ones

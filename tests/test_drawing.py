@@ -51,3 +51,13 @@ def test_labels_render_each_name_and_score_once_however_many_boxes():
     draw_detections(np.zeros((1000, 1000, 3), np.uint8), boxes)
     scores = {f"{d.score:.2f}" for d in boxes}
     assert drawing._text.cache_info().misses == 2 + 1 + len(scores)  # names, the space, scores
+
+
+def test_face_landmarks_are_drawn_as_dots_in_the_box_colour():
+    image = np.zeros((200, 200, 3), np.uint8)
+    face = Detection("face", 0, 0.99, (50.0, 50.0, 150.0, 160.0),
+                     landmarks=((80.0, 90.0), (120.0, 90.0), (100.0, 110.0)))
+    drawn = draw_detections(image, [face])
+    for x, y in face.landmarks:
+        assert tuple(drawn[int(y), int(x)]) == class_color(0)
+    assert drawn[130, 100].sum() == 0  # inside the box, away from the dots

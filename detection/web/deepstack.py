@@ -17,6 +17,7 @@ from .forms import job_request, parse_number, require_image
 from .security import API_PERMISSION
 
 DEFAULT_MIN_CONFIDENCE = 0.4
+FACES = "faces"  # the model /v1/vision/face uses
 
 
 @view_config(route_name="deepstack_detection", request_method="POST", renderer="json",
@@ -34,7 +35,19 @@ def custom(request):
     return detect(request, model_name=name)
 
 
-def detect(request, model_name: str | None) -> dict:
+@view_config(route_name="deepstack_face", request_method="POST", renderer="json",
+             permission=API_PERMISSION)
+def face(request):
+    """DeepStack's face detection: the model named ``faces``; predictions without labels."""
+    if FACES not in request.service.models:
+        raise ModelNotFound(f"this server has no {FACES!r} model (configs/models.toml)")
+    answer = detect(request, model_name=FACES, command="detect-faces")
+    for prediction in answer["predictions"]:
+        del prediction["label"]
+    return answer
+
+
+def detect(request, model_name: str | None, command: str | None = None) -> dict:
     service = request.service
     started = time.perf_counter()
     form = request.upload_form
@@ -52,7 +65,7 @@ def detect(request, model_name: str | None) -> dict:
             "duration": round_trip,
             # What CodeProject.AI adds, for its clients (Blue Iris, Agent DVR...)
             "code": 200, "count": len(predictions), "message": summary(predictions),
-            "command": "detect" if model_name is None else "custom",
+            "command": command or ("detect" if model_name is None else "custom"),
             "moduleId": "mmdetection", "moduleName": f"MMDetection {job.model.name}",
             "executionProvider": "GPU" if device.startswith("cuda") else "CPU",
             "canUseGPU": device.startswith("cuda"),

@@ -122,7 +122,7 @@ def _schemas() -> dict:
                                 "processedBy": string, "timestampUTC": string,
                                 "predictions": {"type": "array", "items": {
                                     "type": "object",
-                                    "required": ["label", "confidence", "x_min", "y_min",
+                                    "required": ["confidence", "x_min", "y_min",
                                                  "x_max", "y_max"],
                                     "properties": {"label": string, "confidence": number,
                                                    "x_min": integer, "y_min": integer,
@@ -205,6 +205,12 @@ def openapi_document(service) -> dict:
                                 "schema": {"type": "string"}}],
                 "requestBody": _upload_form(models, "min_confidence", 0.4),
                 "responses": {"200": _json("DeepStackResult", "the predictions"),
+                              **_errors("DeepStackError", 404), **deepstack_errors}}},
+            "/v1/vision/face": {"post": {
+                "summary": "DeepStack-compatible face detection (the `faces` model)",
+                "description": DEEPSTACK_KEY_NOTE, "security": KEYED,
+                "requestBody": _upload_form(models, "min_confidence", 0.4),
+                "responses": {"200": _json("DeepStackResult", "the faces (no labels)"),
                               **_errors("DeepStackError", 404), **deepstack_errors}}},
         },
     }

@@ -17,6 +17,7 @@ ROUTES = {
     "openapi": ("/openapi.json", "GET, HEAD"),
     "deepstack_detection": ("/v1/vision/detection", "POST"),
     "deepstack_custom": ("/v1/vision/custom/{model}", "POST"),
+    "deepstack_face": ("/v1/vision/face", "POST"),
 }
 
 

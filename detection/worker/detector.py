@@ -19,12 +19,15 @@ class Detection:
     score: float
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in the input image's pixels
     mask: np.ndarray | None = None  # HxW bool, for instance-segmentation models
+    landmarks: tuple[tuple[float, float], ...] | None = None  # (x, y) points, for faces
 
     def to_json(self) -> dict:
         document = {"label": self.label, "class_id": self.class_id,
                     "score": round(self.score, 4), "bbox": [round(v, 2) for v in self.bbox]}
         if self.mask is not None:
             document["mask"] = _rle(self.mask)
+        if self.landmarks is not None:
+            document["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
         return document
 
 
@@ -42,6 +45,16 @@ def resolve_device(setting: str, slot: int = 0) -> str:
     if setting == "auto":
         return f"cuda:{slot % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     return setting
+
+
+def load_detector(spec: ModelSpec, device: str, runtime: str = "torch",
+                  cache_dir: Path | None = None, threads: int = 0):
+    """The detector of ``spec``'s backend: ``Detector`` (mmdet) or ``FaceDetector`` (mtcnn). Each
+    has ``classes``, ``runtime`` and ``detect_batch(images_rgb, thresholds)``."""
+    if spec.backend == "mtcnn":
+        from .faces import FaceDetector
+        return FaceDetector(spec, device)
+    return Detector(spec, device, runtime, cache_dir, threads)
 
 
 class Detector:

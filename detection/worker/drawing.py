@@ -72,8 +72,18 @@ def draw_detections(pixels: np.ndarray, detections: list[Detection]) -> np.ndarr
         labels.append((rectangle, label))
     for detection, (rectangle, label) in reversed(list(zip(detections, labels))):
         _outline(canvas, detection.bbox, class_color(detection.class_id), line_width)
+        for x, y in detection.landmarks or ():  # faces: eyes, nose, mouth corners
+            _dot(canvas, x, y, line_width + 1, class_color(detection.class_id))
         _paste(canvas, label, int(rectangle[0]), int(rectangle[1]))
     return canvas
+
+
+def _dot(canvas: np.ndarray, x: float, y: float, radius: int, color) -> None:
+    """A square dot centred on (x, y), within the canvas."""
+    height, width = canvas.shape[:2]
+    x, y = int(round(x)), int(round(y))
+    canvas[max(y - radius, 0):max(min(y + radius + 1, height), 0),
+           max(x - radius, 0):max(min(x + radius + 1, width), 0)] = color
 
 
 def _outline(canvas: np.ndarray, box, color, line_width: int) -> None:

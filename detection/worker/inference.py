@@ -19,7 +19,7 @@ from ..models import ModelSpec, UnknownModel
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import MODEL_LOAD_SECONDS
-from .detector import Detection, Detector, resolve_device
+from .detector import Detection, Detector, load_detector, resolve_device
 from .drawing import draw_detections
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ class ModelCache:
         self._evict(keep=self.max_models - 1)
         started = time.perf_counter()
         settings = self.settings
-        detector = Detector(self.registry[name], self.device, settings.runtime,
-                            settings.onnx_cache_dir, self.threads)
+        detector = load_detector(self.registry[name], self.device, settings.runtime,
+                                 settings.onnx_cache_dir, self.threads)
         with self._lock:
             self._loaded[name] = detector
         MODEL_LOAD_SECONDS.labels(name).observe(time.perf_counter() - started)
