@@ -23,7 +23,7 @@ from detection.logs import format_handlers
 from detection.memory import tune_malloc
 from detection.models import MissingCheckpoint, UnknownModel
 from detection.settings import Settings, SettingsError, parse_settings
-from detection.telemetry import count_into, forget_gone_processes
+from detection.telemetry import count_into, fold_gone_processes
 from detection.web.forms import FORM_OVERHEAD_BYTES
 from detection.web.security import ApiKeyPolicy
 
@@ -35,7 +35,7 @@ def main(global_config: dict, **app_settings: str):
     settings = parse_settings(app_settings, global_config.get("__file__"))
     format_handlers(settings.log_format)  # the handlers the ini's logging sections made
     count_into(settings.metrics_dir)  # before detection.telemetry.metrics is imported
-    forget_gone_processes(settings.metrics_dir)
+    fold_gone_processes(settings.metrics_dir)
     with Configurator(settings=app_settings) as config:
         config.registry.detection_settings = settings
         config.include("detection.web.service")

@@ -10,6 +10,8 @@ TEXT_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 RELAYED_TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"  # the relay adds time and pid
 JSON_FIELDS = "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"
 JSON_NAMES = {"asctime": "time", "process": "pid", "levelname": "level", "name": "logger"}
+RESERVED = {*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime",
+            *JSON_NAMES.values()}
 
 
 def formatter(log_format: str, relayed: bool = False) -> logging.Formatter:
@@ -37,8 +39,8 @@ def relay(log: logging.Logger, line: str, **fields) -> None:
         return
     level = logging.getLevelName(str(record.pop("level", "INFO")))
     message = record.pop("message")
-    for name in ("time", "pid", "logger"):  # the relaying line has its own; keep theirs apart
-        if name in record:
-            record[f"from_{name}"] = record.pop(name)
-    log.log(level if isinstance(level, int) else logging.INFO, "%s", message,
-            extra={**record, **fields})
+    # The relaying line has its own time, pid and logger, and logging refuses extras named as a
+    # record's attributes (a traceback comes as exc_info): theirs are kept as from_<name>.
+    fields = {**{(f"from_{key}" if key in RESERVED else key): value
+                 for key, value in record.items()}, **fields}
+    log.log(level if isinstance(level, int) else logging.INFO, "%s", message, extra=fields)

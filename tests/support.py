@@ -193,3 +193,14 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(10)
+
+
+def wait_until(condition, timeout: float, interval: float = 0.005):
+    """``condition()``'s first true value, asked again every ``interval`` s for ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"not true within {timeout} s")

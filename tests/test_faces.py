@@ -56,6 +56,12 @@ def test_grace_hoppers_face_is_found_with_its_five_landmarks_and_drawn(server):
     assert (drawn[left_eye[1], left_eye[0]] != original[left_eye[1], left_eye[0]]).any()
 
 
+def test_an_image_too_small_for_a_face_has_none(server):
+    tiny = io.BytesIO()
+    Image.new("RGB", (10, 10), (200, 150, 120)).save(tiny, format="PNG")
+    assert faces(server, tiny.getvalue())["detections"] == []
+
+
 @pytest.mark.parametrize("name", ["dog.jpg", "eagle.jpg"])
 def test_photos_without_people_have_no_face(server, name):
     assert faces(server, photo(name), threshold="0.9")["detections"] == []

@@ -15,7 +15,7 @@ import requests
 from detection.jobs import new_sid
 from tests import bombs
 from tests.hostile import many_parts_body, open_descriptors, rss_bytes
-from tests.support import ROOT, png_bytes
+from tests.support import ROOT, png_bytes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +24,6 @@ def health(server, timeout=5) -> tuple[dict, float]:
     started = time.perf_counter()
     response = requests.get(server.url + "/health", timeout=timeout)
     return response.json(), time.perf_counter() - started
-
-
-def wait_until(condition, timeout: float, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"not true within {timeout} s")
 
 
 def running_ticket(server):

@@ -258,16 +258,17 @@ def test_pixels_beyond_their_budget_are_not_written_and_the_worker_reads_the_png
 def test_pixels_are_not_trusted_when_torn_or_written_before_the_machine_started(queue):
     """They are not fsynced: after a power cut their file may hold anything."""
     pixels = np.zeros((8, 8, 3), np.uint8)
-    old, torn, wrong = (Job.new(new_sid(), "rtmdet_tiny", 0.3) for _ in range(3))
-    for job in (old, torn, wrong):
+    old, torn, wrong, empty = (Job.new(new_sid(), "rtmdet_tiny", 0.3) for _ in range(4))
+    for job in (old, torn, wrong, empty):
         queue.enqueue(job, upload_of(pixels))
+    queue._pixels_file(empty.sid).write_bytes(b"")
     before_boot = spool.BOOT_TIME - 60
     os.utime(queue._pixels_file(old.sid), (before_boot, before_boot))
     path = queue._pixels_file(torn.sid)
     path.write_bytes(path.read_bytes()[:100])
     with open(queue._pixels_file(wrong.sid), "wb") as f:
         np.save(f, np.zeros((8, 8), np.float32))
-    assert [queue.take_pixels(job.sid) for job in (old, torn, wrong)] == [None, None, None]
+    assert [queue.take_pixels(job.sid) for job in (old, torn, wrong, empty)] == [None] * 4
 
 
 def test_pixels_of_a_job_that_never_got_its_ticket_are_pruned_as_stale(queue):

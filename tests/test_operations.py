@@ -7,7 +7,7 @@ import requests
 import webtest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import app_for, png_bytes
+from tests.support import app_for, png_bytes, wait_until
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -33,11 +33,14 @@ def test_a_scrape_counts_jobs_stages_requests_and_refusals_of_web_and_worker(liv
     assert all(server.wait_until_finished(sid)["state"] == "done" for sid in sids)
     assert server.upload(b"text, not an image " * 10).status_code == 422
     assert server.upload(png_bytes(), classes="unicorn").status_code == 400
-    after = scrape(server.url)
+    model = {"model": "rtmdet_tiny"}
+    done = ("detection_jobs_total", frozenset({**model, "state": "done"}.items()))
+    # The worker counts a job once its result is safe on disk, just after the client hears.
+    after = wait_until(lambda: (samples := scrape(server.url)).get(done, 0)
+                       - before.get(done, 0) >= 3 and samples, timeout=10)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
-    model = {"model": "rtmdet_tiny"}
     assert moved("detection_jobs_total", **model, state="accepted") == 3
     assert moved("detection_jobs_total", **model, state="done") == 3  # counted by the worker
     assert moved("detection_jobs_total", **model, state="failed") == 0
@@ -105,3 +108,54 @@ def test_a_failed_job_logs_its_reason_with_its_sid(make_config, rtmdet_checkpoin
     failed = [r for r in caplog.records if getattr(r, "event", None) == "failed"]
     assert len(failed) == 1 and failed[0].sid == job.sid
     assert failed[0].reason == worker.queue.status(job.sid).error
+
+
+def test_a_relayed_worker_line_keeps_its_traceback_and_fields(caplog):
+    """A worker's JSON line, as the daemon relays it: its traceback (exc_info) and fields named
+    as a log record's attributes do not break the relay."""
+    import logging
+
+    from detection.logs import relay
+    line = json.dumps({"time": "t", "pid": 7, "level": "ERROR", "logger": "__main__",
+                       "message": "failed abc", "exc_info": "Traceback ...", "sid": "abc",
+                       "args": "theirs"})
+    with caplog.at_level(logging.INFO):
+        relay(logging.getLogger("detection.worker.supervisor"), line, worker_pid=7)
+    [record] = caplog.records
+    assert record.levelname == "ERROR" and record.getMessage() == "failed abc"
+    assert record.sid == "abc" and record.from_exc_info == "Traceback ..."
+    assert record.from_args == "theirs" and record.worker_pid == 7
+
+
+def test_counts_of_processes_that_are_gone_are_added_up_not_lost(tmp_path):
+    """Web and the daemon fold the files of exited processes into one per kind: the totals a
+    scrape sees do not move, and the directory does not grow with every worker ever run."""
+    import subprocess
+    import sys
+
+    from detection.telemetry import fold_gone_processes
+    count = (f"import os\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(tmp_path)!r}\n"
+             "from prometheus_client import Counter, Histogram\n"
+             "Counter('jobs', 'jobs', ['state']).labels('done').inc(3)\n"
+             "Histogram('seconds', 'seconds', buckets=(1, 2)).observe(1.5)\n")
+
+    def totals() -> dict:
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(tmp_path))
+        return {(s.name, frozenset(s.labels.items())): s.value for family in
+                text_string_to_metric_families(generate_latest(registry).decode())
+                for s in family.samples}
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", count], check=True)
+    before = totals()
+    assert before[("jobs_total", frozenset({("state", "done")}))] == 9
+    fold_gone_processes(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_gone.db",
+                                                             "histogram_gone.db"]
+    assert totals() == before
+    subprocess.run([sys.executable, "-c", count], check=True)
+    fold_gone_processes(tmp_path)
+    assert totals()[("jobs_total", frozenset({("state", "done")}))] == 12
+    assert totals()[("seconds_count", frozenset())] == 4

@@ -113,7 +113,12 @@ def test_a_batch_gives_each_job_what_it_alone_gets_and_a_bad_upload_fails_alone(
              enqueue_only(worker.queue, second)]
     jobs = worker.queue.claim_batch(4)
     assert [job.sid for job in jobs] == [batch[0].sid, batch[1].sid, batch[3].sid]
+    model = worker.models.get("rtmdet_tiny").model
+    passes, extract_feat = [], model.extract_feat
+    model.extract_feat = lambda inputs: passes.append(inputs.shape[0]) or extract_feat(inputs)
     worker.run_batch(jobs)
+    model.extract_feat = extract_feat
+    assert passes == [2]  # the two readable images, in one pass of the network
     states = [worker.queue.status(job.sid) for job in jobs]
     assert [s.state for s in states] == [JobState.DONE, JobState.FAILED, JobState.DONE]
     assert "detection failed" in states[1].error
@@ -126,6 +131,24 @@ def test_a_batch_gives_each_job_what_it_alone_gets_and_a_bad_upload_fails_alone(
                   for d in worker.queue.status(alone.sid).result["detections"]]
         assert len(together.result["detections"]) == len(theirs) > 0
         assert_same_detections(together.result["detections"], theirs, box_tolerance=0.01)
+
+
+def test_a_batch_that_fails_is_retried_job_by_job_so_only_the_bad_one_fails(worker,
+                                                                           monkeypatch):
+    from detection.worker import spool_worker
+    good, bad = (enqueue_only(worker.queue, png_bytes(size=(160 + 40 * i, 120)))
+                 for i in range(2))
+    real = spool_worker.detect_images
+
+    def fragile(jobs, pixels, models, read_ms):  # fails whenever the bad job is in it
+        if any(job.sid == bad.sid for job in jobs):
+            raise RuntimeError("this image breaks the model")
+        return real(jobs, pixels, models, read_ms)
+    monkeypatch.setattr(spool_worker, "detect_images", fragile)
+    worker.run_batch(worker.queue.claim_batch(2))
+    assert worker.queue.status(good.sid).state is JobState.DONE
+    failed = worker.queue.status(bad.sid)
+    assert failed.state is JobState.FAILED and "breaks the model" in failed.error
 
 
 def test_a_job_gets_only_its_classes_and_at_most_its_count_of_the_best(worker):

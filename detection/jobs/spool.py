@@ -137,9 +137,10 @@ class SpoolQueue:
         """Queue ``job`` once the block (which stores its PNG) is done, its pixels with it:
         they are written meanwhile, on another thread (the writes overlap: 1920x1080, 6 ms).
         If the block fails, nothing is queued and the pixels go."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(len(os.sched_getaffinity(0)),
-                                              thread_name_prefix="pixels")
+        with self._enqueue_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(len(os.sched_getaffinity(0)),
+                                                  thread_name_prefix="pixels")
         pixels = self._writer.submit(self._leave_pixels, job.sid, upload.pixels)
         try:
             yield
@@ -171,11 +172,12 @@ class SpoolQueue:
         return self.pixels_dir / f"{sid}.npy"
 
     def _leave_pixels(self, sid: str, pixels: np.ndarray) -> Path | None:
-        """Write a job's pixels for its worker, unless the waiting ones fill the budget."""
-        if self._pixels_bytes() + pixels.nbytes > self.max_pixels_bytes:
-            return None
+        """Write a job's pixels for its worker, unless the waiting ones fill the budget (read
+        without a lock: uploads at the same moment may overshoot it by their own pixels)."""
         path = self._pixels_file(sid)
         try:
+            if self._pixels_bytes() + pixels.nbytes > self.max_pixels_bytes:
+                return None
             with atomic_path(path) as temp, open(temp, "wb") as f:
                 np.save(f, pixels, allow_pickle=False)
         except OSError:  # a full disk, say: the worker reads the PNG instead
@@ -199,7 +201,7 @@ class SpoolQueue:
             if path.stat().st_mtime < BOOT_TIME:  # not fsynced: a power cut may have torn them
                 return None
             pixels = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: an empty file
             return None
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
             return None
@@ -302,6 +304,7 @@ class SpoolQueue:
         self._pixels_file(job.sid).unlink(missing_ok=True)
         for ticket in self._running_tickets(job.sid):
             ticket.unlink(missing_ok=True)
+        fsync_path(self.running_dir)  # gone for good: a power cut does not bring it back
 
     def fail(self, job: Job, reason: str) -> None:
         self._record_failure(job.sid, {"sid": job.sid, "model": job.model,

@@ -13,7 +13,8 @@ import stat
 from pathlib import Path
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
-PROCESS_FILE = re.compile(r"\w+_(?P<pid>\d+)\.db")  # prometheus-client's: counter_<pid>.db ...
+PROCESS_FILE = re.compile(r"[a-z]+_(?:[a-z]+_)?(?P<pid>\w+)\.db")  # counter_<pid>.db ...
+GONE = "gone"  # where the counts of processes that are gone are added up
 
 
 def count_into(directory: Path) -> None:
@@ -26,13 +27,33 @@ def count_into(directory: Path) -> None:
     os.environ[ENVIRONMENT] = str(directory)
 
 
-def forget_gone_processes(directory: Path) -> None:
-    """Delete the counts of processes that are gone (their totals drop: Prometheus reads that
-    as a counter reset). The daemon does it when it starts, so the files stay few."""
-    for path in directory.glob("*.db"):
-        match = PROCESS_FILE.fullmatch(path.name)
-        if match and not _alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
+def fold_gone_processes(directory: Path) -> None:
+    """Add the counts of processes that are gone into one file per kind (``counter_gone.db``,
+    ``histogram_gone.db``) and delete theirs: sums stay as they were (a counter never goes
+    back) and the files stay few. Web and the daemon do it when they start (one at a time)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from ..jobs.locks import exclusively
+    with exclusively(directory / ".fold.lock"):
+        for kind in ("counter", "histogram"):
+            gone = [path for path in directory.glob(f"{kind}_*.db")
+                    if (match := PROCESS_FILE.fullmatch(path.name)) and match["pid"].isdigit()
+                    and not _alive(int(match["pid"]))]
+            if not gone:
+                continue
+            folded = directory / f"{kind}_{GONE}.db"
+            totals: dict[str, float] = {}
+            for path in [*gone, *([folded] if folded.exists() else [])]:
+                for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+                    totals[key] = totals.get(key, 0.0) + value
+            temp = directory / f".{kind}_{GONE}.db.tmp"
+            counts = MmapedDict(str(temp))
+            for key, value in totals.items():
+                counts.write_value(key, value, 0.0)
+            counts.close()
+            os.replace(temp, folded)
+            for path in gone:
+                path.unlink()
 
 
 def _alive(pid: int) -> bool:

@@ -98,7 +98,7 @@ def touch_every_second(path: Path) -> None:
 
 def supervise(settings, lock: FileLock, handler: logging.Handler) -> None:
     """Run the supervisor (in the foreground, or in the daemon), logging to ``handler``."""
-    from ..telemetry import forget_gone_processes
+    from ..telemetry import fold_gone_processes
     from .supervisor import Supervisor
 
     log_to(handler, settings.log_format)
@@ -108,7 +108,7 @@ def supervise(settings, lock: FileLock, handler: logging.Handler) -> None:
         lock.release()
         return supervisor.queue.depth() > 0 and lock.acquire()
 
-    forget_gone_processes(settings.metrics_dir)  # the last daemon's workers
+    fold_gone_processes(settings.metrics_dir)  # the last daemon's workers: summed up
     supervisor = Supervisor(settings, still_wanted)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())
     supervisor.run()

@@ -32,7 +32,7 @@ def _batched_nms(boxes, scores, groups, iou_threshold: float):
 def _import_mtcnn():
     try:
         import torchvision  # noqa: F401  (where a matching one is installed, it serves)
-    except ImportError:
+    except Exception:  # missing, or built for another torch (its ops do not load)
         pass
     else:
         from facenet_pytorch.models.mtcnn import MTCNN
@@ -64,6 +64,8 @@ class FaceDetector:
 
     def detect(self, image_rgb: np.ndarray, threshold: float) -> list[Detection]:
         import torch
+        if min(image_rgb.shape[:2]) < self.mtcnn.min_face_size:  # MTCNN fails on those
+            return []
         with torch.inference_mode():
             boxes, scores, points = self.mtcnn.detect(image_rgb, landmarks=True)
         if boxes is None:

@@ -119,9 +119,11 @@ class Worker:
                     continue
                 ready.append(job)
                 read_ms.append((time.perf_counter() - clock) * 1000)
-            for job, (png, document) in zip(ready, detect_images(ready, pixels, self.models,
-                                                                  read_ms) if ready else []):
+            for job, outcome in zip(ready, self._detect(ready, pixels, read_ms)):
                 try:
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    png, document = outcome
                     write_result(job, self.files, png, document)
                     documents[job.sid] = document
                 except Exception as error:
@@ -147,6 +149,27 @@ class Worker:
         self.jobs_done += len(jobs)
         self.report({"event": "finished", "sids": [job.sid for job in jobs],
                      "state": self.state()})
+
+    def _detect(self, jobs: list[Job], pixels: list[np.ndarray],
+                read_ms: list[float]) -> list[tuple[bytes, JobResult] | Exception]:
+        """Each job's PNG and result, in one batch; if the batch fails, job by job, so that one
+        image the model cannot take fails alone (its exception in its place)."""
+        if not jobs:
+            return []
+        try:
+            return detect_images(jobs, pixels, self.models, read_ms)
+        except Exception as error:
+            if len(jobs) == 1:
+                return [error]
+            log.warning("a batch of %d failed (%s: %s): detecting its jobs one by one",
+                        len(jobs), type(error).__name__, error)
+        outcomes: list[tuple[bytes, JobResult] | Exception] = []
+        for job, image, read in zip(jobs, pixels, read_ms):
+            try:
+                outcomes.append(detect_images([job], [image], self.models, [read])[0])
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
 
     def state(self) -> dict:
         """What /health shows of this worker."""
