@@ -71,8 +71,8 @@ class Accepted:
 class DetectionService:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.models: dict[str, ModelSpec] = load_registry(settings.models_file,
-                                                          settings.checkpoints_dir)
+        self._registry = (settings.models_file.stat().st_mtime_ns,
+                          load_registry(settings.models_file, settings.checkpoints_dir))
         if settings.default_model not in self.models:
             raise UnknownModel(f"the default model {settings.default_model!r} is not in "
                                f"{settings.models_file}")
@@ -101,6 +101,19 @@ class DetectionService:
             log.warning("%s", error)
         if settings.queue == "rq":  # no local daemon prunes uploads/ (with the spool, it does)
             threading.Thread(target=self._prune_periodically, name="prune", daemon=True).start()
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        """The models of models.toml, read again when it changes (a fine-tuned model is added
+        while the service runs)."""
+        changed = self.settings.models_file.stat().st_mtime_ns
+        if changed != self._registry[0]:
+            try:
+                self._registry = (changed, load_registry(self.settings.models_file,
+                                                         self.settings.checkpoints_dir))
+            except (OSError, ValueError, KeyError) as error:  # half-edited: keep the last
+                log.warning("cannot read %s again: %s", self.settings.models_file, error)
+        return self._registry[1]
 
     def ensure_worker(self) -> int | None:
         """The live daemon's pid, starting (or replacing a silent) one as needed; best effort:

@@ -15,7 +15,7 @@ import psutil
 
 from ..images import encode_png
 from ..jobs import ImageSize, Job, JobResult
-from ..models import ModelSpec, UnknownModel
+from ..models import ModelSpec, UnknownModel, load_registry
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import MODEL_LOAD_SECONDS
@@ -64,6 +64,9 @@ class ModelCache:
             with self._lock:
                 self._loaded.move_to_end(name)
             return self._loaded[name]
+        if name not in self.registry:  # added since (a fine-tuned model): read models.toml
+            self.registry = load_registry(self.settings.models_file,
+                                          self.settings.checkpoints_dir)
         if name not in self.registry:
             raise UnknownModel(f"unknown model {name!r}")
         self._evict(keep=self.max_models - 1)
