@@ -109,7 +109,8 @@ def build_config(base: ModelSpec, classes: tuple[str, ...], train: Path, val: Pa
     _set_num_classes(cfg.model, len(classes))
     cfg.model.data_preprocessor.pop("batch_augments", None)
     scale = (image_size, image_size)
-    masks = "mask_head" in str(cfg.model)
+    masks = any(step.get("with_mask") for step in cfg.get("train_pipeline", ())
+                if step["type"] == "LoadAnnotations")  # the base model learns masks
     load = dict(type="LoadAnnotations", with_bbox=True, with_mask=masks)
     meta = ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")
     train_pipeline = [dict(type="LoadImageFromFile"), load,
