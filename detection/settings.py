@@ -78,10 +78,8 @@ class Settings:
         """Where each process keeps its Prometheus counts (``detection.telemetry``): in memory
         (/dev/shm) where there is one, not beside the uploads: they are memory-mapped files, and
         a full disk would kill a process that writes one. One per uploads directory."""
-        shared_memory = Path("/dev/shm")
-        base = shared_memory if shared_memory.is_dir() else Path(tempfile.gettempdir())
         key = hashlib.sha256(str(self.uploads_dir).encode()).hexdigest()[:16]
-        return base / f"detection-metrics-{key}"
+        return metrics_base() / f"{METRICS_PREFIX}{key}"
 
     @property
     def spool_dir(self) -> Path:
@@ -110,6 +108,13 @@ class Settings:
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where web.py and mmdetectionl.py are
+METRICS_PREFIX = "detection-metrics-"
+
+
+def metrics_base() -> Path:
+    """Where services keep their metrics directories: in memory (/dev/shm) where there is one."""
+    shared_memory = Path("/dev/shm")
+    return shared_memory if shared_memory.is_dir() else Path(tempfile.gettempdir())
 PROJECT_MODELS_FILE = PROJECT_ROOT / "configs" / "models.toml"
 Parser = Callable[[str, str, Path], Any]  # (raw value, key, the ini's folder) -> value
 

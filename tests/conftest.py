@@ -3,12 +3,25 @@ the app under WebTest, and a live server (waitress + the real daemon) on a free 
 behind them are in tests/support.py."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from detection.settings import METRICS_PREFIX, metrics_base
 from tests.random_weights import build_random_checkpoint
 from tests.support import LiveServer, app_for, write_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_metrics_left_behind():
+    """Every server counts into a directory of its own in /dev/shm (Settings.metrics_dir): the
+    ones the tests made go when they end."""
+    pattern = f"{METRICS_PREFIX}*"
+    before = set(metrics_base().glob(pattern))
+    yield
+    for directory in set(metrics_base().glob(pattern)) - before:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
