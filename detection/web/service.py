@@ -126,9 +126,10 @@ class DetectionService:
 
     def pick_model(self, name: str | None) -> ModelSpec:
         name = name or self.settings.default_model
-        if name not in self.models:
-            raise UnknownModel(f"unknown model {name!r}; choose one of {sorted(self.models)}")
-        spec = self.models[name]
+        models = self.models  # one look at models.toml per request
+        if name not in models:
+            raise UnknownModel(f"unknown model {name!r}; choose one of {sorted(models)}")
+        spec = models[name]
         if not spec.available:
             raise ModelUnavailable(f"model {name!r} is not installed on this server (its checkpoint "
                                    f"is missing); installed: {self.installed_models()}")
