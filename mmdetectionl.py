@@ -117,18 +117,19 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def finetune(settings: Settings, arguments: argparse.Namespace) -> int:
-    from detection.finetune import DatasetError
+    from detection.finetune import FinetuneError
     from detection.finetune import finetune as train
     logging.basicConfig(level=logging.INFO)
     try:
         outcome = train(settings, arguments.name, arguments.base, arguments.train.resolve(),
                         arguments.val.resolve() if arguments.val else None, arguments.epochs,
                         arguments.image_size)
-    except DatasetError as error:
+    except FinetuneError as error:
         sys.exit(f"finetune: {error}")
+    scores = ", ".join(f"{kind} mAP@0.5 {outcome[f'{kind}_mAP_50']:.3f}"
+                       for kind in ("bbox", "segm") if f"{kind}_mAP_50" in outcome)
     print(f"{outcome['name']}: classes {', '.join(outcome['classes'])}; trained in "
-          f"{outcome['seconds']:.0f} s; bbox mAP@0.5 {outcome['bbox_mAP_50']:.3f} on the "
-          "validation images. Served now as model "
+          f"{outcome['seconds']:.0f} s; {scores} on the validation images. Served now as model "
           f"{outcome['name']} (also /v1/vision/custom/{outcome['name']}).")
     return 0
 

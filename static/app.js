@@ -8,6 +8,7 @@ const POLL_MS = 1000;
 const LONG_POLL_S = 10;
 const MAX_POLL_MS = 8000;
 const GIVE_UP_MS = 10 * 60 * 1000;
+const MAX_LISTED_CLASSES = 12;  // a model with more (COCO's 80) shows its count
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -233,7 +234,9 @@ async function loadModels() {
       const option = new Option(model.available ? model.name : `${model.name} (not installed)`, model.name);
       option.disabled = !model.available;
       option.selected = model.name === body.default;
-      hints[model.name] = [model.hint, model.box_ap && `COCO box AP ${model.box_ap}`].filter(Boolean).join("; ");
+      const detects = model.classes.length <= MAX_LISTED_CLASSES ? model.classes.join(", ") : `${model.classes.length} classes`;
+      hints[model.name] = [model.hint, model.box_ap && `COCO box AP ${model.box_ap}`, `detects ${detects}`]
+        .filter(Boolean).join("; ");
       select.append(option);
     }
     const showHint = () => {

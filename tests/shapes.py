@@ -1,6 +1,8 @@
 """A small detection dataset made up for fine-tuning tests: coloured circles, squares and
-triangles on noisy backgrounds, with COCO-format boxes (seeded: the same every run)."""
+triangles on noisy backgrounds, with COCO-format boxes and polygon masks (seeded: the same every
+run; the shapes do not overlap, so that each mask is the whole shape)."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +12,32 @@ CLASSES = ("circle", "square", "triangle")
 COLORS = ((220, 40, 40), (40, 180, 60), (50, 80, 220))
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, kind: int, x: int, y: int, size: int) -> None:
-    box = (x, y, x + size, y + size)
+def outline(kind: int, x: int, y: int, size: int) -> list[tuple[float, float]]:
+    """The shape's polygon (a circle as 32 points)."""
     if kind == 0:
-        draw.ellipse(box, fill=COLORS[kind])
-    elif kind == 1:
-        draw.rectangle(box, fill=COLORS[kind])
-    else:
-        draw.polygon([(x + size // 2, y), (x, y + size), (x + size, y + size)], fill=COLORS[kind])
+        r = size / 2
+        return [(x + r + r * math.cos(a), y + r + r * math.sin(a))
+                for a in np.linspace(0, 2 * math.pi, 32, endpoint=False)]
+    if kind == 1:
+        return [(x, y), (x + size, y), (x + size, y + size), (x, y + size)]
+    return [(x + size / 2, y), (x + size, y + size), (x, y + size)]
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, kind: int, x: int, y: int, size: int) -> None:
+    draw.polygon(outline(kind, x, y, size), fill=COLORS[kind])
+
+
+def shape_mask(kind: int, x: int, y: int, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """The shape's pixels as a boolean (height, width) array."""
+    canvas = Image.new("1", (shape[1], shape[0]))
+    ImageDraw.Draw(canvas).polygon(outline(kind, x, y, size), fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def area(polygon: list[float]) -> float:
+    """A flat [x0, y0, x1, y1, ...] polygon's area (the shoelace formula)."""
+    xs, ys = np.array(polygon[0::2]), np.array(polygon[1::2])
+    return float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
 
 
 def make_dataset(directory: Path, images: int, seed: int = 0, size: int = 320) -> Path:
@@ -29,13 +49,20 @@ def make_dataset(directory: Path, images: int, seed: int = 0, size: int = 320) -
         background = (rng.integers(0, 255, (size, size, 3)) // 3 + 80).astype(np.uint8)
         image = Image.fromarray(background)
         draw = ImageDraw.Draw(image)
+        placed: list[tuple[int, int, int]] = []
         for _ in range(int(rng.integers(1, 4))):
             kind, side = int(rng.integers(0, 3)), int(rng.integers(40, 110))
             x, y = int(rng.integers(0, size - side)), int(rng.integers(0, size - side))
+            if any(x < px + ps and px < x + side and y < py + ps and py < y + side
+                   for px, py, ps in placed):
+                continue  # would overlap a shape drawn already
+            placed.append((x, y, side))
             draw_shape(draw, kind, x, y, side)
+            polygon = [round(v, 1) for point in outline(kind, x, y, side) for v in point]
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
                                 "category_id": kind + 1, "bbox": [x, y, side, side],
-                                "area": side * side, "iscrowd": 0})
+                                "area": area(polygon), "iscrowd": 0,
+                                "segmentation": [polygon]})
         name = f"{index:03d}.png"
         image.save(directory / name)
         entries.append({"id": index + 1, "file_name": name, "width": size, "height": size})

@@ -119,6 +119,38 @@ def test_the_faces_model_is_offered_and_finds_a_face(page, live_server, rtmdet_c
     assert "1 object: 1 × face" in card.locator(".summary").inner_text()
 
 
+def test_a_fine_tuned_model_appears_with_its_classes_and_detects_them(page, live_server,
+                                                                      tmp_path):
+    """Trained beside the running service (briefly, from random weights), a custom model is
+    offered on the next page load with its classes, and its results carry only them."""
+    import subprocess
+    import sys
+
+    from tests.shapes import CLASSES, make_dataset
+    server = live_server()
+    open_page(page, server)
+    assert page.locator("#model option[value=shapes]").count() == 0
+    train = make_dataset(tmp_path / "shapes", 8)
+    run = subprocess.run([sys.executable, "mmdetectionl.py", "--config", str(server.ini),
+                          "finetune", "shapes", "--base", "rtmdet_tiny", "--train", str(train),
+                          "--epochs", "1", "--image-size", "128"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    open_page(page, server)
+    page.locator("#model").select_option("shapes")
+    hint = page.locator("#model-hint").inner_text()
+    assert "fine-tuned from rtmdet_tiny on 8 images" in hint
+    assert "detects circle, square, triangle" in hint
+    offered = page.eval_on_selector_all("#class-names option", "os => os.map(o => o.value)")
+    assert offered == list(CLASSES)
+    page.locator("#threshold").fill("0.01")
+    page.locator("#file-input").set_input_files(str(train.parent / "000.png"))
+    card = page.locator(".job").first
+    wait_done(page, card)
+    labels = card.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert labels and set(labels) <= set(CLASSES)
+
+
 def test_hovering_a_row_highlights_its_box(page, live_server, tmp_path):
     server = live_server()
     open_page(page, server)
