@@ -107,8 +107,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     tune = commands.add_parser("finetune", help="train a model for your classes (COCO JSON)")
     tune.add_argument("name", help="the new model's name")
     tune.add_argument("--base", required=True, help="the model to start from (e.g. yolox_nano)")
-    tune.add_argument("--train", required=True, type=Path, help="COCO annotations; image paths "
-                      "relative to the file")
+    tune.add_argument("--train", required=True, type=Path, help="COCO annotations (boxes; "
+                      "masks for a mask model); image paths relative to the file")
     tune.add_argument("--val", type=Path, help="validation annotations (default: a quarter of "
                       "the training images)")
     tune.add_argument("--epochs", type=int, default=20)
@@ -126,11 +126,12 @@ def finetune(settings: Settings, arguments: argparse.Namespace) -> int:
                         arguments.image_size)
     except FinetuneError as error:
         sys.exit(f"finetune: {error}")
-    scores = ", ".join(f"{kind} mAP@0.5 {outcome[f'{kind}_mAP_50']:.3f}"
-                       for kind in ("bbox", "segm") if f"{kind}_mAP_50" in outcome)
-    print(f"{outcome['name']}: classes {', '.join(outcome['classes'])}; trained in "
-          f"{outcome['seconds']:.0f} s; {scores} on the validation images. Served now as model "
-          f"{outcome['name']} (also /v1/vision/custom/{outcome['name']}).")
+    scores = ", ".join(f"{kind} mAP@0.5 {value:.3f}"
+                       for kind, value in outcome["validation_map50"].items())
+    print(f"{outcome['name']}: classes {', '.join(outcome['classes'])}; trained on "
+          f"{outcome['images']} images in {outcome['seconds']:.0f} s; {scores} on the validation "
+          f"images. Served now as model {outcome['name']} (also "
+          f"/v1/vision/custom/{outcome['name']}).")
     return 0
 
 

@@ -96,14 +96,14 @@ class Floor:
         gc.collect()
 
 
-def one_upload(server: LiveServer, data: bytes) -> dict:
+def one_upload(server: LiveServer, data: bytes, **fields: str) -> dict:
     """POST /upload, long-poll /status/<sid>?wait=60, then GET /uploads/<sid>.out.png, on one
     keep-alive connection as a browser would; seconds per step (the server's from its
     Server-Timing header and the result's timings)."""
     with requests.Session() as client:
         started = time.perf_counter()
         response = client.post(f"{server.url}/upload", files={"image": ("bench.jpg", data)},
-                               data={"threshold": THRESHOLD}, timeout=30)
+                               data={"threshold": THRESHOLD, **fields}, timeout=30)
         accepted = time.perf_counter()
         sid = response.json()["sid"]
         status = client.get(f"{server.url}/status/{sid}?wait=60", timeout=90).json()

@@ -5,6 +5,7 @@ Nothing here imports torch or mmdet, so the web process stays small.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import tomllib
 
 from . import zoo
 from .coco import COCO_CLASSES
+
+log = logging.getLogger(__name__)
 
 
 class UnknownModel(LookupError):
@@ -45,6 +48,8 @@ class ModelSpec:
     timeout_seconds: float | None = None  # a job's time limit, if not the settings' one
     classes: tuple[str, ...] = COCO_CLASSES  # the labels it detects, in class-id order
     backend: str = "mmdet"
+    masks: bool = False  # instance segmentation: each detection has a mask
+    validation_map50: dict[str, float] | None = None  # a fine-tuned model's: bbox, segm
 
     @property
     def available(self) -> bool:
@@ -58,8 +63,8 @@ class ModelSpec:
     def describe(self) -> dict:
         """The model as the API lists it."""
         return {"name": self.name, "hint": self.hint, "box_ap": self.box_ap,
-                "mask_ap": self.mask_ap, "masks": self.mask_ap is not None,
-                "available": self.available, "classes": list(self.classes)}
+                "mask_ap": self.mask_ap, "masks": self.masks, "available": self.available,
+                "classes": list(self.classes), "validation_map50": self.validation_map50}
 
 
 def mmdet_configs_dir() -> Path:
@@ -113,8 +118,41 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
             hint=table.get("hint", ""), box_ap=entry.box_ap if entry else None,
             mask_ap=entry.mask_ap if entry else None,
             timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table else None,
-            classes=tuple(str(c) for c in table.get("classes", COCO_CLASSES)))
+            classes=tuple(str(c) for c in table.get("classes", COCO_CLASSES)),
+            masks=bool(table.get("masks", entry is not None and entry.mask_ap is not None)),
+            validation_map50={kind: float(value) for kind, value in
+                              table["validation_map50"].items()}
+            if "validation_map50" in table else None)
     return registry
+
+
+class ModelsFile:
+    """The models of models.toml, read again when the file changes (a fine-tuned model is added
+    while the service runs); a file that cannot be read keeps the last good models."""
+
+    def __init__(self, path: Path, checkpoints_dir: Path):
+        self.path = path
+        self.checkpoints_dir = checkpoints_dir
+        self._stamp = self._current_stamp()
+        self._models = load_registry(path, checkpoints_dir)  # unreadable at start: a setup error
+
+    def _current_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = self.path.stat()
+        except OSError:
+            return None
+        return status.st_mtime_ns, status.st_ino, status.st_size
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        stamp = self._current_stamp()
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp  # once per change, even when it cannot be read
+            try:
+                self._models = load_registry(self.path, self.checkpoints_dir)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                log.warning("cannot read %s again, keeping its last models: %s", self.path, error)
+        return self._models
 
 
 def job_time_limit(registry: dict[str, ModelSpec], model: str, default_seconds: float) -> float:

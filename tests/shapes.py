@@ -1,6 +1,7 @@
 """A small detection dataset made up for fine-tuning tests: coloured circles, squares and
 triangles on noisy backgrounds, with COCO-format boxes and polygon masks (seeded: the same every
-run; the shapes do not overlap, so that each mask is the whole shape)."""
+run; the shapes do not overlap, so that each mask is the whole shape). Its category ids are not
+in the file's order, as a labelling tool may leave them: labels follow the file's order."""
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from PIL import Image, ImageDraw
 
 CLASSES = ("circle", "square", "triangle")
 COLORS = ((220, 40, 40), (40, 180, 60), (50, 80, 220))
+CATEGORY_IDS = (7, 3, 5)
 
 
 def outline(kind: int, x: int, y: int, size: int) -> list[tuple[float, float]]:
@@ -40,19 +42,22 @@ def area(polygon: list[float]) -> float:
     return float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
 
 
-def make_dataset(directory: Path, images: int, seed: int = 0, size: int = 320) -> Path:
-    """``images`` PNGs and ``annotations.json`` (image paths relative to it) in ``directory``."""
+def make_dataset(directory: Path, images: int, seed: int = 0,
+                 size: tuple[int, int] = (320, 320)) -> Path:
+    """``images`` PNGs of ``size`` (width, height) and ``annotations.json`` (image paths
+    relative to it) in ``directory``."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     entries, annotations = [], []
+    width, height = size
     for index in range(images):
-        background = (rng.integers(0, 255, (size, size, 3)) // 3 + 80).astype(np.uint8)
+        background = (rng.integers(0, 255, (height, width, 3)) // 3 + 80).astype(np.uint8)
         image = Image.fromarray(background)
         draw = ImageDraw.Draw(image)
         placed: list[tuple[int, int, int]] = []
         for _ in range(int(rng.integers(1, 4))):
             kind, side = int(rng.integers(0, 3)), int(rng.integers(40, 110))
-            x, y = int(rng.integers(0, size - side)), int(rng.integers(0, size - side))
+            x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
             if any(x < px + ps and px < x + side and y < py + ps and py < y + side
                    for px, py, ps in placed):
                 continue  # would overlap a shape drawn already
@@ -60,13 +65,13 @@ def make_dataset(directory: Path, images: int, seed: int = 0, size: int = 320) -
             draw_shape(draw, kind, x, y, side)
             polygon = [round(v, 1) for point in outline(kind, x, y, side) for v in point]
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
-                                "category_id": kind + 1, "bbox": [x, y, side, side],
+                                "category_id": CATEGORY_IDS[kind], "bbox": [x, y, side, side],
                                 "area": area(polygon), "iscrowd": 0,
                                 "segmentation": [polygon]})
         name = f"{index:03d}.png"
         image.save(directory / name)
-        entries.append({"id": index + 1, "file_name": name, "width": size, "height": size})
+        entries.append({"id": index + 1, "file_name": name, "width": width, "height": height})
     path = directory / "annotations.json"
     path.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": [
-        {"id": i + 1, "name": name} for i, name in enumerate(CLASSES)]}))
+        {"id": i, "name": name} for i, name in zip(CATEGORY_IDS, CLASSES)]}))
     return path

@@ -51,49 +51,72 @@ def test_bad_datasets_are_refused_before_any_training(tmp_path, dataset):
     with pytest.raises(FinetuneError, match="not a COCO annotation file"):
         check_dataset(broken)
     document = json.loads(train.read_bytes())
-    first = document["annotations"][0]
-    boxes = {"no categories": {**document, "categories": []},
-             "are missing": {**document, "images": [
-                 *document["images"], {"id": 999, "file_name": "gone.png", "width": 9,
-                                       "height": 9}]},
-             "outside its image": {**document, "annotations": [
-                 {**first, "bbox": [300, 300, 50, 50]}]}}
+    image, first = document["images"][0], document["annotations"][0]
+    category = document["categories"][0]
+    boxes = {
+        "no categories": {"categories": []},
+        "appears twice": {"categories": [*document["categories"], {**category, "id": 99,
+                                                                   "name": "CIRCLE"}]},
+        "no commas": {"categories": [{**category, "name": "a, b"}]},
+        "integer id and a name": {"categories": [{"name": "x"}]},
+        "are missing": {"images": [*document["images"], {"id": 999, "file_name": "gone.png",
+                                                         "width": 9, "height": 9}]},
+        "image id 1 appears twice": {"images": [*document["images"], image]},
+        "width and height": {"images": [{**image, "width": "320"}]},
+        "is 320x320 pixels": {"images": [{**image, "width": 640}]},
+        "no annotations": {"annotations": []},
+        "outside its image": {"annotations": [{**first, "bbox": [300, 300, 50, 50]}]},
+        "its bbox is": {"annotations": [{**first, "bbox": [1, 2, 3]}]},
+        "no category has": {"annotations": [{**first, "category_id": 42}]},
+        "no image has": {"annotations": [{**first, "image_id": "1"}]},
+        "is not an object": {"annotations": [[1, 2]]}}
     masks = {"no segmentation": {**first, "segmentation": []},
              "3 or more": {**first, "segmentation": [[1, 2, 3, 4]]},
              "polygon goes outside": {**first, "segmentation": [[0, 0, 400, 0, 0, 9]]},
              "RLE mask needs": {**first, "segmentation": {"size": [9, 9], "counts": "x"}}}
-    cases = [(words, content, False) for words, content in boxes.items()] + [
-        (words, {**document, "annotations": [annotation]}, True)
-        for words, annotation in masks.items()]
-    for index, (words, content, need_masks) in enumerate(cases):
+    cases = [(words, change, False) for words, change in boxes.items()] + [
+        (words, {"annotations": [annotation]}, True) for words, annotation in masks.items()]
+    for index, (words, change, need_masks) in enumerate(cases):
         path = train.parent / f"bad-{index}.json"
-        path.write_text(json.dumps(content))
+        path.write_text(json.dumps({**document, **change}))
         with pytest.raises(FinetuneError, match=words):
             check_dataset(path, masks=need_masks)
-    assert check_dataset(train, masks=True).classes == CLASSES
+    checked = check_dataset(train, masks=True)
+    assert checked.classes == CLASSES  # the file's order, not its ids' (7, 3, 5)
+    assert [a["id"] for a in checked.annotations] == list(range(1, len(document["annotations"])
+                                                                + 1))
 
 
 def test_bad_names_and_bases_are_refused_before_any_training(tmp_path, dataset, fake_checkpoint):
-    train, _ = dataset
+    train, val = dataset
     boxes_only = tmp_path / "boxes.json"
     document = json.loads(train.read_bytes())
     boxes_only.write_text(json.dumps({**document, "images": [
         {**image, "file_name": str(train.parent / image["file_name"])}
         for image in document["images"]], "annotations": [
         {k: v for k, v in a.items() if k != "segmentation"} for a in document["annotations"]]}))
+    one_image = tmp_path / "one.json"
+    one_image.write_text(json.dumps({**json.loads(boxes_only.read_bytes()), "images": [
+        json.loads(boxes_only.read_bytes())["images"][0]], "annotations": [
+        a for a in document["annotations"] if a["image_id"] == 1]}))
+    reordered = val.parent / "reordered.json"
+    reordered.write_text(json.dumps({**json.loads(val.read_bytes()), "categories": list(reversed(
+        json.loads(val.read_bytes())["categories"]))}))
     ini = write_config(tmp_path, {"yolox_nano": fake_checkpoint,
                                   "rtmdet_ins_tiny": fake_checkpoint})
     settings = load_settings(ini)
     settings.checkpoints_dir.mkdir()
     registry = settings.models_file.read_bytes()
-    cases = {"cannot name a model": ("../escape", "yolox_nano", train),
-             "exists already": ("rtmdet_tiny", "yolox_nano", train),
-             "no mmdet model 'nope'": ("mine", "nope", train),
-             "has no weights": ("mine", "faster_rcnn_r50", train),
-             "each box needs its polygons": ("mine", "rtmdet_ins_tiny", boxes_only)}
-    for words, (name, base, annotations) in cases.items():
+    cases = {"cannot name a model": ("../escape", "yolox_nano", train, None),
+             "exists already": ("rtmdet_tiny", "yolox_nano", train, None),
+             "no mmdet model 'nope'": ("mine", "nope", train, None),
+             "has no weights": ("mine", "faster_rcnn_r50", train, None),
+             "each box needs its polygons": ("mine", "rtmdet_ins_tiny", boxes_only, None),
+             "one image cannot be both": ("mine", "yolox_nano", one_image, None),
+             "in the same order": ("mine", "yolox_nano", train, reordered)}
+    for words, (name, base, annotations, validation) in cases.items():
         with pytest.raises(FinetuneError, match=words):
-            finetune(settings, name, base, annotations, None, epochs=1, image_size=128)
+            finetune(settings, name, base, annotations, validation, epochs=1, image_size=128)
     with pytest.raises(FinetuneError, match="epochs must be 1 to 1000"):
         finetune(settings, "mine", "yolox_nano", train, None, epochs=0, image_size=128)
     with FileLock(settings.checkpoints_dir / ".finetune.lock"):  # another one is running
@@ -104,6 +127,21 @@ def test_bad_names_and_bases_are_refused_before_any_training(tmp_path, dataset, 
     refused = run_finetune(ini, "mine", "yolox_nano", tmp_path / "absent.json")
     assert refused.returncode == 1 and "finetune: " in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_registering_writes_toml_the_service_reads_whatever_the_class_names(tmp_path):
+    from detection.finetune.training import register
+    from detection.models import load_registry
+    models = tmp_path / "models.toml"
+    models.write_text('[yolox_nano]\nconfig = "yolox/yolox_nano_8xb8-300e_coco.py"')
+    (tmp_path / "mine.py").write_text("")
+    names = ["caf\u00e9", "\U0001f511 key", 'a "quoted" \\ name', "tab\there"]
+    register(models, "mine", {"config": str(tmp_path / "mine.py"), "classes": names,
+                              "masks": True, "validation_map50": {"bbox": 0.9, "segm": 0.8},
+                              "hint": "fine-tuned"})
+    spec = load_registry(models, tmp_path)["mine"]
+    assert list(spec.classes) == names and spec.masks
+    assert spec.describe()["validation_map50"] == {"bbox": 0.9, "segm": 0.8}
 
 
 @pytest.mark.slow
@@ -126,7 +164,8 @@ def test_a_fine_tuned_model_learns_the_shapes_and_is_served_by_name(tmp_path, da
         listed = {m["name"]: m for m in requests.get(server.url + "/models",
                                                      timeout=10).json()["models"]}
         assert listed["shapes"]["classes"] == list(CLASSES) and listed["shapes"]["available"]
-        assert f"{measured:.2f}" in listed["shapes"]["hint"]
+        assert listed["shapes"]["validation_map50"] == {"bbox": round(measured, 3)}
+        assert f"bbox mAP@0.5 {measured:.2f}" in listed["shapes"]["hint"]
         for kind, label in enumerate(CLASSES):
             sid = server.upload(shapes_photo(kind), model="shapes", threshold="0.3").json()["sid"]
             status = server.wait_until_finished(sid)
@@ -183,17 +222,20 @@ def test_other_box_models_fine_tune_and_serve_their_classes(tmp_path, dataset, b
     loaded by the service's detector with the new classes (learning is YOLOX's test's job)."""
     from detection.models import load_registry
     from detection.worker.detector import load_detector
-    small = make_dataset(tmp_path / "small", 8, seed=2)
+    small = make_dataset(tmp_path / "small", 8, seed=2, size=(320, 240))
     base = build_random_checkpoint(CONFIGS[base_name], tmp_path / "base.pth")
     ini = write_config(tmp_path, {base_name: base})
-    run = run_finetune(ini, "mine", base_name, small, "--epochs", "1", "--image-size", "128")
+    # 4:3 photos at 160 px are 160x120: padded to a multiple of 32 for the feature pyramid.
+    run = run_finetune(ini, "mine", base_name, small, "--epochs", "1", "--image-size", "160")
     assert run.returncode == 0, run.stderr[-3000:]
     settings = load_settings(ini)
     spec = load_registry(settings.models_file, settings.checkpoints_dir)["mine"]
-    assert spec.classes == CLASSES and "bbox mAP@0.5" in spec.hint
-    detector = load_detector(spec, "cpu")
-    photo = np.asarray(Image.open(io.BytesIO(shapes_photo(0))).convert("RGB"))
-    detections = detector.detect(photo, 0.0)
-    assert detections and {d.label for d in detections} <= set(CLASSES)
-    assert sorted(p.name for p in settings.checkpoints_dir.iterdir()) == [
-        ".finetune.lock", "mine.pth", "mine.py"]  # the training's own folder is gone
+    assert spec.classes == CLASSES and "bbox mAP@0.5" in spec.hint and not spec.masks
+    served = spec.config.read_text()  # the model and its test pipeline, no training leftovers
+    assert "finetune-" not in served and str(small.parent) not in served
+    detector = load_detector(spec, "cpu", settings.runtime, settings.onnx_cache_dir)
+    for size in ((320, 240), (240, 320)):
+        photo = np.zeros((size[1], size[0], 3), np.uint8) + 128
+        detections = detector.detect(photo, 0.0)
+        assert detections and {d.label for d in detections} <= set(CLASSES)
+    assert not list(settings.checkpoints_dir.glob("finetune-*"))  # training's own folder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detection.models import load_registry, mmdet_configs_dir
+from detection.models import ModelsFile, load_registry, mmdet_configs_dir
 from detection.zoo import DownloadError, download, find_metafile_entry
 from tests.support import ROOT, free_port
 
@@ -21,6 +21,20 @@ def test_shipped_models_resolve_to_mmdet_configs_and_zoo_urls(tmp_path):
     assert tiny.weights_url.startswith("https://download.openmmlab.com/")
     assert tiny.checkpoint == tmp_path / tiny.weights_url.rsplit("/", 1)[1]
     assert registry["mask_rcnn_r50"].mask_ap and registry["faster_rcnn_r50"].weights_url
+    assert registry["rtmdet_ins_tiny"].masks and not tiny.masks
+
+
+def test_models_toml_is_read_again_when_it_changes_and_kept_when_broken(tmp_path, caplog):
+    path = tmp_path / "models.toml"
+    path.write_text('[tiny]\nconfig = "rtmdet/rtmdet_tiny_8xb32-300e_coco.py"\n')
+    models_file = ModelsFile(path, tmp_path)
+    assert list(models_file.models) == ["tiny"]
+    path.write_text(path.read_text() + '[nano]\nconfig = "yolox/yolox_nano_8xb8-300e_coco.py"\n')
+    assert list(models_file.models) == ["tiny", "nano"]
+    path.write_text(path.read_text() + "[broken\n")  # half-edited: the last good models stay
+    assert list(models_file.models) == ["tiny", "nano"]
+    assert list(models_file.models) == ["tiny", "nano"]
+    assert len([r for r in caplog.records if "cannot read" in r.message]) == 1  # once a change
 
 
 def test_a_config_outside_mmdet_has_no_zoo_entry(tmp_path):

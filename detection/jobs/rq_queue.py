@@ -26,7 +26,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
-from ..models import job_time_limit, load_registry
+from ..models import ModelsFile, job_time_limit
 from . import (
     DISK_FULL,
     MAX_ATTEMPTS,
@@ -74,7 +74,7 @@ class RQQueue:
         self.files = JobFiles(settings.uploads_dir)
         self.redis = connect(settings)
         self.rq = Queue(QUEUE_NAME, connection=self.redis)
-        self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
+        self.models_file = ModelsFile(settings.models_file, settings.checkpoints_dir)
         self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
 
     @contextmanager
@@ -93,7 +93,7 @@ class RQQueue:
                 if depth >= self.settings.max_queue:
                     raise QueueFull(depth)
                 # RQ's alarm counts whole seconds: at least one
-                limit = max(1, math.ceil(job_time_limit(self.registry, job.model,
+                limit = max(1, math.ceil(job_time_limit(self.models_file.models, job.model,
                                                         self.settings.job_timeout_seconds)))
                 with self.redis.pipeline() as pipeline:  # one transaction: job and upload
                     self.rq.enqueue_call(

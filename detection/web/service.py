@@ -25,7 +25,7 @@ from ..jobs.atomic import write_atomically
 from ..jobs.layout import SID_PATTERN, JobFiles
 from ..jobs.locks import holder_pid
 from ..jobs.storage import PruneReport, StorageBudget, prune_storage
-from ..models import ModelSpec, UnknownModel, load_registry
+from ..models import ModelsFile, ModelSpec, UnknownModel
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import JOBS, observe_stages
@@ -71,8 +71,7 @@ class Accepted:
 class DetectionService:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._registry = (settings.models_file.stat().st_mtime_ns,
-                          load_registry(settings.models_file, settings.checkpoints_dir))
+        self.models_file = ModelsFile(settings.models_file, settings.checkpoints_dir)
         if settings.default_model not in self.models:
             raise UnknownModel(f"the default model {settings.default_model!r} is not in "
                                f"{settings.models_file}")
@@ -104,16 +103,7 @@ class DetectionService:
 
     @property
     def models(self) -> dict[str, ModelSpec]:
-        """The models of models.toml, read again when it changes (a fine-tuned model is added
-        while the service runs)."""
-        changed = self.settings.models_file.stat().st_mtime_ns
-        if changed != self._registry[0]:
-            try:
-                self._registry = (changed, load_registry(self.settings.models_file,
-                                                         self.settings.checkpoints_dir))
-            except (OSError, ValueError, KeyError) as error:  # half-edited: keep the last
-                log.warning("cannot read %s again: %s", self.settings.models_file, error)
-        return self._registry[1]
+        return self.models_file.models
 
     def ensure_worker(self) -> int | None:
         """The live daemon's pid, starting (or replacing a silent) one as needed; best effort:

@@ -15,7 +15,7 @@ import psutil
 
 from ..images import encode_png
 from ..jobs import ImageSize, Job, JobResult
-from ..models import ModelSpec, UnknownModel, load_registry
+from ..models import ModelsFile, UnknownModel
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import MODEL_LOAD_SECONDS
@@ -38,7 +38,7 @@ def threads_per_worker(settings: Settings) -> int:
 class ModelCache:
     """Loaded detectors by name, evicting the least recently used beyond the bounds."""
 
-    def __init__(self, registry: dict[str, ModelSpec], settings: Settings, slot: int = 0):
+    def __init__(self, registry: ModelsFile, settings: Settings, slot: int = 0):
         import torch
         self.registry = registry
         self.settings = settings
@@ -64,15 +64,13 @@ class ModelCache:
             with self._lock:
                 self._loaded.move_to_end(name)
             return self._loaded[name]
-        if name not in self.registry:  # added since (a fine-tuned model): read models.toml
-            self.registry = load_registry(self.settings.models_file,
-                                          self.settings.checkpoints_dir)
-        if name not in self.registry:
+        models = self.registry.models  # with models added since (fine-tuned ones)
+        if name not in models:
             raise UnknownModel(f"unknown model {name!r}")
         self._evict(keep=self.max_models - 1)
         started = time.perf_counter()
         settings = self.settings
-        detector = load_detector(self.registry[name], self.device, settings.runtime,
+        detector = load_detector(models[name], self.device, settings.runtime,
                                  settings.onnx_cache_dir, self.threads)
         with self._lock:
             self._loaded[name] = detector

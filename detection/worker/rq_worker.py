@@ -28,7 +28,7 @@ from ..images import decode_image, limit_decoding
 from ..jobs import MAX_DETECTIONS, Job
 from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
 from ..memory import tune_malloc
-from ..models import load_registry
+from ..models import ModelsFile
 from ..settings import Settings
 from ..telemetry.metrics import JOB_SECONDS, JOBS, observe_stages
 from .inference import ModelCache, detect_image, failure_reason
@@ -103,7 +103,7 @@ class DetectionWorker(SimpleWorker):
                          maintenance_interval=heartbeat)
         self.settings = settings
         limit_decoding(settings.max_pixels)
-        _models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
+        _models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
                              settings)
         _models.get(settings.default_model)  # warm before the first job
         self.leave_after_unreachable = leave_after_unreachable

@@ -27,7 +27,7 @@ from ..jobs.spool import SpoolQueue, open_spool
 from ..jobs.watch import watch_renames
 from ..logs import formatter
 from ..memory import tune_malloc
-from ..models import load_registry
+from ..models import ModelsFile
 from ..settings import Settings, load_settings
 from ..telemetry.metrics import JOB_SECONDS, JOBS, observe_stages
 from .inference import ModelCache, detect_image, detect_images, failure_reason
@@ -81,7 +81,7 @@ class Worker:
         self.files = JobFiles(settings.uploads_dir)
         self.report = report
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
-        self.models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir),
+        self.models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
                                  settings, slot)
         self.batch_size = settings.gpu_batch_size if self.models.device.startswith("cuda") else 1
         self.stop = threading.Event()

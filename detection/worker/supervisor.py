@@ -29,7 +29,7 @@ from ..jobs.atomic import write_atomically
 from ..jobs.spool import open_spool
 from ..jobs.storage import prune_storage
 from ..logs import relay
-from ..models import job_time_limit, load_registry
+from ..models import ModelsFile, job_time_limit
 from ..settings import PROJECT_ROOT, Settings
 from ..telemetry.metrics import JOBS
 from .reporting import LineReader, parse_event
@@ -117,7 +117,7 @@ class Supervisor:
         self.settings = settings
         self.still_wanted = still_wanted  # asked when idle: go on (True) or leave
         self.queue = open_spool(settings)
-        self.registry = load_registry(settings.models_file, settings.checkpoints_dir)
+        self.models_file = ModelsFile(settings.models_file, settings.checkpoints_dir)
         self.stop = threading.Event()
         self.slots = [Slot(index) for index in range(worker_count(settings))]
         self.worker_unusable = False
@@ -249,7 +249,7 @@ class Supervisor:
             worker.limit_reason = (f"loading model {event['model']} took longer than "
                                    f"{self.settings.model_load_timeout_seconds:g} s")
         elif kind == "started":
-            limit = job_time_limit(self.registry, event["model"],
+            limit = job_time_limit(self.models_file.models, event["model"],
                                    self.settings.job_timeout_seconds)
             worker.jobs = event["jobs"]
             worker.deadline = now + limit * len(worker.jobs)  # a batch: each job its limit

@@ -1,0 +1,141 @@
+"""Fine-tuning a model of models.toml: checks, training with mmengine's ``Runner``, and what it
+leaves (weights and config in ``checkpoints/``, a table in models.toml)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import tomllib
+
+from ..jobs.atomic import atomic_path, write_atomically
+from ..jobs.locks import FileLock, holder_pid
+from ..models import ModelSpec, load_registry
+from ..settings import Settings
+from .dataset import Dataset, FinetuneError, check_dataset, training_files
+
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a file name in checkpoints/, a URL segment
+WORK_PREFIX = "finetune-"  # training's own folder in checkpoints/, removed after
+
+
+def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
+             val_json: Path | None, epochs: int, image_size: int) -> dict:
+    """Train ``name`` from ``base_name`` on the dataset; register it; return what was
+    measured (mAP, training seconds, classes). One fine-tuning at a time per checkpoints
+    folder: training takes the machine, and models.toml has one writer."""
+    if not 1 <= epochs <= 1000 or not 64 <= image_size <= 2048:
+        raise FinetuneError("epochs must be 1 to 1000, and the image size 64 to 2048 pixels")
+    if not NAME.fullmatch(name):
+        raise FinetuneError(f"{name!r} cannot name a model: use letters, digits, _ and - "
+                            "(at most 64)")
+    settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(settings.checkpoints_dir / ".finetune.lock")
+    if not lock.acquire(attempts=1):
+        raise FinetuneError(f"another fine-tuning is running (pid "
+                            f"{holder_pid(lock.path)}); one at a time")
+    try:
+        for stale in settings.checkpoints_dir.glob(f"{WORK_PREFIX}*"):  # of a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        base = _base_model(settings, name, base_name)
+        _choose_device(settings.device)
+        from mmengine.config import Config
+
+        from .config import learns_masks
+        cfg = Config.fromfile(str(base.config))
+        masks = learns_masks(cfg)
+        train = check_dataset(train_json, masks)
+        val = check_dataset(val_json, masks) if val_json else None
+        return _train(settings, name, base, cfg, train, val, epochs, image_size)
+    finally:
+        lock.release()
+
+
+def _base_model(settings: Settings, name: str, base_name: str) -> ModelSpec:
+    """The base model, once ``name`` is known to be new."""
+    registry = load_registry(settings.models_file, settings.checkpoints_dir)
+    if name in registry:
+        raise FinetuneError(f"a model named {name!r} exists already; choose another name")
+    if base_name not in registry or registry[base_name].backend != "mmdet":
+        raise FinetuneError(f"no mmdet model {base_name!r}; choose one of "
+                            f"{sorted(n for n, s in registry.items() if s.backend == 'mmdet')}")
+    base = registry[base_name]
+    if not base.available:
+        raise FinetuneError(f"the base model {base_name} has no weights at {base.checkpoint} "
+                            f"(run: python mmdetectionl.py download {base_name})")
+    return base
+
+
+def _choose_device(setting: str) -> None:
+    """mmengine trains on the first GPU it sees, or on the CPU when it sees none (decided when
+    it is imported): it sees only the one the ``device`` setting names."""
+    if setting == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif setting.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = setting.removeprefix("cuda:")
+
+
+def _train(settings: Settings, name: str, base: ModelSpec, cfg, train: Dataset,
+           val: Dataset | None, epochs: int, image_size: int) -> dict:
+    import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+
+    from .config import build_config, served_config
+    work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name}-",
+                                     dir=settings.checkpoints_dir))
+    checkpoint = settings.checkpoints_dir / f"{name}.pth"
+    config = settings.checkpoints_dir / f"{name}.py"
+    try:
+        train_path, val_path, trained_on = training_files(train, val, work_dir)
+        register_all_modules()
+        build_config(cfg, train.classes, train_path, val_path, epochs, image_size,
+                     base.require_checkpoint(), work_dir)
+        started = time.monotonic()
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        seconds = time.monotonic() - started
+        save_weights(work_dir / f"epoch_{epochs}.pth", checkpoint)
+        write_atomically(config, served_config(cfg, train.classes).pretty_text.encode(),
+                         durable=True)
+        metrics = runner.val_loop.run()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    measured = {kind: round(float(metrics[f"coco/{kind}_mAP_50"]), 3)
+                for kind in ("bbox", "segm") if f"coco/{kind}_mAP_50" in metrics}
+    register(settings.models_file, name, {
+        "config": str(config), "checkpoint": str(checkpoint), "classes": list(train.classes),
+        "masks": "segm" in measured, "validation_map50": measured,
+        "hint": f"fine-tuned from {base.name} on {trained_on} images: " + ", ".join(
+            f"{kind} mAP@0.5 {value:.2f}" for kind, value in measured.items()),
+        **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})})
+    return {"name": name, "classes": train.classes, "seconds": seconds, "images": trained_on,
+            "validation_map50": measured}
+
+
+def save_weights(trained: Path, checkpoint: Path) -> None:
+    """The weights and the class names of a training checkpoint, as the zoo's are (the rest,
+    optimizer and log history, is pickled objects a weights-only load refuses)."""
+    import torch
+    state = torch.load(trained, map_location="cpu", weights_only=False)  # ours, just written
+    with atomic_path(checkpoint, durable=True) as temp:
+        torch.save({"state_dict": state["state_dict"],
+                    "meta": {"dataset_meta": state["meta"]["dataset_meta"]}}, temp)
+
+
+def register(models_file: Path, name: str, table: dict) -> None:
+    """Add ``[name]`` to models.toml, atomically (web and workers read it again): values as
+    TOML (a JSON string, number or boolean is one; ``validation_map50`` an inline table)."""
+    lines = [f"\n[{name}]"]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            value = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+        else:
+            value = json.dumps(value, ensure_ascii=False)
+        lines.append(f"{key} = {value}")
+    text = models_file.read_text() + "\n".join(lines) + "\n"
+    tomllib.loads(text)  # what the service will read: never leave it a file it cannot
+    write_atomically(models_file, text.encode(), durable=True)
