@@ -21,7 +21,7 @@ from pathlib import Path
 
 from detection.jobs import Job
 from detection.jobs.layout import SID_PATTERN, JobFiles
-from detection.models import load_registry
+from detection.models import ModelsFile, load_registry
 from detection.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
@@ -41,7 +41,7 @@ def detect(settings: Settings, sid: str, threshold: float | None, model: str | N
     limit_decoding(settings.max_pixels)
     job = Job.new(sid, model or settings.default_model,
                   settings.default_threshold if threshold is None else threshold)
-    models = ModelCache(load_registry(settings.models_file, settings.checkpoints_dir), settings)
+    models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir), settings)
     document = process(job, files, models)
     make_durable(files, sid)
     print(json.dumps(document, indent=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,9 +131,10 @@ class ModelsFile:
     """The models of models.toml, read again when the file changes (a fine-tuned model is added
     while the service runs); a file that cannot be read keeps the last good models."""
 
-    def __init__(self, path: Path, checkpoints_dir: Path):
+    def __init__(self, path: Path, checkpoints_dir: Path) -> None:
         self.path = path
         self.checkpoints_dir = checkpoints_dir
+        self._lock = threading.Lock()  # one reader of a change (web asks from many threads)
         self._stamp = self._current_stamp()
         self._models = load_registry(path, checkpoints_dir)  # unreadable at start: a setup error
 
@@ -145,13 +147,20 @@ class ModelsFile:
 
     @property
     def models(self) -> dict[str, ModelSpec]:
-        stamp = self._current_stamp()
-        if stamp is not None and stamp != self._stamp:
-            self._stamp = stamp  # once per change, even when it cannot be read
-            try:
-                self._models = load_registry(self.path, self.checkpoints_dir)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-                log.warning("cannot read %s again, keeping its last models: %s", self.path, error)
+        if self._current_stamp() in (None, self._stamp):
+            return self._models
+        with self._lock:
+            stamp = self._current_stamp()
+            if stamp not in (None, self._stamp):
+                self._stamp = stamp  # once per change, even when it cannot be read
+                try:
+                    models = load_registry(self.path, self.checkpoints_dir)
+                    if not models:
+                        raise ValueError("it has no models (caught while being written?)")
+                    self._models = models
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                    log.warning("cannot read %s again, keeping its last models: %s", self.path,
+                                error)
         return self._models
 
 

@@ -3,6 +3,7 @@ COCO checkpoint, a minute on 2 cores; RTMDet-Ins masks and the other box models 
 weights), then served by the running service by name."""
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -12,15 +13,17 @@ import requests
 from PIL import Image, ImageDraw
 
 from detection.finetune import FinetuneError, check_dataset, finetune
+from detection.finetune.dataset import training_files
 from detection.jobs.locks import FileLock
 from detection.settings import load_settings
 from tests.random_weights import build_random_checkpoint
-from tests.shapes import CLASSES, draw_shape, make_dataset, shape_mask
+from tests.shapes import CATEGORY_IDS, CLASSES, draw_shape, make_dataset, shape_mask
 from tests.support import ROOT, SHARED_CHECKPOINT, LiveServer, write_config
 
 CONFIGS = {"rtmdet_tiny": "rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
            "faster_rcnn_r50": "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
-           "rtmdet_ins_tiny": "rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py"}
+           "rtmdet_ins_tiny": "rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py",
+           "mask_rcnn_r50": "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def shapes_photo(kind: int, size: int = 320) -> bytes:
 
 
 def test_bad_datasets_are_refused_before_any_training(tmp_path, dataset):
+    from pycocotools import mask as coco_mask
     train, _ = dataset
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
@@ -52,6 +56,7 @@ def test_bad_datasets_are_refused_before_any_training(tmp_path, dataset):
         check_dataset(broken)
     document = json.loads(train.read_bytes())
     image, first = document["images"][0], document["annotations"][0]
+    larger = coco_mask.encode(np.ones((400, 400), np.uint8, order="F"))  # 400x400, said 320
     category = document["categories"][0]
     boxes = {
         "no categories": {"categories": []},
@@ -69,22 +74,72 @@ def test_bad_datasets_are_refused_before_any_training(tmp_path, dataset):
         "its bbox is": {"annotations": [{**first, "bbox": [1, 2, 3]}]},
         "no category has": {"annotations": [{**first, "category_id": 42}]},
         "no image has": {"annotations": [{**first, "image_id": "1"}]},
-        "is not an object": {"annotations": [[1, 2]]}}
+        "is not an object": {"annotations": [[1, 2]]},
+        "no image has its image_id [1]": {"annotations": [{**first, "image_id": [1]}]},
+        "its bbox is ": {"annotations": [{**first, "bbox": [10**400, 2, 3, 4]}]},
+        "empty or outside": {"annotations": [{**first, "bbox": [1, 2, 0.5, 9]}]},
+        "training reads": {"images": [{**image, "file_name": "shape.gif"}]},
+        "not an image Pillow can read": {"images": [{**image, "file_name": "cut.png"}]},
+        "(upright)": {"images": [{**image, "file_name": "turned.jpg"}]}}
     masks = {"no segmentation": {**first, "segmentation": []},
              "3 or more": {**first, "segmentation": [[1, 2, 3, 4]]},
              "polygon goes outside": {**first, "segmentation": [[0, 0, 400, 0, 0, 9]]},
-             "RLE mask needs": {**first, "segmentation": {"size": [9, 9], "counts": "x"}}}
+             "RLE mask needs": {**first, "segmentation": {"size": [9, 9], "counts": "x"}},
+             "RLE counts do not cover": {**first, "segmentation": {
+                 "size": [320, 320], "counts": larger["counts"].decode()}},
+             "RLE counts do not cover ": {**first, "segmentation": {
+                 "size": [320, 320], "counts": [5, 7]}}}
+    folder = train.parent
+    Image.open(folder / image["file_name"]).save(folder / "shape.gif")
+    (folder / "cut.png").write_bytes((folder / image["file_name"]).read_bytes()[:2000])
+    turned = Image.open(folder / image["file_name"]).convert("RGB").resize((320, 240))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: 240x320 upright
+    turned.save(folder / "turned.jpg", exif=exif)
     cases = [(words, change, False) for words, change in boxes.items()] + [
         (words, {"annotations": [annotation]}, True) for words, annotation in masks.items()]
     for index, (words, change, need_masks) in enumerate(cases):
         path = train.parent / f"bad-{index}.json"
         path.write_text(json.dumps({**document, **change}))
-        with pytest.raises(FinetuneError, match=words):
+        with pytest.raises(FinetuneError, match=re.escape(words.strip())):
             check_dataset(path, masks=need_masks)
     checked = check_dataset(train, masks=True)
     assert checked.classes == CLASSES  # the file's order, not its ids' (7, 3, 5)
     assert [a["id"] for a in checked.annotations] == list(range(1, len(document["annotations"])
                                                                 + 1))
+
+
+def test_labels_follow_the_files_category_order_in_training_and_evaluation(tmp_path, dataset):
+    """mmdet numbers labels in the order the file lists its categories (ids 7, 3, 5 here): the
+    training data gives each shape its class's name, and evaluation scores the truth as 1.0."""
+    import torch
+    from mmdet.datasets import CocoDataset
+    from mmdet.evaluation import CocoMetric
+    train, val = dataset
+    checked = check_dataset(train)
+    train_path, val_path, _ = training_files(checked, check_dataset(val), tmp_path)
+    kind_of = {tuple(a["bbox"]): CATEGORY_IDS.index(a["category_id"])
+               for a in json.loads(train.read_bytes())["annotations"]}
+
+    def loaded(path):
+        data = CocoDataset(data_root=str(tmp_path), ann_file=path.name, data_prefix=dict(img=""),
+                           metainfo=dict(classes=checked.classes), pipeline=[])
+        return [data.get_data_info(i) for i in range(len(data))]
+    for info in loaded(train_path):
+        for instance in info["instances"]:
+            x1, y1, x2, y2 = instance["bbox"]
+            kind = kind_of[(x1, y1, x2 - x1, y2 - y1)]
+            assert checked.classes[instance["bbox_label"]] == CLASSES[kind]
+    metric = CocoMetric(ann_file=str(val_path), metric="bbox")
+    metric.dataset_meta = dict(classes=checked.classes)
+    truth = [dict(img_id=info["img_id"], ori_shape=(info["height"], info["width"]),
+                  pred_instances=dict(
+                      bboxes=torch.tensor([i["bbox"] for i in info["instances"]]),
+                      scores=torch.ones(len(info["instances"])),
+                      labels=torch.tensor([i["bbox_label"] for i in info["instances"]])))
+             for info in loaded(val_path)]
+    metric.process({}, truth)
+    assert metric.evaluate(len(truth))["coco/bbox_mAP_50"] == 1.0
 
 
 def test_bad_names_and_bases_are_refused_before_any_training(tmp_path, dataset, fake_checkpoint):
@@ -216,10 +271,11 @@ def test_a_fine_tuned_mask_model_draws_and_returns_the_shapes_masks(tmp_path, da
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("base_name", ["rtmdet_tiny", "faster_rcnn_r50"])
-def test_other_box_models_fine_tune_and_serve_their_classes(tmp_path, dataset, base_name):
+@pytest.mark.parametrize("base_name", ["rtmdet_tiny", "faster_rcnn_r50", "mask_rcnn_r50"])
+def test_other_models_fine_tune_and_serve_their_classes(tmp_path, base_name):
     """A short run from random weights: the config each base needs is built, trained, saved and
-    loaded by the service's detector with the new classes (learning is YOLOX's test's job)."""
+    loaded by the service's detector with the new classes (learning is the YOLOX and RTMDet-Ins
+    tests' job)."""
     from detection.models import load_registry
     from detection.worker.detector import load_detector
     small = make_dataset(tmp_path / "small", 8, seed=2, size=(320, 240))
@@ -230,7 +286,8 @@ def test_other_box_models_fine_tune_and_serve_their_classes(tmp_path, dataset, b
     assert run.returncode == 0, run.stderr[-3000:]
     settings = load_settings(ini)
     spec = load_registry(settings.models_file, settings.checkpoints_dir)["mine"]
-    assert spec.classes == CLASSES and "bbox mAP@0.5" in spec.hint and not spec.masks
+    masks = base_name == "mask_rcnn_r50"
+    assert spec.classes == CLASSES and "bbox mAP@0.5" in spec.hint and spec.masks == masks
     served = spec.config.read_text()  # the model and its test pipeline, no training leftovers
     assert "finetune-" not in served and str(small.parent) not in served
     detector = load_detector(spec, "cpu", settings.runtime, settings.onnx_cache_dir)
@@ -238,4 +295,6 @@ def test_other_box_models_fine_tune_and_serve_their_classes(tmp_path, dataset, b
         photo = np.zeros((size[1], size[0], 3), np.uint8) + 128
         detections = detector.detect(photo, 0.0)
         assert detections and {d.label for d in detections} <= set(CLASSES)
+        assert all((d.mask is not None) == masks for d in detections)
+        assert not masks or detections[0].mask.shape == photo.shape[:2]
     assert not list(settings.checkpoints_dir.glob("finetune-*"))  # training's own folder

@@ -181,11 +181,15 @@ def test_an_unreadable_stored_image_fails_the_job_with_a_reason(worker):
     assert not worker.queue.files.output(job.sid).exists()
 
 
-def test_models_stay_warm_within_the_count_bound(worker, rtmdet_checkpoint):
+def test_models_stay_warm_within_the_count_bound_until_their_table_changes(worker):
     cache = worker.models
     cache.max_models = 1
     first = cache.get("rtmdet_tiny")
     assert cache.get("rtmdet_tiny") is first and cache.loaded == {"rtmdet_tiny": "onnxruntime"}
+    models_file = cache.settings.models_file
+    models_file.write_text(models_file.read_text().replace("fastest", "quickest", 1))
+    again = cache.get("rtmdet_tiny")
+    assert again is not first and again.spec.hint.startswith("quickest")
 
 
 def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmdet_checkpoint):

@@ -50,12 +50,11 @@ def _pipelines(image_size: int, masks: bool) -> tuple[list, list, list]:
     return train, val, test
 
 
-def build_config(cfg: Config, classes: tuple[str, ...], train: Path, val: Path, epochs: int,
-                 image_size: int, load_from: Path, work_dir: Path) -> None:
-    """Make the base model's config ``cfg`` train on ``classes`` from the annotation files
-    ``train`` and ``val``: AdamW with a short warm-up and cosine decay, validation once at the
-    end, weights from ``load_from``."""
-    masks = learns_masks(cfg)
+def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path, val: Path,
+                 epochs: int, image_size: int, load_from: Path, work_dir: Path) -> None:
+    """Make the base model's config ``cfg`` train on ``classes`` (and with ``masks``, their
+    masks) from the annotation files ``train`` and ``val``: AdamW with a short warm-up and
+    cosine decay, validation once at the end, weights from ``load_from``."""
     _adapt_model(cfg.model, len(classes))
     cfg.model.data_preprocessor.pop("batch_augments", None)  # YOLOX's multi-scale resizing
     pipelines = _pipelines(image_size, masks)
@@ -93,8 +92,11 @@ def served_config(cfg: Config, classes: tuple[str, ...]) -> Config:
     """What serving the trained model needs of ``cfg``: the model and its test pipeline (not the
     training's data, schedule or temporary folders)."""
     from mmengine.config import Config
-    return Config(dict(
-        default_scope=cfg.get("default_scope", "mmdet"), model=cfg.model,
-        test_pipeline=cfg.test_pipeline,
-        test_dataloader=dict(dataset=dict(type="CocoDataset", metainfo=dict(classes=classes),
-                                          pipeline=cfg.test_pipeline))))
+    served = dict(default_scope=cfg.get("default_scope", "mmdet"), model=cfg.model,
+                  test_pipeline=cfg.test_pipeline,
+                  test_dataloader=dict(dataset=dict(
+                      type="CocoDataset", metainfo=dict(classes=classes),
+                      pipeline=cfg.test_pipeline)))
+    if "custom_imports" in cfg:  # modules that register the model's parts
+        served["custom_imports"] = cfg.custom_imports
+    return Config(served)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
+TRAINABLE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")  # what mmcv's OpenCV decodes
+
 
 class FinetuneError(ValueError):
     """Fine-tuning cannot start (bad dataset, name or base model); the message says why."""
@@ -19,7 +21,6 @@ class FinetuneError(ValueError):
 @dataclass(frozen=True)
 class Dataset:
     """A checked annotation file."""
-    path: Path
     categories: list[dict]  # in the file's order, which is mmdet's label order
     images: list[dict]  # file_name made absolute
     annotations: list[dict]
@@ -50,7 +51,7 @@ def check_dataset(path: Path, masks: bool = False) -> Dataset:
         raise FinetuneError(f"{path} has no annotations")
     annotations = [_annotation(entry, number, images, ids, masks, path)
                    for number, entry in enumerate(raw, start=1)]
-    return Dataset(path, categories, list(images.values()), annotations)
+    return Dataset(categories, list(images.values()), annotations)
 
 
 def _categories(raw, path: Path) -> list[dict]:
@@ -91,10 +92,10 @@ def _images(raw, path: Path) -> dict[int, dict]:
         if not file.is_file():
             missing.append(entry["file_name"])
             continue
-        sizes = _pixel_sizes(file)
-        if (entry["width"], entry["height"]) not in sizes:
-            raise FinetuneError(f"{file} is {' or '.join(f'{w}x{h}' for w, h in sizes)} pixels; "
-                                f"{path} says {entry['width']}x{entry['height']}")
+        width, height = _pixel_size(file)
+        if (entry["width"], entry["height"]) != (width, height):
+            raise FinetuneError(f"{file} is {width}x{height} pixels (upright); {path} says "
+                                f"{entry['width']}x{entry['height']}")
         images[entry["id"]] = {key: entry[key] for key in ("id", "width", "height")} | {
             "file_name": str(file.resolve())}
     if missing:
@@ -103,15 +104,20 @@ def _images(raw, path: Path) -> dict[int, dict]:
     return images
 
 
-def _pixel_sizes(file: Path) -> list[tuple[int, int]]:
-    """An image file's width and height (also turned, when EXIF says it is shown turned)."""
+def _pixel_size(file: Path) -> tuple[int, int]:
+    """An image file's width and height as training sees it (turned upright, as EXIF says),
+    once it has decoded whole."""
     try:
         with Image.open(file) as image:
-            size = image.size
+            kind = image.format
+            image.load()
             turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            size = image.size[::-1] if turned else image.size
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise FinetuneError(f"{file} is not an image Pillow can read ({error})") from None
-    return [size, size[::-1]] if turned else [size]
+    if kind not in TRAINABLE_FORMATS:
+        raise FinetuneError(f"{file} is {kind}; training reads {', '.join(TRAINABLE_FORMATS)}")
+    return size
 
 
 def _annotation(entry, number: int, images: dict[int, dict], category_ids: set[int],
@@ -119,22 +125,23 @@ def _annotation(entry, number: int, images: dict[int, dict], category_ids: set[i
     where = f"annotation {number} of {path}"
     if not isinstance(entry, dict):
         raise FinetuneError(f"{where} is not an object: {_show(entry)}")
-    image = images.get(entry.get("image_id"))
+    image = images.get(entry.get("image_id")) if _is_int(entry.get("image_id")) else None
     if image is None:
         raise FinetuneError(f"{where}: no image has its image_id {_show(entry.get('image_id'))}")
-    if entry.get("category_id") not in category_ids:
+    if not _is_int(entry.get("category_id")) or entry["category_id"] not in category_ids:
         raise FinetuneError(f"{where}: no category has its category_id "
                             f"{_show(entry.get('category_id'))}")
     box = entry.get("bbox")
     if not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box)):
         raise FinetuneError(f"{where}: its bbox is [x, y, width, height], not {_show(box)}")
     x, y, width, height = box
-    if width <= 0 or height <= 0 or x < 0 or y < 0 or x + width > image["width"] + 1 \
-            or y + height > image["height"] + 1:
+    if width < 1 or height < 1 or x < 0 or y < 0 or x + width > image["width"] + 1 \
+            or y + height > image["height"] + 1:  # (mmdet drops boxes under a pixel unsaid)
         raise FinetuneError(f"{where}: its box {tuple(box)} is empty or outside its image")
+    area = entry.get("area")
     clean = {"id": number, "image_id": image["id"], "category_id": entry["category_id"],
              "bbox": box, "iscrowd": 1 if entry.get("iscrowd") else 0,
-             "area": entry["area"] if _is_number(entry.get("area")) else width * height}
+             "area": area if _is_number(area) and area > 0 else width * height}
     if masks:
         problem = _segmentation_problem(entry.get("segmentation"), image)
         if problem:
@@ -150,6 +157,10 @@ def _segmentation_problem(segmentation: list | dict | None, image: dict) -> str 
         if segmentation.get("size") != [image["height"], image["width"]] \
                 or not isinstance(segmentation.get("counts"), (str, list)):
             return "its RLE mask needs counts and the image's size [height, width]"
+        counts = _rle_counts(segmentation)
+        if counts is None or min(counts, default=0) < 0 \
+                or sum(counts) != image["height"] * image["width"]:
+            return "its RLE counts do not cover the image's pixels"
         return None
     if not isinstance(segmentation, list) or not segmentation:
         return "it has no segmentation"
@@ -163,13 +174,38 @@ def _segmentation_problem(segmentation: list | dict | None, image: dict) -> str 
     return None
 
 
+def _rle_counts(rle: dict) -> list[int] | None:
+    """An RLE mask's run lengths, or None when its counts are not COCO's (a list of numbers, or
+    the compressed text pycocotools writes, read here as its C code does, with bounds)."""
+    if isinstance(rle["counts"], list):
+        return rle["counts"] if all(map(_is_int, rle["counts"])) else None
+    counts, text, at = [], rle["counts"], 0
+    while at < len(text):
+        value = shift = 0
+        while True:
+            if at == len(text) or not 0 <= ord(text[at]) - 48 < 64:
+                return None
+            digit = ord(text[at]) - 48
+            value |= (digit & 0x1F) << shift
+            at, shift = at + 1, shift + 5
+            if not digit & 0x20:
+                if digit & 0x10:
+                    value |= -1 << shift
+                break
+        counts.append(value + counts[-2] if len(counts) > 2 else value)
+    return counts
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+    except OverflowError:  # an integer too big for a float
+        return False
 
 
 def _show(value) -> str:

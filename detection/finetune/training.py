@@ -49,7 +49,7 @@ def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
         masks = learns_masks(cfg)
         train = check_dataset(train_json, masks)
         val = check_dataset(val_json, masks) if val_json else None
-        return _train(settings, name, base, cfg, train, val, epochs, image_size)
+        return _train(settings, name, base, cfg, masks, train, val, epochs, image_size)
     finally:
         lock.release()
 
@@ -59,6 +59,9 @@ def _base_model(settings: Settings, name: str, base_name: str) -> ModelSpec:
     registry = load_registry(settings.models_file, settings.checkpoints_dir)
     if name in registry:
         raise FinetuneError(f"a model named {name!r} exists already; choose another name")
+    taken = [path for path in _outputs(settings, name) if path.exists()]
+    if taken:
+        raise FinetuneError(f"{taken[0]} exists already (another model's?); choose another name")
     if base_name not in registry or registry[base_name].backend != "mmdet":
         raise FinetuneError(f"no mmdet model {base_name!r}; choose one of "
                             f"{sorted(n for n, s in registry.items() if s.backend == 'mmdet')}")
@@ -69,16 +72,26 @@ def _base_model(settings: Settings, name: str, base_name: str) -> ModelSpec:
     return base
 
 
+def _outputs(settings: Settings, name: str) -> tuple[Path, Path]:
+    """The model's weights and config."""
+    return settings.checkpoints_dir / f"{name}.pth", settings.checkpoints_dir / f"{name}.py"
+
+
 def _choose_device(setting: str) -> None:
     """mmengine trains on the first GPU it sees, or on the CPU when it sees none (decided when
-    it is imported): it sees only the one the ``device`` setting names."""
+    it is imported): it sees only the one the ``device`` setting names (``cuda:N``: the Nth of
+    those CUDA_VISIBLE_DEVICES lists, as torch counts them)."""
     if setting == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     elif setting.startswith("cuda:"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = setting.removeprefix("cuda:")
+        index = setting.removeprefix("cuda:")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible and index.isdigit() and int(index) < len(visible.split(",")):
+            index = visible.split(",")[int(index)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = index
 
 
-def _train(settings: Settings, name: str, base: ModelSpec, cfg, train: Dataset,
+def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, train: Dataset,
            val: Dataset | None, epochs: int, image_size: int) -> dict:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
@@ -87,12 +100,11 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, train: Dataset,
     from .config import build_config, served_config
     work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name}-",
                                      dir=settings.checkpoints_dir))
-    checkpoint = settings.checkpoints_dir / f"{name}.pth"
-    config = settings.checkpoints_dir / f"{name}.py"
+    checkpoint, config = _outputs(settings, name)
     try:
         train_path, val_path, trained_on = training_files(train, val, work_dir)
         register_all_modules()
-        build_config(cfg, train.classes, train_path, val_path, epochs, image_size,
+        build_config(cfg, train.classes, masks, train_path, val_path, epochs, image_size,
                      base.require_checkpoint(), work_dir)
         started = time.monotonic()
         runner = Runner.from_cfg(cfg)
@@ -106,11 +118,12 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, train: Dataset,
         shutil.rmtree(work_dir, ignore_errors=True)
     measured = {kind: round(float(metrics[f"coco/{kind}_mAP_50"]), 3)
                 for kind in ("bbox", "segm") if f"coco/{kind}_mAP_50" in metrics}
+    scores = ", ".join(f"{kind} mAP@0.5 {value:.2f}" for kind, value in measured.items())
     register(settings.models_file, name, {
         "config": str(config), "checkpoint": str(checkpoint), "classes": list(train.classes),
-        "masks": "segm" in measured, "validation_map50": measured,
-        "hint": f"fine-tuned from {base.name} on {trained_on} images: " + ", ".join(
-            f"{kind} mAP@0.5 {value:.2f}" for kind, value in measured.items()),
+        "masks": masks, "validation_map50": measured,
+        "hint": f"fine-tuned from {base.name} on {trained_on} images: "
+                + (scores or "no detections on its validation images"),
         **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})})
     return {"name": name, "classes": train.classes, "seconds": seconds, "images": trained_on,
             "validation_map50": measured}
@@ -136,6 +149,10 @@ def register(models_file: Path, name: str, table: dict) -> None:
         else:
             value = json.dumps(value, ensure_ascii=False)
         lines.append(f"{key} = {value}")
-    text = models_file.read_text() + "\n".join(lines) + "\n"
+    current = models_file.read_text()
+    if name in tomllib.loads(current):  # added by hand while it trained
+        raise FinetuneError(f"{models_file} has a model named {name!r} now: the trained model "
+                            "is in checkpoints/; add its table by hand")
+    text = current + "\n".join(lines) + "\n"
     tomllib.loads(text)  # what the service will read: never leave it a file it cannot
     write_atomically(models_file, text.encode(), durable=True)

@@ -55,6 +55,7 @@ class FaceDetector:
 
     def __init__(self, spec: ModelSpec, device: str, **_):
         spec.require_checkpoint()  # facenet-pytorch's weights are there
+        self.spec = spec
         self.classes = spec.classes
         self.mtcnn = _import_mtcnn()(keep_all=True, device=device)
 

@@ -60,13 +60,15 @@ class ModelCache:
             return {name: detector.runtime for name, detector in self._loaded.items()}
 
     def get(self, name: str) -> Detector:
-        if name in self._loaded:
-            with self._lock:
-                self._loaded.move_to_end(name)
-            return self._loaded[name]
-        models = self.registry.models  # with models added since (fine-tuned ones)
+        models = self.registry.models  # as models.toml is now (fine-tuned models added)
         if name not in models:
             raise UnknownModel(f"unknown model {name!r}")
+        if name in self._loaded:
+            with self._lock:
+                if self._loaded[name].spec == models[name]:
+                    self._loaded.move_to_end(name)
+                    return self._loaded[name]
+                del self._loaded[name]  # its table has changed since it was loaded
         self._evict(keep=self.max_models - 1)
         started = time.perf_counter()
         settings = self.settings
