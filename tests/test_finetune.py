@@ -250,6 +250,10 @@ def test_a_fine_tuned_mask_model_draws_and_returns_the_shapes_masks(tmp_path, da
     assert "segm mAP@0.5" in run.stdout.splitlines()[-1]
     server = LiveServer(ini).start()
     try:
+        listed = {m["name"]: m for m in requests.get(server.url + "/models",
+                                                     timeout=10).json()["models"]}
+        assert listed["shape_masks"]["masks"] and listed["shape_masks"]["classes"] == list(CLASSES)
+        assert set(listed["shape_masks"]["validation_map50"]) == {"bbox", "segm"}
         for kind in range(len(CLASSES)):  # labels are the YOLOX test's (too short a run here)
             photo = shapes_photo(kind)
             sid = server.upload(photo, model="shape_masks", threshold="0.2").json()["sid"]
