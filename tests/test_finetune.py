@@ -189,6 +189,7 @@ def test_registering_writes_toml_the_service_reads_whatever_the_class_names(tmp_
     from detection.models import load_registry
     models = tmp_path / "models.toml"
     models.write_text('[yolox_nano]\nconfig = "yolox/yolox_nano_8xb8-300e_coco.py"')
+    models.chmod(0o640)
     (tmp_path / "mine.py").write_text("")
     names = ["caf\u00e9", "\U0001f511 key", 'a "quoted" \\ name', "tab\there"]
     register(models, "mine", {"config": str(tmp_path / "mine.py"), "classes": names,
@@ -197,6 +198,7 @@ def test_registering_writes_toml_the_service_reads_whatever_the_class_names(tmp_
     spec = load_registry(models, tmp_path)["mine"]
     assert list(spec.classes) == names and spec.masks
     assert spec.describe()["validation_map50"] == {"bbox": 0.9, "segm": 0.8}
+    assert models.stat().st_mode & 0o777 == 0o640  # replaced, with the mode it had
 
 
 @pytest.mark.slow

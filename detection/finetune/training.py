@@ -155,4 +155,6 @@ def register(models_file: Path, name: str, table: dict) -> None:
                             "is in checkpoints/; add its table by hand")
     text = current + "\n".join(lines) + "\n"
     tomllib.loads(text)  # what the service will read: never leave it a file it cannot
-    write_atomically(models_file, text.encode(), durable=True)
+    with atomic_path(models_file, durable=True) as temp:
+        temp.write_text(text)
+        os.chmod(temp, models_file.stat().st_mode & 0o7777)  # as the operator set it
