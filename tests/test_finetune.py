@@ -3,6 +3,7 @@ COCO checkpoint, a minute on 2 cores; RTMDet-Ins masks and the other box models 
 weights), then served by the running service by name."""
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -304,3 +305,15 @@ def test_other_models_fine_tune_and_serve_their_classes(tmp_path, base_name):
         assert all((d.mask is not None) == masks for d in detections)
         assert not masks or detections[0].mask.shape == photo.shape[:2]
     assert not list(settings.checkpoints_dir.glob("finetune-*"))  # training's own folder
+
+
+def test_training_sees_only_the_device_the_settings_name(monkeypatch):
+    from detection.finetune.training import _choose_device
+    for setting, visible, seen in (("cpu", "0,1", ""), ("cuda:1", "2,3", "3"),
+                                   ("cuda:1", None, "1"), ("auto", "0", "0")):
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        _choose_device(setting)
+        assert os.environ.get("CUDA_VISIBLE_DEVICES") == seen, setting
