@@ -200,6 +200,7 @@ def bench_model(name: str, checkpoint: Path, images: list[bytes], args, workdir:
     finally:
         server.stop()
         server.kill_worker()
+        server.remove_metrics()
     return {"name": name, "floor": floor.times, "runs": runs, "burst": crowd, "cold": cold,
             "original": original}
 

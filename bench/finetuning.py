@@ -89,6 +89,7 @@ def main() -> None:
     finally:
         server.stop()
         server.kill_worker()
+        server.remove_metrics()
     lines = ["## Training (2 cores, CPU)", ""] + [
         f"- `{name}` from `{RUNS[name][0]}` ({' '.join(RUNS[name][1])}): {line}"
         for name, line in trained.items()]

@@ -160,6 +160,7 @@ def main() -> None:
         finally:
             server.stop()
             server.kill_worker()
+            server.remove_metrics()
     print("\n".join(f"- {line}" for line in lines))
 
 

@@ -60,6 +60,7 @@ def spool(workdir: Path, model: str, checkpoint: Path, workers: int, threads: in
     finally:
         server.stop()
         server.kill_worker()
+        server.remove_metrics()
 
 
 def rq(workdir: Path, model: str, checkpoint: Path, workers: int, threads: int, images,

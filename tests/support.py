@@ -104,6 +104,13 @@ class LiveServer:
             self.process.wait(10)
             self.log.close()
 
+    def remove_metrics(self) -> None:
+        """Its Prometheus files in /dev/shm (benchmarks: tests leave that to conftest)."""
+        import shutil
+
+        from detection.settings import load_settings
+        shutil.rmtree(load_settings(self.ini).metrics_dir, ignore_errors=True)
+
     def worker_pid(self) -> int | None:
         from detection.jobs.locks import holder_pid
         return holder_pid(self.uploads / ".worker.lock")
