@@ -11,22 +11,18 @@ a 320x320 shape photo and of the benchmark's 640x480 JPEG, one at a time.
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.benchmark import make_images, one_upload  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
-from tests.shapes import draw_shape, make_dataset  # noqa: E402
+from tests.shapes import make_dataset, run_finetune, shapes_photo  # noqa: E402
 from tests.support import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
 
 RUNS = {"shapes": ("yolox_nano", ["--epochs", "20"]),
@@ -34,21 +30,12 @@ RUNS = {"shapes": ("yolox_nano", ["--epochs", "20"]),
 UPLOADS = 20
 
 
-def shape_photo() -> bytes:
-    image = Image.new("RGB", (320, 320), (128, 128, 128))
-    draw_shape(ImageDraw.Draw(image), 0, 100, 90, 100)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def train(ini: Path, name: str, base: str, options: list[str], data: Path) -> str:
     """Run ``mmdetectionl.py finetune``; its closing line (classes, seconds, mAP)."""
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "mmdetectionl.py", "--config", str(ini), "finetune",
-                          name, "--base", base, "--train", str(data / "train/annotations.json"),
-                          "--val", str(data / "val/annotations.json"), *options],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    run = run_finetune(ini, name, base, data / "train/annotations.json",
+                       "--val", str(data / "val/annotations.json"), *options)
+    run.check_returncode()
     outcome = run.stdout.splitlines()[-1].split(". Served now")[0].split(": ", 1)[1]
     return f"{outcome} (the whole command: {time.monotonic() - started:.0f} s)"
 
@@ -81,7 +68,7 @@ def main() -> None:
                        default_model="yolox_nano")
     trained = {name: train(ini, name, base, options, work / "data")
                for name, (base, options) in RUNS.items()}
-    photos = {"320x320 PNG": shape_photo(), "640x480 JPEG": make_images()[0]}
+    photos = {"320x320 PNG": shapes_photo(0), "640x480 JPEG": make_images()[0]}
     server = LiveServer(ini).start()
     try:
         speeds = {model: serve(server, model, photos)

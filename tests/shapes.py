@@ -2,8 +2,11 @@
 triangles on noisy backgrounds, with COCO-format boxes and polygon masks (seeded: the same every
 run; the shapes do not overlap, so that each mask is the whole shape). Its category ids are not
 in the file's order, as a labelling tool may leave them: labels follow the file's order."""
+import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,24 @@ def shape_mask(kind: int, x: int, y: int, size: int, shape: tuple[int, int]) -> 
     canvas = Image.new("1", (shape[1], shape[0]))
     ImageDraw.Draw(canvas).polygon(outline(kind, x, y, size), fill=1)
     return np.asarray(canvas, dtype=bool)
+
+
+def shapes_photo(kind: int, size: int = 320) -> bytes:
+    """A PNG of one shape (at 100, 90, 100 px wide) on plain grey."""
+    image = Image.new("RGB", (size, size), (128, 128, 128))
+    draw_shape(ImageDraw.Draw(image), kind, 100, 90, 100)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_finetune(ini: Path, name: str, base: str, train: Path,
+                 *options: str) -> subprocess.CompletedProcess:
+    """``mmdetectionl.py finetune`` as a user runs it, with the settings of ``ini``."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "mmdetectionl.py", "--config", str(ini), "finetune",
+                           name, "--base", base, "--train", str(train), *options],
+                          cwd=root, capture_output=True, text=True, timeout=900)
 
 
 def area(polygon: list[float]) -> float:

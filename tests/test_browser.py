@@ -123,18 +123,13 @@ def test_a_fine_tuned_model_appears_with_its_classes_and_detects_them(page, live
                                                                       tmp_path):
     """Trained beside the running service (briefly, from random weights), a custom model is
     offered on the next page load with its classes, and its results carry only them."""
-    import subprocess
-    import sys
-
-    from tests.shapes import CLASSES, make_dataset
+    from tests.shapes import CLASSES, make_dataset, run_finetune
     server = live_server()
     open_page(page, server)
     assert page.locator("#model option[value=shapes]").count() == 0
     train = make_dataset(tmp_path / "shapes", 8)
-    run = subprocess.run([sys.executable, "mmdetectionl.py", "--config", str(server.ini),
-                          "finetune", "shapes", "--base", "rtmdet_tiny", "--train", str(train),
-                          "--epochs", "1", "--image-size", "128"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = run_finetune(server.ini, "shapes", "rtmdet_tiny", train, "--epochs", "1",
+                       "--image-size", "128")
     assert run.returncode == 0, run.stderr[-3000:]
     open_page(page, server)
     page.locator("#model").select_option("shapes")

@@ -5,21 +5,26 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from detection.finetune import FinetuneError, check_dataset, finetune
 from detection.finetune.dataset import training_files
 from detection.jobs.locks import FileLock
 from detection.settings import load_settings
 from tests.random_weights import build_random_checkpoint
-from tests.shapes import CATEGORY_IDS, CLASSES, draw_shape, make_dataset, shape_mask
-from tests.support import ROOT, SHARED_CHECKPOINT, LiveServer, write_config
+from tests.shapes import (
+    CATEGORY_IDS,
+    CLASSES,
+    make_dataset,
+    run_finetune,
+    shape_mask,
+    shapes_photo,
+)
+from tests.support import SHARED_CHECKPOINT, LiveServer, write_config
 
 CONFIGS = {"rtmdet_tiny": "rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
            "faster_rcnn_r50": "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
@@ -31,21 +36,6 @@ CONFIGS = {"rtmdet_tiny": "rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     return make_dataset(root / "train", 60), make_dataset(root / "val", 20, seed=1)
-
-
-def run_finetune(ini, name, base, train, *options):
-    return subprocess.run([sys.executable, "mmdetectionl.py", "--config", str(ini), "finetune",
-                           name, "--base", base, "--train", str(train), *options],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
-def shapes_photo(kind: int, size: int = 320) -> bytes:
-    """One shape (at 100, 90, 100 px wide) on plain grey."""
-    image = Image.new("RGB", (size, size), (128, 128, 128))
-    draw_shape(ImageDraw.Draw(image), kind, 100, 90, 100)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_bad_datasets_are_refused_before_any_training(tmp_path, dataset):

@@ -74,7 +74,7 @@ def test_oracle_detections_equal_mmdet_inference_detector(worker, rtmdet_checkpo
     job = enqueue(worker.queue, png_bytes(size=(800, 450), format="JPEG"), threshold=0.05)
     worker.run_batch([job])
     ours = worker.queue.status(job.sid).result["detections"]
-    spec = worker.models.registry.models["rtmdet_tiny"]
+    spec = worker.models.models_file.models["rtmdet_tiny"]
     model = init_detector(str(spec.config), str(rtmdet_checkpoint), device="cpu")
     instances = inference_detector(model, str(worker.queue.files.input(job.sid))).pred_instances
     instances = instances[instances.scores >= 0.05]
@@ -212,7 +212,7 @@ def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatc
     from detection.worker import acceleration
     from detection.worker.detector import Detector
     monkeypatch.setattr(acceleration, "RELATIVE_TOLERANCE", -1.0)  # nothing can pass
-    spec = worker.models.registry.models["rtmdet_tiny"]
+    spec = worker.models.models_file.models["rtmdet_tiny"]
     detector = Detector(spec, "cpu", runtime="onnxruntime", cache_dir=tmp_path / "onnx")
     assert detector.runtime == "torch"
     image = np.asarray(Image.new("RGB", (320, 240), (90, 140, 60)))

@@ -38,9 +38,9 @@ def threads_per_worker(settings: Settings) -> int:
 class ModelCache:
     """Loaded detectors by name, evicting the least recently used beyond the bounds."""
 
-    def __init__(self, registry: ModelsFile, settings: Settings, slot: int = 0):
+    def __init__(self, models_file: ModelsFile, settings: Settings, slot: int = 0):
         import torch
-        self.registry = registry
+        self.models_file = models_file
         self.settings = settings
         self.threads = threads_per_worker(settings)
         if self.threads:
@@ -60,7 +60,7 @@ class ModelCache:
             return {name: detector.runtime for name, detector in self._loaded.items()}
 
     def get(self, name: str) -> Detector:
-        models = self.registry.models  # as models.toml is now (fine-tuned models added)
+        models = self.models_file.models  # as models.toml is now (fine-tuned models added)
         if name not in models:
             raise UnknownModel(f"unknown model {name!r}")
         if name in self._loaded:
