@@ -297,6 +297,25 @@ def test_other_models_fine_tune_and_serve_their_classes(tmp_path, base_name):
     assert not list(settings.checkpoints_dir.glob("finetune-*"))  # training's own folder
 
 
+@pytest.mark.slow
+def test_the_same_data_and_options_train_the_same_model(tmp_path):
+    import torch
+    small = make_dataset(tmp_path / "small", 8, seed=2)
+    base = build_random_checkpoint(CONFIGS["rtmdet_tiny"], tmp_path / "base.pth")
+    ini = write_config(tmp_path, {"rtmdet_tiny": base})
+    for name in ("first", "second"):
+        run = run_finetune(ini, name, "rtmdet_tiny", small, "--epochs", "2", "--image-size", "128")
+        assert run.returncode == 0, run.stderr[-3000:]
+    checkpoints = load_settings(ini).checkpoints_dir
+    first, second = (torch.load(checkpoints / f"{name}.pth", weights_only=True)["state_dict"]
+                     for name in ("first", "second"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    trained = torch.load(base, weights_only=True)["state_dict"]
+    assert not torch.equal(first["backbone.stem.0.conv.weight"],
+                           trained["backbone.stem.0.conv.weight"])  # it did train
+
+
 def test_training_sees_only_the_device_the_settings_name(monkeypatch):
     from detection.finetune.training import _choose_device
     for setting, visible, seen in (("cpu", "0,1", ""), ("cuda:1", "2,3", "3"),

@@ -86,6 +86,9 @@ def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path
     cfg.load_from = str(load_from)
     cfg.work_dir = str(work_dir)
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=64)
+    # Seeded (shuffling, flips, new heads' initial weights): the same data and options train
+    # the same model on the same machine, so that a result can be reproduced and compared.
+    cfg.randomness = dict(seed=0)
 
 
 def served_config(cfg: Config, classes: tuple[str, ...]) -> Config:
