@@ -113,6 +113,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                       "the training images)")
     tune.add_argument("--epochs", type=int, default=20)
     tune.add_argument("--image-size", type=int, default=320, help="training and serving size")
+    tune.add_argument("--seed", type=int, default=0, help="the same seed and data train the "
+                      "same model; another seed, another try")
     return parser.parse_args(argv)
 
 
@@ -123,7 +125,7 @@ def finetune(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
         outcome = train(settings, arguments.name, arguments.base, arguments.train.resolve(),
                         arguments.val.resolve() if arguments.val else None, arguments.epochs,
-                        arguments.image_size)
+                        arguments.image_size, arguments.seed)
     except FinetuneError as error:
         sys.exit(f"finetune: {error}")
     scores = ", ".join(f"{kind} mAP@0.5 {value:.3f}"

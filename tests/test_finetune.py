@@ -165,6 +165,8 @@ def test_bad_names_and_bases_are_refused_before_any_training(tmp_path, dataset, 
             finetune(settings, name, base, annotations, validation, epochs=1, image_size=128)
     with pytest.raises(FinetuneError, match="epochs must be 1 to 1000"):
         finetune(settings, "mine", "yolox_nano", train, None, epochs=0, image_size=128)
+    with pytest.raises(FinetuneError, match="the seed 0 to 4294967295"):
+        finetune(settings, "mine", "yolox_nano", train, None, epochs=1, image_size=128, seed=-1)
     with FileLock(settings.checkpoints_dir / ".finetune.lock"):  # another one is running
         with pytest.raises(FinetuneError, match="another fine-tuning is running"):
             finetune(settings, "mine", "yolox_nano", train, None, epochs=1, image_size=128)
@@ -303,14 +305,16 @@ def test_the_same_data_and_options_train_the_same_model(tmp_path):
     small = make_dataset(tmp_path / "small", 8, seed=2)
     base = build_random_checkpoint(CONFIGS["rtmdet_tiny"], tmp_path / "base.pth")
     ini = write_config(tmp_path, {"rtmdet_tiny": base})
-    for name in ("first", "second"):
-        run = run_finetune(ini, name, "rtmdet_tiny", small, "--epochs", "2", "--image-size", "128")
+    for name, seed in (("first", "0"), ("second", "0"), ("third", "1")):
+        run = run_finetune(ini, name, "rtmdet_tiny", small, "--epochs", "2", "--image-size", "128",
+                           "--seed", seed)
         assert run.returncode == 0, run.stderr[-3000:]
     checkpoints = load_settings(ini).checkpoints_dir
-    first, second = (torch.load(checkpoints / f"{name}.pth", weights_only=True)["state_dict"]
-                     for name in ("first", "second"))
-    assert first.keys() == second.keys()
+    first, second, third = (torch.load(checkpoints / f"{name}.pth", weights_only=True)
+                            ["state_dict"] for name in ("first", "second", "third"))
+    assert first.keys() == second.keys() == third.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
+    assert not all(torch.equal(first[key], third[key]) for key in first)  # another seed
     trained = torch.load(base, weights_only=True)["state_dict"]
     assert not torch.equal(first["backbone.stem.0.conv.weight"],
                            trained["backbone.stem.0.conv.weight"])  # it did train

@@ -51,10 +51,11 @@ def _pipelines(image_size: int, masks: bool) -> tuple[list, list, list]:
 
 
 def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path, val: Path,
-                 epochs: int, image_size: int, load_from: Path, work_dir: Path) -> None:
+                 epochs: int, image_size: int, seed: int, load_from: Path, work_dir: Path) -> None:
     """Make the base model's config ``cfg`` train on ``classes`` (and with ``masks``, their
     masks) from the annotation files ``train`` and ``val``: AdamW with a short warm-up and
-    cosine decay, validation once at the end, weights from ``load_from``."""
+    cosine decay, validation once at the end, weights from ``load_from``, randomness from
+    ``seed``."""
     _adapt_model(cfg.model, len(classes))
     cfg.model.data_preprocessor.pop("batch_augments", None)  # YOLOX's multi-scale resizing
     pipelines = _pipelines(image_size, masks)
@@ -86,9 +87,9 @@ def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path
     cfg.load_from = str(load_from)
     cfg.work_dir = str(work_dir)
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=64)
-    # Seeded (shuffling, flips, new heads' initial weights): the same data and options train
-    # the same model on the same machine, so that a result can be reproduced and compared.
-    cfg.randomness = dict(seed=0)
+    # Shuffling, flips and the new heads' first weights: the same data and options train the
+    # same model on the same machine, so that a result can be reproduced and compared.
+    cfg.randomness = dict(seed=seed)
 
 
 def served_config(cfg: Config, classes: tuple[str, ...]) -> Config:

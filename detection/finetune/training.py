@@ -23,12 +23,13 @@ WORK_PREFIX = "finetune-"  # training's own folder in checkpoints/, removed afte
 
 
 def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
-             val_json: Path | None, epochs: int, image_size: int) -> dict:
+             val_json: Path | None, epochs: int, image_size: int, seed: int = 0) -> dict:
     """Train ``name`` from ``base_name`` on the dataset; register it; return what was
     measured (mAP, training seconds, classes). One fine-tuning at a time per checkpoints
     folder: training takes the machine, and models.toml has one writer."""
-    if not 1 <= epochs <= 1000 or not 64 <= image_size <= 2048:
-        raise FinetuneError("epochs must be 1 to 1000, and the image size 64 to 2048 pixels")
+    if not 1 <= epochs <= 1000 or not 64 <= image_size <= 2048 or not 0 <= seed < 2**32:
+        raise FinetuneError("epochs must be 1 to 1000, the image size 64 to 2048 pixels, and "
+                            "the seed 0 to 4294967295")
     if not NAME.fullmatch(name):
         raise FinetuneError(f"{name!r} cannot name a model: use letters, digits, _ and - "
                             "(at most 64)")
@@ -49,7 +50,7 @@ def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
         masks = learns_masks(cfg)
         train = check_dataset(train_json, masks)
         val = check_dataset(val_json, masks) if val_json else None
-        return _train(settings, name, base, cfg, masks, train, val, epochs, image_size)
+        return _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed)
     finally:
         lock.release()
 
@@ -92,7 +93,7 @@ def _choose_device(setting: str) -> None:
 
 
 def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, train: Dataset,
-           val: Dataset | None, epochs: int, image_size: int) -> dict:
+           val: Dataset | None, epochs: int, image_size: int, seed: int) -> dict:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
@@ -104,7 +105,7 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
     try:
         train_path, val_path, trained_on = training_files(train, val, work_dir)
         register_all_modules()
-        build_config(cfg, train.classes, masks, train_path, val_path, epochs, image_size,
+        build_config(cfg, train.classes, masks, train_path, val_path, epochs, image_size, seed,
                      base.require_checkpoint(), work_dir)
         started = time.monotonic()
         runner = Runner.from_cfg(cfg)
