@@ -15,11 +15,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import ContextManager, Protocol, TypedDict
+from typing import TYPE_CHECKING, ContextManager, Protocol, TypedDict
 
 import numpy as np
 
 from .layout import JobFiles
+
+if TYPE_CHECKING:
+    from ..models import ModelsFile
 
 MAX_ATTEMPTS = 2
 MAX_DETECTIONS = 100  # a job's default bound on the detections it returns and draws
@@ -155,11 +158,12 @@ def read_final_status(files: JobFiles, sid: str) -> JobStatus | None:
     return None
 
 
-def open_queue(settings) -> JobQueue:
-    """The job queue the settings name: the spool in uploads/.queue, or RQ on Redis."""
+def open_queue(settings, models_file: ModelsFile | None = None) -> JobQueue:
+    """The job queue the settings name: the spool in uploads/.queue, or RQ on Redis (which
+    reads the models' time limits with ``models_file`` when given one)."""
     if settings.queue == "rq":
         from .rq_queue import RQQueue
-        return RQQueue(settings)
+        return RQQueue(settings, models_file)
     from .spool import open_spool
     return open_spool(settings)
 

@@ -69,12 +69,14 @@ def attempts_of(job: RQJob) -> int:
 class RQQueue:
     """The web side of the RQ backend (``detection.queue = rq``)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, models_file: ModelsFile | None = None):
+        """``models_file``: the caller's reader of models.toml (time limits), if it has one."""
         self.settings = settings
         self.files = JobFiles(settings.uploads_dir)
         self.redis = connect(settings)
         self.rq = Queue(QUEUE_NAME, connection=self.redis)
-        self.models_file = ModelsFile(settings.models_file, settings.checkpoints_dir)
+        self.models_file = models_file or ModelsFile(settings.models_file,
+                                                     settings.checkpoints_dir)
         self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
 
     @contextmanager

@@ -83,7 +83,7 @@ class DetectionService:
         limit_decoding(settings.max_pixels)
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.files = JobFiles(settings.uploads_dir)
-        self.queue = open_queue(settings)
+        self.queue = open_queue(settings, self.models_file)
         self.launcher = WorkerLauncher(settings)
         # With RQ, results reach uploads/ when someone asks the queue: waiters ask it.
         self.waiter = JobWaiter(settings.uploads_dir, self.queue.is_finished,
