@@ -14,7 +14,7 @@ from PIL import Image
 from detection.image_checks import MAX_JPEG_SCANS
 from detection.images import BadImage, ImageTooLarge, decode_image, limit_decoding
 from tests import bombs
-from tests.support import ROOT, png_bytes
+from tests.support import AT_ONCE_SECONDS, ROOT, png_bytes
 
 LIMIT = 4_000_000  # configs/testing.ini
 
@@ -79,20 +79,20 @@ def assert_upright(image: Image.Image, upright: Image.Image) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(BOMBS))
-def test_bomb_is_refused_within_a_second(name):
+def test_bomb_is_refused_at_once(name):
     error, words = BOMBS[name]
     data = getattr(bombs, name)()
     started = time.perf_counter()
     with pytest.raises(BadImage) as refused:
         decode(data)
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < AT_ONCE_SECONDS
     assert type(refused.value) is error and words in str(refused.value)
 
 
 def test_crafted_exif_costs_nothing_and_its_orientation_still_counts():
     started = time.perf_counter()
     image = decode(bombs.png_with_crafted_exif())  # 26 s and 1.2 GB in exif_transpose
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < AT_ONCE_SECONDS
     assert image.size == (48, 64)  # 64x48, orientation 6
 
 

@@ -16,7 +16,7 @@ from tests.hostile import (
     nested_multipart_body,
     open_descriptors,
 )
-from tests.support import app_for, png_bytes
+from tests.support import AT_ONCE_SECONDS, app_for, png_bytes
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_thousands_of_file_parts_open_no_files_and_answer_413(open_app):
     before = open_descriptors(os.getpid())
     started = time.perf_counter()
     response = post_body(app, body, content_type, status=413)
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < AT_ONCE_SECONDS
     assert "parts" in response.json["error"]
     assert open_descriptors(os.getpid()) - before < 5
 
@@ -55,12 +55,12 @@ def test_a_declared_body_over_the_limit_is_refused_before_the_key_check(open_app
     ([("image", None, os.urandom(10 * 2**20))], 422),  # one big part without a file name
     ([("image", None, b"x")] + [(f"f{i}", None, b"x" * 40) for i in range(120_000)], 413),
 ])
-def test_ten_megabytes_of_parts_without_file_names_answer_in_under_2_s(open_app, parts, status):
+def test_ten_megabytes_of_parts_without_file_names_answer_at_once(open_app, parts, status):
     app = open_app(max_upload_bytes=16 * 2**20)
     body, content_type = multipart_body(parts)
     started = time.perf_counter()
     response = post_body(app, body, content_type, path="/v1/vision/detection", status=status)
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < AT_ONCE_SECONDS
     assert response.json["success"] is False
 
 

@@ -15,7 +15,7 @@ import requests
 from detection.jobs import new_sid
 from tests import bombs
 from tests.hostile import many_parts_body, open_descriptors, rss_bytes
-from tests.support import ROOT, png_bytes, wait_until
+from tests.support import AT_ONCE_SECONDS, ROOT, png_bytes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_decoding_bombs_are_refused_fast_and_leave_no_memory_behind(live_server)
             response = server.upload(data, name=f"bomb.{name}")
             elapsed = time.perf_counter() - started
             assert response.status_code in (413, 422), (name, response.text)
-            assert elapsed < 1, (name, elapsed)
+            assert elapsed < AT_ONCE_SECONDS, (name, elapsed)
         assert rss_bytes(pid) - baseline < 100 * 2**20, name
     assert not list((server.uploads / ".queue" / "queued").iterdir())
 
@@ -79,10 +79,10 @@ def test_a_hundred_long_polls_starve_nothing_and_wake_at_once(live_server, make_
                                            for f in answered)
         cpu_before = sum(process.cpu_times()[:2])
         body, seconds = health(server)
-        assert seconds < 1 and body["status"] == "ok"
+        assert seconds < AT_ONCE_SECONDS and body["status"] == "ok"  # not after the 30 s wait
         started = time.perf_counter()
         second = server.upload(png_bytes(size=(200, 100)))
-        assert second.status_code == 202 and time.perf_counter() - started < 2
+        assert second.status_code == 202 and time.perf_counter() - started < AT_ONCE_SECONDS
         time.sleep(2)
         assert sum(process.cpu_times()[:2]) - cpu_before < 0.5  # waiting costs no polling
         # A worker started now finishes the job: the waiting long-polls answer at once.
@@ -111,7 +111,7 @@ def test_a_hundred_slow_clients_do_not_lock_everyone_out(live_server):
         for s in sockets:  # trickle
             s.sendall(b"x")
         body, seconds = health(server)
-        assert seconds < 1 and body["status"] == "ok"
+        assert seconds < AT_ONCE_SECONDS and body["status"] == "ok"
         sid = server.upload(png_bytes()).json()["sid"]
         for s in sockets:
             s.sendall(b"x")
@@ -189,14 +189,13 @@ def test_kill_9_of_the_daemon_during_a_deepstack_call(live_server):
     warm_worker(server)
     image = png_bytes(size=(2000, 1500), format="JPEG")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        started = time.perf_counter()
         call = pool.submit(requests.post, server.url + "/v1/vision/detection",
                            files={"image": ("a.jpg", image)}, timeout=60)
         wait_until(lambda: running_ticket(server), timeout=30)
         assert server.kill_worker(signal.SIGKILL)
         response = call.result(timeout=60)
+    # 200, not the 503 of the 30 s sync timeout: the job was recovered and done in time.
     assert response.status_code == 200 and response.json()["success"] is True
-    assert time.perf_counter() - started < 20  # not the 30 s sync timeout
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from detection.images import encode_png, read_png
-from detection.jobs import Job, JobState, QueueFull, Upload, new_sid, spool
+from detection.jobs import Job, JobState, QueueFull, Upload, boot, new_sid, spool
 from detection.jobs.atomic import write_atomically
 from detection.jobs.spool import SpoolQueue
 from detection.jobs.storage import prune_storage
@@ -119,7 +119,8 @@ def test_the_claim_itself_counts_the_attempt(queue):
     job = accept(queue)
     claimed = queue.claim_next()
     # The count is in the running ticket's name: nothing is written after the claim.
-    assert [p.name for p in queue.running_dir.iterdir()] == [f"{job.sid}.1.w0.json"]
+    assert [p.name for p in queue.running_dir.iterdir()] == [
+        f"{job.sid}.1.w0.b{boot.boot_tag()}.json"]
     assert claimed.attempts == 1 and queue.pending_sids() == {job.sid}
 
 
@@ -255,20 +256,39 @@ def test_pixels_beyond_their_budget_are_not_written_and_the_worker_reads_the_png
     assert [queue.take_pixels(job.sid) is not None for job in jobs] == [True, True, False]
 
 
-def test_pixels_are_not_trusted_when_torn_or_written_before_the_machine_started(queue):
-    """They are not fsynced: after a power cut their file may hold anything."""
+def test_pixels_are_not_trusted_when_torn_or_of_another_shape(queue):
     pixels = np.zeros((8, 8, 3), np.uint8)
-    old, torn, wrong, empty = (Job.new(new_sid(), "rtmdet_tiny", 0.3) for _ in range(4))
-    for job in (old, torn, wrong, empty):
+    torn, wrong, empty = (Job.new(new_sid(), "rtmdet_tiny", 0.3) for _ in range(3))
+    for job in (torn, wrong, empty):
         queue.enqueue(job, upload_of(pixels))
     queue._pixels_file(empty.sid).write_bytes(b"")
-    before_boot = spool.BOOT_TIME - 60
-    os.utime(queue._pixels_file(old.sid), (before_boot, before_boot))
     path = queue._pixels_file(torn.sid)
     path.write_bytes(path.read_bytes()[:100])
     with open(queue._pixels_file(wrong.sid), "wb") as f:
         np.save(f, np.zeros((8, 8), np.float32))
-    assert [queue.take_pixels(job.sid) for job in (old, torn, wrong, empty)] == [None] * 4
+    assert [queue.take_pixels(job.sid) for job in (torn, wrong, empty)] == [None] * 3
+
+
+def test_pixels_of_an_earlier_boot_are_not_trusted_and_are_pruned_at_once(queue, monkeypatch):
+    """They are not fsynced: after a power cut their file may hold anything, whatever its date."""
+    job = Job.new(new_sid(), "rtmdet_tiny", 0.3)
+    queue.enqueue(job, upload_of(np.zeros((8, 8, 3), np.uint8)))
+    assert queue.take_pixels(job.sid) is not None
+    monkeypatch.setattr(boot, "boot_tag", lambda: "0123456789ab")  # the machine restarted
+    assert queue.take_pixels(job.sid) is None
+    report = prune_storage(queue.files.uploads_dir, pending={job.sid}, retention_hours=24,
+                           max_bytes=None)
+    assert report.removed_temp_files == 1 and not list(queue.pixels_dir.iterdir())
+    assert queue.depth() == 1  # the job itself waits, to be read from its PNG
+
+
+def test_a_boot_is_named_by_the_kernel_or_else_by_its_boot_time(monkeypatch, tmp_path):
+    named = boot.boot_id()
+    assert named == boot.boot_id() and len(boot.boot_tag()) == 12
+    if boot.BOOT_ID_FILE.exists():
+        assert named == boot.BOOT_ID_FILE.read_text().strip()
+    monkeypatch.setattr(boot, "BOOT_ID_FILE", tmp_path / "absent")  # not Linux
+    assert boot.boot_id().startswith("booted-at-") and boot.boot_id() == boot.boot_id()
 
 
 def test_pixels_of_a_job_that_never_got_its_ticket_are_pruned_as_stale(queue):
@@ -296,22 +316,23 @@ def test_results_are_made_durable_before_the_ticket_goes(queue, monkeypatch):
     queue.files.output(job.sid).write_bytes(b"png")
     queue.files.result(job.sid).write_bytes(b"{}")
     queue.finish(job)
-    ticket = next(i for i, (kind, name) in enumerate(events) if name.endswith(".w0.json"))
+    ticket = next(i for i, (kind, name) in enumerate(events) if ".w0." in name)
     assert [name for kind, name in events[:ticket] if kind == "fsync"] == [
         f"{job.sid}.out.png", f"{job.sid}.json", "uploads"]
 
 
-@pytest.mark.parametrize("written", ["since the machine started", "before it started"])
-def test_a_dead_workers_result_counts_unless_written_before_the_machine_started(queue, written):
+@pytest.mark.parametrize("written", ["in this boot", "in an earlier boot"])
+def test_a_dead_workers_result_counts_unless_written_in_an_earlier_boot(queue, written,
+                                                                         monkeypatch):
     """Results are fsynced only before their ticket goes: a power cut may leave them torn."""
     accept(queue)
     job = queue.claim_next()
     for path in (queue.files.output(job.sid), queue.files.result(job.sid)):
         path.write_bytes(b"written, maybe not on disk")
-        if written == "before it started":
-            os.utime(path, (spool.BOOT_TIME - 60, spool.BOOT_TIME - 60))
+    if written == "in an earlier boot":
+        monkeypatch.setattr(boot, "boot_tag", lambda: "0123456789ab")  # the machine restarted
     recovered = queue.recover_abandoned()
-    if written == "before it started":
+    if written == "in an earlier boot":
         assert [j.sid for j in recovered] == [job.sid]
         assert queue.status(job.sid).state is JobState.QUEUED
         assert not queue.files.result(job.sid).exists() and not queue.files.output(job.sid).exists()

@@ -25,20 +25,27 @@ def is_finished(uploads):
     return lambda sid: (uploads / f"{sid}.json").exists() or (uploads / f"{sid}.error.json").exists()
 
 
+@pytest.fixture
+def no_ticks(monkeypatch):
+    """The periodic check once a minute: whatever wakes a waiter sooner is the event (or the
+    fallback poll), by a margin no machine's speed can blur."""
+    monkeypatch.setattr(waiting, "TICK_SECONDS", 60.0)
+
+
 @pytest.mark.parametrize("name", [f"{SID}.json", f"{SID}.error.json"])
-def test_a_waiter_wakes_as_soon_as_the_result_appears(uploads, name):
+def test_a_waiter_wakes_as_soon_as_the_result_appears(uploads, name, no_ticks):
     waiter = JobWaiter(uploads, is_finished(uploads), max_waiting=4)
     finish_later(uploads, 0.2, name)
     started = time.monotonic()
-    assert waiter.wait(SID, timeout=10)
-    assert 0.2 <= time.monotonic() - started < 0.3
+    assert waiter.wait(SID, timeout=30)
+    assert 0.2 <= time.monotonic() - started < 10  # woken by the rename, not the 30 s timeout
 
 
 def test_a_waiter_gives_up_after_its_timeout(uploads):
     waiter = JobWaiter(uploads, is_finished(uploads), max_waiting=4)
     started = time.monotonic()
     assert not waiter.wait(SID, timeout=0.3)
-    assert 0.3 <= time.monotonic() - started < 1
+    assert 0.3 <= time.monotonic() - started < 10
 
 
 def test_a_finished_job_answers_at_once(uploads):
@@ -54,20 +61,22 @@ def test_slots_are_bounded_and_never_block(uploads):
         assert again
 
 
-def test_without_inotify_it_polls_and_still_wakes(uploads, monkeypatch):
+def test_without_inotify_it_polls_and_still_wakes(uploads, monkeypatch, no_ticks):
     monkeypatch.setattr(waiting, "watch_renames", lambda directory: None)
     waiter = JobWaiter(uploads, is_finished(uploads), max_waiting=4)
     finish_later(uploads, 0.2)
     started = time.monotonic()
-    assert waiter.wait(SID, timeout=10)
-    assert time.monotonic() - started < 0.5
+    assert waiter.wait(SID, timeout=30)
+    assert time.monotonic() - started < 10  # by its poll, not the 30 s timeout
 
 
-def test_the_periodic_check_runs_while_someone_waits_and_costs_no_cpu(uploads):
-    ticks = []
-    waiter = JobWaiter(uploads, is_finished(uploads), max_waiting=4,
+def test_the_periodic_check_runs_while_someone_waits_and_nothing_polls(uploads):
+    ticks, looks = [], []
+    finished = is_finished(uploads)
+    waiter = JobWaiter(uploads, lambda sid: looks.append(sid) or finished(sid), max_waiting=4,
                        on_tick=lambda: ticks.append(time.monotonic()))
-    cpu = time.process_time()
     assert not waiter.wait(SID, timeout=2.5)
     assert len(ticks) >= 2
-    assert time.process_time() - cpu < 0.2  # no sleep loop
+    # A look as it starts, one at its end, one a tick (and one a tick may be taking as it ends):
+    # a poll every 50 ms would look 50 times.
+    assert len(looks) <= 3 + len(ticks)

@@ -9,14 +9,17 @@ count is right before any work starts, even on a full disk. The ticket leaves ``
 worker has written ``<sid>.json`` (done) or ``<sid>.error.json`` (failed) into uploads/.
 Each worker holds its slot's lock (``workers/<slot>.lock``) while it lives, so a running ticket
 whose slot lock is free was abandoned by a worker that died: it is queued again once, and fails
-for good the second time; the jobs of live workers are left alone. A ticket that cannot be read
+for good the second time; the jobs of live workers are left alone. A running ticket's name also
+tags the boot it was claimed in (``.b<boot tag>``, ``boot.py``): a result its worker wrote but
+had not yet made durable counts only in that same boot. A ticket that cannot be read
 (a power cut can leave an empty file) is set aside in ``damaged/`` and its job failed with the
 reason.
 
 Beside its ticket a job may have its decoded pixels (``pixels/<sid>.npy``), so that the worker
 need not decode ``<sid>.png`` again (1280x960: 0.3 ms to load against 14 ms to decode). They are a
-shortcut, not the record: not fsynced (so not trusted after the machine restarts), written only
-while the waiting ones fit a byte budget, and a job without them is read from its PNG.
+shortcut, not the record: not fsynced (so, named ``<sid>.<boot tag>.npy``, trusted only in the
+boot that wrote them), written only while the waiting ones fit a byte budget, and a job without
+them is read from its PNG.
 """
 from __future__ import annotations
 
@@ -44,16 +47,16 @@ from . import (
     read_final_status,
 )
 from .atomic import atomic_path, fsync_path, write_atomically
+from . import boot
+from .boot import TAG_PATTERN
 from .layout import JobFiles
 from .locks import FileLock, exclusively
 
 QUEUED_TICKET = re.compile(r"(?P<ns>\d{20})-(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
-RUNNING_TICKET = re.compile(
-    r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?(?:\.w(?P<slot>\d+))?\.json")
-PIXELS_FILE = re.compile(r"(?P<sid>[0-9a-f]{32})\.npy")
+RUNNING_TICKET = re.compile(r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?(?:\.w(?P<slot>\d+))?"
+                            rf"(?:\.b(?P<boot>{TAG_PATTERN}))?\.json")
+PIXELS_FILE = re.compile(rf"(?P<sid>[0-9a-f]{{32}})\.(?P<boot>{TAG_PATTERN})\.npy")
 MAX_PIXELS_BYTES = 256 * 2**20  # decoded pixels waiting for workers (1280x960: 3.5 MiB each)
-# When the machine last started (CLOCK_BOOTTIME counts from then, suspends included).
-BOOT_TIME = time.time() - time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 class TicketDamaged(ValueError):
@@ -169,7 +172,7 @@ class SpoolQueue:
             raise
 
     def _pixels_file(self, sid: str) -> Path:
-        return self.pixels_dir / f"{sid}.npy"
+        return self.pixels_dir / f"{sid}.{boot.boot_tag()}.npy"
 
     def _leave_pixels(self, sid: str, pixels: np.ndarray) -> Path | None:
         """Write a job's pixels for its worker, unless the waiting ones fill the budget (read
@@ -195,12 +198,10 @@ class SpoolQueue:
         return total
 
     def take_pixels(self, sid: str) -> np.ndarray | None:
-        """The pixels the web process left for a job, if it did and they can be trusted."""
-        path = self._pixels_file(sid)
+        """The pixels the web process left for a job in this boot, if it did and they can be
+        trusted (not fsynced: in an earlier boot, a power cut may have torn them)."""
         try:
-            if path.stat().st_mtime < BOOT_TIME:  # not fsynced: a power cut may have torn them
-                return None
-            pixels = np.load(path, allow_pickle=False)
+            pixels = np.load(self._pixels_file(sid), allow_pickle=False)
         except (OSError, ValueError, EOFError):  # EOFError: an empty file
             return None
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
@@ -285,7 +286,7 @@ class SpoolQueue:
             self._set_aside(self.queued_dir / name, None, "not a ticket name")
             return None
         attempts = int(match["attempts"] or 0) + 1
-        running = self.running_dir / f"{match['sid']}.{attempts}.w{self.slot}.json"
+        running = self.running_dir / f"{match['sid']}.{attempts}.w{self.slot}.b{boot.boot_tag()}.json"
         try:
             os.rename(self.queued_dir / name, running)
         except FileNotFoundError:
@@ -389,7 +390,7 @@ class SpoolQueue:
         except TicketDamaged as error:
             self._set_aside(self.running_dir / name, sid, str(error))
             return None
-        if self._finished_for_good(sid):  # it died after its result, before dropping the ticket
+        if self._finished_for_good(sid, match["boot"]):  # died after its result, before the ticket went
             self.finish(job)
             return None
         if job.attempts >= MAX_ATTEMPTS:
@@ -400,17 +401,17 @@ class SpoolQueue:
         return job
 
 
-    def _finished_for_good(self, sid: str) -> bool:
+    def _finished_for_good(self, sid: str, claimed_in_boot: str | None) -> bool:
         """Whether a job whose ticket is still running has its result (or failure) for good.
-        A result is made durable only before its ticket goes: one written before the machine
-        last started may be torn, so it is deleted, and the job done again."""
+        A result is made durable only before its ticket goes: one written in an earlier boot
+        than this (the boot its ticket was claimed in) may be torn, so it is deleted, and the
+        job done again."""
         if self.files.error(sid).exists():  # failures are written durably
             return True
-        try:
-            if self.files.result(sid).stat().st_mtime >= BOOT_TIME:
-                return True  # still in the page cache, whole
-        except FileNotFoundError:
+        if not self.files.result(sid).exists():
             return False
+        if claimed_in_boot == boot.boot_tag():
+            return True  # still in the page cache, whole
         for path in (self.files.output(sid), self.files.result(sid)):
             path.unlink(missing_ok=True)
         return False

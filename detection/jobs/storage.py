@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import TEMP_SUFFIX
+from . import boot
 from .layout import FILE_NAME, FINISHED
 from .spool import PIXELS_FILE, QUEUED_TICKET, RUNNING_TICKET
 
@@ -54,6 +55,7 @@ class TempFile:
     path: Path
     size: int
     mtime: float
+    from_earlier_boot: bool = False  # spool pixels no worker may trust: stale at once
 
 
 @dataclass(slots=True)
@@ -76,7 +78,7 @@ class PruneReport:
     expired_jobs: int = 0       # finished, older than retention_hours
     orphaned_jobs: int = 0      # stored but neither finished nor queued, older than the grace
     evicted_jobs: int = 0       # finished, deleted oldest first to get under max_bytes
-    removed_temp_files: int = 0  # older than stale_temp_seconds
+    removed_temp_files: int = 0  # older than stale_temp_seconds, or pixels of an earlier boot
     removed_bytes: int = 0
     remaining_bytes: int = 0
     max_bytes: int | None = None
@@ -136,11 +138,15 @@ def _scan_spool(spool_dir: Path, temp_files: list[TempFile]) -> set[str]:
                 sids.add(match["sid"])
             elif listing < len(SPOOL_TICKETS) and TEMP_FILE_PATTERN.fullmatch(name):
                 temp_files.append(TempFile(directory / name, info.st_size, info.st_mtime))
-    # Pixels whose job has no ticket (its web process died before queueing it) go as temp files.
+    # Pixels whose job has no ticket (its web process died before queueing it) go as temp files,
+    # and those of an earlier boot at once (no worker takes them: they may be torn).
+    this_boot = boot.boot_tag()
     for name, info in _regular_files(spool_dir / "pixels"):
         match = PIXELS_FILE.fullmatch(name)
-        if (match and match["sid"] not in sids) or TEMP_FILE_PATTERN.fullmatch(name):
-            temp_files.append(TempFile(spool_dir / "pixels" / name, info.st_size, info.st_mtime))
+        if (match and match["sid"] not in sids) or TEMP_FILE_PATTERN.fullmatch(name) or (
+                match and match["boot"] != this_boot):
+            temp_files.append(TempFile(spool_dir / "pixels" / name, info.st_size, info.st_mtime,
+                                       from_earlier_boot=bool(match) and match["boot"] != this_boot))
     return sids
 
 
@@ -228,7 +234,8 @@ def prune_storage(uploads_dir: Path, *, pending: Collection[str], retention_hour
             survivors.append((job.newest_mtime, job.sid))
 
     for temp in scan.temp_files:
-        if now - temp.mtime > stale_temp_seconds and _unlink(temp.path):
+        stale = temp.from_earlier_boot or now - temp.mtime > stale_temp_seconds
+        if stale and _unlink(temp.path):
             report.removed_temp_files += 1
             report.removed_bytes += temp.size
             report.remaining_bytes -= temp.size
