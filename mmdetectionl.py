@@ -2,7 +2,8 @@
 
     python mmdetectionl.py SID [THRESHOLD]   detect one stored upload in the foreground (the
                                              original signature; same as `detect SID THRESHOLD`)
-    python mmdetectionl.py worker [--daemon] run the queue worker (web.py starts it as a daemon)
+    python mmdetectionl.py worker [--daemon] run the detection daemon (web.py starts it with
+                                             --daemon); with queue = rq, an RQ worker
     python mmdetectionl.py download NAME     fetch a model's checkpoint from mmdet's zoo
     python mmdetectionl.py list              the configured models and whether they are installed
 """
@@ -19,8 +20,9 @@ import logging
 import sys
 from pathlib import Path
 
-from detection.jobs import Job
-from detection.jobs.layout import SID_PATTERN, JobFiles
+from detection.jobs.job import Job
+from detection.jobs.layout import SID_PATTERN
+from detection.jobs.records import JobRecords
 from detection.models import ModelsFile, load_registry
 from detection.settings import Settings, load_settings
 
@@ -29,22 +31,24 @@ COMMANDS = ("detect", "worker", "download", "list", "finetune")
 
 
 def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
-    from detection.images import limit_decoding
-    from detection.jobs.spool import make_durable
-    from detection.worker.inference import ModelCache
-    from detection.worker.spool_worker import process
+    from detection.images import limit_decoding, read_png
+    from detection.worker.handlers import Work, handler_for
+    from detection.worker.model_cache import ModelCache
     if not SID_PATTERN.fullmatch(sid):
         sys.exit(f"not a job id: {sid!r} (32 hex digits)")
-    files = JobFiles(settings.uploads_dir)
-    if not files.input(sid).is_file():
-        sys.exit(f"no stored upload {files.input(sid)}")
+    records = JobRecords(settings.uploads_dir)
+    if not records.input_path(sid).is_file():
+        sys.exit(f"no stored upload {records.input_path(sid)}")
     limit_decoding(settings.max_pixels)
-    job = Job.new(sid, model or settings.default_model,
-                  settings.default_threshold if threshold is None else threshold)
+    job = Job.detect(sid, model or settings.default_model,
+                     settings.default_threshold if threshold is None else threshold)
     models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir), settings)
-    document = process(job, files, models)
-    make_durable(files, sid)
-    print(json.dumps(document, indent=2))
+    work = Work(models, read_input=lambda job: read_png(records.input_path(job.sid)))
+    [outcome] = handler_for(job.kind).run([job], work)
+    records.record(job, outcome, durable=True)
+    if outcome.error is not None:
+        sys.exit(f"{sid}: {outcome.error}")
+    print(json.dumps(outcome.result, indent=2))
     return 0
 
 
@@ -67,7 +71,7 @@ def download(settings: Settings, name: str, force: bool) -> int:
         sys.exit(f"mmdet's zoo publishes no checkpoint for {spec.config.name}; "
                  f"put one at {spec.checkpoint}")
     try:
-        fetch(spec.weights_url, spec.checkpoint)
+        fetch(spec.weights_url, spec.checkpoint)  # with a progress bar
     except DownloadError as error:
         sys.exit(str(error))
     print(f"{name}: saved {spec.checkpoint}")
@@ -98,7 +102,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     one.add_argument("sid", help="the job id (uploads/<sid>.png)")
     one.add_argument("threshold", nargs="?", type=float, help="score threshold (default: settings)")
     one.add_argument("--model", help="model name (default: settings)")
-    worker = commands.add_parser("worker", help="run the queue worker")
+    worker = commands.add_parser("worker", help="run the detection daemon (with queue = rq: "
+                                 "an RQ worker)")
     worker.add_argument("--daemon", action="store_true", help="detach with python-daemon")
     fetch = commands.add_parser("download", help="download a model's checkpoint")
     fetch.add_argument("name")
@@ -158,7 +163,7 @@ def main(argv: list[str]) -> int:
             format_handlers(settings.log_format)
             run(settings)
             return 0
-        with FileLock(settings.worker_lock_file) as lock:  # in the foreground (e.g. systemd)
+        with FileLock(settings.daemon_lock_file) as lock:  # in the foreground (e.g. systemd)
             supervise(settings, lock, logging.StreamHandler(sys.stderr))
         return 0
     if arguments.command == "download":

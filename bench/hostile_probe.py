@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from detection.jobs.storage import prune_storage  # noqa: E402
 from tests import bombs  # noqa: E402
-from tests.hostile import many_parts_body, open_descriptors, rss_bytes  # noqa: E402
+from tests.attacks import many_parts_body, open_descriptors, rss_bytes  # noqa: E402
 from tests.random_weights import build_random_checkpoint  # noqa: E402
 from tests.support import LiveServer, png_bytes, write_config  # noqa: E402
 

@@ -56,6 +56,11 @@ class ModelSpec:
     def available(self) -> bool:
         return self.checkpoint.is_file() if self.backend == "mmdet" else self.checkpoint.is_dir()
 
+    @property
+    def downloadable(self) -> bool:
+        """Whether its weights can be downloaded (mmdet's zoo, or models.toml's weights_url)."""
+        return self.backend == "mmdet" and self.weights_url is not None
+
     def require_checkpoint(self) -> Path:
         if not self.available:
             raise MissingCheckpoint(self)
@@ -65,7 +70,8 @@ class ModelSpec:
         """The model as the API lists it."""
         return {"name": self.name, "hint": self.hint, "box_ap": self.box_ap,
                 "mask_ap": self.mask_ap, "masks": self.masks, "available": self.available,
-                "classes": list(self.classes), "validation_map50": self.validation_map50}
+                "classes": list(self.classes), "validation_map50": self.validation_map50,
+                "downloadable": self.downloadable}
 
 
 def mmdet_configs_dir() -> Path:
@@ -109,7 +115,9 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
             continue
         config = _resolve_config(table["config"], models_file.parent)
         entry = zoo.find_metafile_entry(config, mmdet_configs_dir())
-        url = entry.weights_url if entry else None
+        url = table.get("weights_url") or (entry.weights_url if entry else None)
+        if url is not None and not str(url).startswith(("https://", "http://")):
+            raise ValueError(f"model {name}: weights_url must be an http(s) URL, got {url!r}")
         if "checkpoint" in table:
             checkpoint = (models_file.parent / Path(table["checkpoint"]).expanduser()).resolve()
         else:

@@ -59,6 +59,7 @@ class Settings:
     sync_timeout_seconds: float
     max_waiting_requests: int
     job_timeout_seconds: float
+    download_timeout_seconds: float
     model_load_timeout_seconds: float
     heartbeat_timeout_seconds: float
     max_storage_mb: int
@@ -90,21 +91,22 @@ class Settings:
         return self.checkpoints_dir / ".onnx"
 
     @property
-    def worker_lock_file(self) -> Path:
-        return self.uploads_dir / ".worker.lock"
+    def daemon_lock_file(self) -> Path:
+        """Held by the live detection daemon; its modification time is the daemon's heartbeat."""
+        return self.uploads_dir / ".daemon.lock"
 
     @property
-    def worker_state_file(self) -> Path:
-        return self.uploads_dir / ".worker.json"
+    def daemon_state_file(self) -> Path:
+        return self.uploads_dir / ".daemon.json"
 
     @property
-    def worker_log_file(self) -> Path:
-        return self.uploads_dir / ".worker.log"
+    def daemon_log_file(self) -> Path:
+        return self.uploads_dir / ".daemon.log"
 
     @property
-    def worker_stderr_file(self) -> Path:
+    def daemon_stderr_file(self) -> Path:
         """The daemon's own stdout/stderr (what logging cannot catch, e.g. a crash)."""
-        return self.uploads_dir / ".worker.stderr"
+        return self.uploads_dir / ".daemon.stderr"
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where web.py and mmdetectionl.py are
@@ -196,7 +198,7 @@ def urls(raw: str, key: str, base: Path) -> tuple[str, ...]:
 
 
 # Every detection.* key: its default and its parser (README.md's settings table lists each one;
-# tests/test_settings.py keeps the two in step).
+# tests/unit/test_settings.py keeps the two in step).
 SETTINGS: dict[str, Setting] = {
     "uploads_dir": Setting("uploads", path),
     "checkpoints_dir": Setting("checkpoints", path),
@@ -222,6 +224,7 @@ SETTINGS: dict[str, Setting] = {
     "sync_timeout_seconds": Setting("30", number(float, 0.1, 3600)),
     "max_waiting_requests": Setting("16", number(int, 1, 100_000)),
     "job_timeout_seconds": Setting("120", number(float, 1, 10**6)),
+    "download_timeout_seconds": Setting("3600", number(float, 1, 10**6)),
     "model_load_timeout_seconds": Setting("600", number(float, 1, 10**6)),
     "heartbeat_timeout_seconds": Setting("30", number(float, 1, 10**6)),
     "max_storage_mb": Setting("10240", number(int, 0, 2**40)),

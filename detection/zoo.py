@@ -1,20 +1,24 @@
 """mmdet's model zoo: find a config's published weights in its metafile, download them safely."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import os
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import yaml
 from tqdm import tqdm
 
+from .jobs.atomic import atomic_path
+
 # OpenMMLab names checkpoints <stem>_<date>-<first 8+ hex digits of the file's sha256>.pth
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
+MAX_CHECKPOINT_BYTES = 4 * 2**30  # mmdet's largest are under 1 GiB
 
 
 class DownloadError(RuntimeError):
@@ -56,28 +60,56 @@ def find_metafile_entry(config: Path, configs_dir: Path) -> ZooEntry | None:
     return None
 
 
-def download(url: str, destination: Path, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` into ``destination`` with a progress bar, check its hash, write atomically."""
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    bytes: int
+    sha256: str
+
+
+Progress = Callable[[int, "int | None"], None]  # (bytes so far, bytes in all if known)
+
+
+def download(url: str, destination: Path, timeout: float = 30.0, progress: Progress | None = None,
+             max_bytes: int = MAX_CHECKPOINT_BYTES) -> Downloaded:
+    """Fetch ``url`` into ``destination``, check its hash, write atomically. Progress goes to
+    ``progress``, or to a progress bar on the terminal."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.part")
     digest = hashlib.sha256()
+    done = 0
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response, \
+                atomic_path(destination) as partial, open(partial, "wb") as out, \
+                _bar(destination.name, response, progress) as report:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
+            if total is not None and total > max_bytes:
+                raise DownloadError(f"{url} is {total} bytes, more than a checkpoint's "
+                                    f"{max_bytes}")
+            while chunk := response.read(1 << 16):
+                done += len(chunk)
+                if done > max_bytes:
+                    raise DownloadError(f"{url} sent more than a checkpoint's {max_bytes} bytes")
+                out.write(chunk)
+                digest.update(chunk)
+                report(done, total)
+            expected = HASH_IN_NAME.search(file_name(url))
+            if expected and not digest.hexdigest().startswith(expected.group(1)):
+                raise DownloadError(f"{url} arrived corrupted: its sha256 "
+                                    f"{digest.hexdigest()[:16]}... does not start with "
+                                    f"{expected.group(1)}; try again")
     except (urllib.error.URLError, OSError) as error:
-        partial.unlink(missing_ok=True)
         raise DownloadError(
             f"could not download {url}: {getattr(error, 'reason', error)}.\n"
             f"Fetch it on a machine with network access and put it at {destination}") from None
-    expected = HASH_IN_NAME.search(file_name(url))
-    if expected and not digest.hexdigest().startswith(expected.group(1)):
-        partial.unlink(missing_ok=True)
-        raise DownloadError(f"{url} arrived corrupted: its sha256 {digest.hexdigest()[:16]}... "
-                            f"does not start with {expected.group(1)}; try again")
-    os.replace(partial, destination)
-    return destination
+    return Downloaded(destination, done, digest.hexdigest())
+
+
+@contextlib.contextmanager
+def _bar(name: str, response, progress: Progress | None) -> Iterator[Progress]:
+    """``progress`` itself, or a tqdm bar's update."""
+    if progress is not None:
+        yield progress
+        return
+    total = int(response.headers.get("Content-Length") or 0) or None
+    with tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
+        yield lambda done, _: bar.update(done - bar.n)

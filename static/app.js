@@ -80,7 +80,9 @@ class JobCard {
     bar.value = fraction;
   }
   async showStatus(status) {
-    if (status.state === "queued") {
+    if (status.kind === "download") {
+      this.showDownload(status);
+    } else if (status.state === "queued") {
       this.setState("queued");
       this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
     } else if (status.state === "running") {
@@ -90,6 +92,26 @@ class JobCard {
       this.fail(`Detection failed: ${status.error}`);
     } else if (status.state === "done") {
       await this.showResult(status);
+    }
+  }
+  showDownload(status) {
+    const bar = $(".upload-progress", this.el);
+    if (status.state === "queued") {
+      this.setState("queued");
+      this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
+    } else if (status.state === "running") {
+      this.setState("running", "downloading");
+      bar.hidden = false;
+      bar.value = status.progress || 0;
+      this.setMessage(status.stage ? `${status.stage[0].toUpperCase()}${status.stage.slice(1)}…` : "Starting…");
+    } else if (status.state === "failed") {
+      this.fail(`Download failed: ${status.error}`);
+    } else if (status.state === "done") {
+      this.setState("done", "installed");
+      bar.hidden = true;
+      this.setMessage(`Model ${status.model} is installed: ${(status.bytes / 2 ** 20).toFixed(1)} MB, ` +
+                      `sha256 ${status.sha256.slice(0, 12)}…`);
+      loadModels();
     }
   }
   async showResult(status) {
@@ -210,7 +232,8 @@ async function poll(card, job) {
       if (!response.ok) throw new Error(status.error || `HTTP ${response.status}`);
       await card.showStatus(status);
       if (status.state === "done" || status.state === "failed") return;
-      next = status.state === "running" || status.queue_position === 1;
+      // A download says how far it is: poll it (a long-poll answers only at the end).
+      next = job.kind !== "download" && (status.state === "running" || status.queue_position === 1);
       delay = next && !longPoll ? 0 : POLL_MS; // the first long-poll at once; then at most 1/s
     } catch (error) {
       delay = Math.min(delay * 2, MAX_POLL_MS);
@@ -221,34 +244,64 @@ async function poll(card, job) {
 }
 
 // --- Controls -----------------------------------------------------------------------------------
+let modelInfo = { hints: {}, classes: {} };
+
 async function loadModels() {
   const select = $("#model");
-  const slider = $("#threshold");
   try {
     const response = await api("/models");
     const body = await response.json();
-    const hints = {};
-    const classes = {};
+    const chosen = select.value || body.default;
+    modelInfo = { hints: {}, classes: {} };
+    select.replaceChildren();
     for (const model of body.models) {
-      classes[model.name] = model.classes;
+      modelInfo.classes[model.name] = model.classes;
       const option = new Option(model.available ? model.name : `${model.name} (not installed)`, model.name);
       option.disabled = !model.available;
-      option.selected = model.name === body.default;
+      option.selected = model.name === chosen && model.available;
       const detects = model.classes.length <= MAX_LISTED_CLASSES ? model.classes.join(", ") : `${model.classes.length} classes`;
-      hints[model.name] = [model.hint, model.box_ap && `COCO box AP ${model.box_ap}`, `detects ${detects}`]
+      modelInfo.hints[model.name] = [model.hint, model.box_ap && `COCO box AP ${model.box_ap}`, `detects ${detects}`]
         .filter(Boolean).join("; ");
       select.append(option);
     }
-    const showHint = () => {
-      $("#model-hint").textContent = hints[select.value] || "";
-      $("#class-names").replaceChildren(...(classes[select.value] || []).map((name) => new Option(name)));
-    };
-    select.addEventListener("change", showHint);
-    showHint();
-    slider.value = body.default_threshold;
-    slider.dispatchEvent(new Event("input"));
+    showModelHint();
+    const missing = body.models.filter((model) => !model.available && model.downloadable);
+    $("#download-model").replaceChildren(...missing.map((model) => new Option(model.name, model.name)));
+    $("#downloads").hidden = !missing.length;
+    return body;
   } catch (error) {
     $("#model-hint").textContent = `Could not load the model list (${error.message}); the server default is used.`;
+    return null;
+  }
+}
+
+function showModelHint() {
+  const name = $("#model").value;
+  $("#model-hint").textContent = modelInfo.hints[name] || "";
+  $("#class-names").replaceChildren(...(modelInfo.classes[name] || []).map((label) => new Option(label)));
+}
+
+// A model's weights downloaded by the server, as a job with progress.
+async function startDownload(name) {
+  const card = new JobCard(`Download of model ${name}`);
+  card.setState("uploading", "asking");
+  const response = await fetch(`/models/${encodeURIComponent(name)}/download`,
+                               { method: "POST", headers: keyHeaders() });
+  let body = {};
+  try { body = await response.json(); } catch { /* not JSON: described below */ }
+  if (response.status === 401 && askForKey()) {
+    card.el.remove();
+    startDownload(name);
+  } else if (response.status === 200) {
+    card.setState("done", "installed");
+    card.setMessage(`Model ${name} is installed already.`);
+    loadModels();
+  } else if (response.status === 202) {
+    const job = { sid: body.sid, name: `Download of model ${name}`, kind: "download", started: Date.now() };
+    rememberJob(job);
+    poll(card, job);
+  } else {
+    card.fail(`Download refused: ${body.error || `HTTP ${response.status}`}`);
   }
 }
 
@@ -285,7 +338,13 @@ function setUp() {
     $("#jobs").replaceChildren();
     $("#no-jobs").hidden = false;
   });
-  loadModels();
+  $("#model").addEventListener("change", showModelHint);
+  $("#download-button").addEventListener("click", () => startDownload($("#download-model").value));
+  loadModels().then((body) => {
+    if (!body) return;
+    slider.value = body.default_threshold;
+    slider.dispatchEvent(new Event("input"));
+  });
   for (const job of savedJobs()) {
     const card = new JobCard(job.name);
     card.setState("queued", "checking");

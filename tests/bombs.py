@@ -1,6 +1,6 @@
 """Hostile image files built in memory: small uploads that cost a naive decoder far more than
 their pixels are worth. Each is what an attacker would send (valid where validity makes it
-costlier); tests/test_hostile_images.py feeds them to decode_image. Sizes are what a 20 MB
+costlier); tests/hostile/test_hostile_images.py feeds them to decode_image. Sizes are what a 20 MB
 upload allows, or what keeps the picture under the tests' 4-megapixel limit."""
 from __future__ import annotations
 

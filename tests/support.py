@@ -21,9 +21,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def write_models_file(path: Path, checkpoints: dict[str, Path | None]) -> Path:
+def write_models_file(path: Path, checkpoints: dict[str, Path | None],
+                      extra_models: str = "") -> Path:
     """A models.toml like the shipped one, with the given checkpoints (others point nowhere);
-    models of other backends (faces) only when named in ``checkpoints``."""
+    models of other backends (faces) only when named in ``checkpoints``; ``extra_models``: more
+    tables, as TOML."""
     import tomllib
     with open(ROOT / "configs" / "models.toml", "rb") as f:
         tables = tomllib.load(f)
@@ -37,18 +39,20 @@ def write_models_file(path: Path, checkpoints: dict[str, Path | None]) -> Path:
         lines += [f"[{name}]", f"config = {table['config']!r}", f"hint = {table['hint']!r}"]
         checkpoint = checkpoints.get(name, path.parent / "absent" / f"{name}.pth")
         lines += [f"checkpoint = {str(checkpoint)!r}", ""]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + "\n" + extra_models)
     return path
 
 
-def write_config(directory: Path, checkpoints: dict[str, Path], **overrides) -> Path:
+def write_config(directory: Path, checkpoints: dict[str, Path], extra_models: str = "",
+                 **overrides) -> Path:
     """Write a testing .ini (from configs/testing.ini) using ``directory``; return its path."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(ROOT / "configs" / "testing.ini")
     app = parser["app:main"]
     app["detection.uploads_dir"] = str(directory / "uploads")
     app["detection.checkpoints_dir"] = str(directory / "checkpoints")
-    app["detection.models_file"] = str(write_models_file(directory / "models.toml", checkpoints))
+    app["detection.models_file"] = str(write_models_file(directory / "models.toml", checkpoints,
+                                                         extra_models))
     for key, value in overrides.items():
         app[f"detection.{key}"] = str(value)
     ini = directory / "testing.ini"
@@ -120,7 +124,7 @@ class LiveServer:
 
     def worker_pid(self) -> int | None:
         from detection.jobs.locks import holder_pid
-        return holder_pid(self.uploads / ".worker.lock")
+        return holder_pid(self.uploads / ".daemon.lock")
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> int | None:
         pid = self.worker_pid()
@@ -162,6 +166,45 @@ def png_bytes(size=(320, 240), color=(40, 120, 200), mode="RGB", format="PNG", *
     buffer = io.BytesIO()
     image.save(buffer, format=format, **save)
     return buffer.getvalue()
+
+
+class FileServer:
+    """A loopback HTTP server for the files of ``directory``, sent ``chunk_bytes`` at a time with
+    ``pause`` seconds between (a slow link, so that progress can be seen), or (``stall``) a
+    header and then nothing."""
+
+    def __init__(self, directory: Path, chunk_bytes: int = 2**18, pause: float = 0.0,
+                 stall: bool = False):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = directory / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if stall:
+                    time.sleep(60)
+                for start in range(0, len(data), chunk_bytes):
+                    self.wfile.write(data[start:start + chunk_bytes])
+                    time.sleep(pause)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class RedisServer:

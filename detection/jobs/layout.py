@@ -1,11 +1,13 @@
 """The public ``uploads/`` layout: every file a job has there, named in one place.
 
-    <sid>.png          the stored upload, as PNG
-    <sid>.out.png      the drawn result (the original design's poll target)
-    <sid>.json         the detections (the job is done)
-    <sid>.error.json   the reason it failed (the job is failed)
+    <sid>.png            the stored upload, as PNG (detections)
+    <sid>.out.png        the drawn result (the original design's poll target)
+    <sid>.json           the result (the job is done)
+    <sid>.error.json     the reason it failed (the job is failed)
+    <sid>.progress.json  how far a long job is, while it runs
 
-Web, worker, command line, storage, OpenAPI and tests all take names from here.
+Web, worker, command line, storage, OpenAPI and tests all take names from here; only
+``records.py`` writes and reads what they hold.
 """
 from __future__ import annotations
 
@@ -18,13 +20,20 @@ INPUT = ".png"
 OUTPUT = ".out.png"
 RESULT = ".json"
 ERROR = ".error.json"
-SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR)
+PROGRESS = ".progress.json"
+SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS)
 FINISHED = (RESULT, ERROR)  # a job with either file is done or failed
-CONTENT_TYPES = {INPUT: "image/png", OUTPUT: "image/png",
-                 RESULT: "application/json", ERROR: "application/json"}
+CONTENT_TYPES = {INPUT: "image/png", OUTPUT: "image/png", RESULT: "application/json",
+                 ERROR: "application/json", PROGRESS: "application/json"}
 # Longest suffix first: "<sid>.out.png" is an output, not an input named "<sid>.out".
 FILE_NAME = re.compile(rf"(?P<sid>{SID_PATTERN.pattern})"
                        rf"(?P<kind>{'|'.join(re.escape(s) for s in sorted(SUFFIXES, key=len, reverse=True))})")
+
+
+def finishes_a_job(name: str) -> bool:
+    """Whether a file of this name, appearing in uploads/, says a job is done or failed."""
+    match = FILE_NAME.fullmatch(name)
+    return match is not None and match["kind"] in FINISHED
 
 
 class JobFiles:
@@ -45,6 +54,5 @@ class JobFiles:
     def error(self, sid: str) -> Path:
         return self.uploads_dir / f"{sid}{ERROR}"
 
-    def is_finished(self, sid: str) -> bool:
-        """Done or failed: two stat calls."""
-        return self.result(sid).exists() or self.error(sid).exists()
+    def progress(self, sid: str) -> Path:
+        return self.uploads_dir / f"{sid}{PROGRESS}"

@@ -1,22 +1,21 @@
 """The queue on Redis + RQ, as the web process sees it: for workers on other machines.
 
-No shared disk is needed. The upload's bytes travel in Redis (one key per job, bounded by the
-upload limit), the job itself is an RQ job whose id is the sid, and the result (detections and the
-drawn PNG) comes back as the job's return value. The web process writes ``<sid>.out.png`` and
-``<sid>.json`` (or ``<sid>.error.json``) into its own uploads/ the first time anyone asks about a
-finished job, so the page's file poll, /status and the DeepStack routes work as with the spool;
-then it drops the upload's bytes from Redis. RQ's own machinery does the rest: its registries
-track running jobs, its workers' maintenance (under RQ's lock: the web never cleans registries)
-retries a job whose worker died (its heartbeat expired) once (``Retry``), then fails it;
-``job_timeout`` bounds a job, and results expire after ``retention_hours``.
+No shared disk is needed. A detection's upload bytes travel in Redis (one key per job, bounded
+by the upload limit), the job itself is an RQ job whose id is the sid and whose one argument is
+the job's fields, and the job's end (``records.Outcome``: a result and its drawing, or why it
+failed) comes back as the RQ job's return value. ``status`` only reads, Redis included; the
+web's ``collect`` step writes a finished job's records into its own uploads/ (so that the page's
+file poll, /status and the DeepStack routes work as with the spool), then drops the upload's
+bytes from Redis. RQ's own machinery does the rest: its registries track running jobs, its
+workers' maintenance (under RQ's lock: the web never cleans registries) retries a job whose
+worker died (its heartbeat expired) once (``Retry``), then fails it; ``job_timeout`` bounds a
+job, and results expire after ``retention_hours``.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -26,29 +25,22 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
-from ..models import ModelsFile, job_time_limit
-from . import (
-    DISK_FULL,
-    MAX_ATTEMPTS,
-    MAX_DETECTIONS,
-    DiskFull,
-    Job,
-    JobState,
-    JobStatus,
-    QueueFull,
-    QueueUnavailable,
-    Upload,
-    read_final_status,
-)
-from .atomic import write_atomically
-from .layout import JobFiles
+from ..models import ModelsFile
+from .errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
+from .job import MAX_ATTEMPTS, BadJob, Job, JobKind, JobState, JobStatus, Progress
+from .kinds import time_limit
+from .queue import Upload
+from .records import JobRecords, Outcome, worker_died
 
 QUEUE_NAME = "detection"
 KEY_PREFIX = "detection:"
+PERFORM = "detection.worker.rq_worker.perform"  # the RQ job's function, on the worker's side
 ENQUEUE_LOCK_SECONDS = 10
 WAITING = (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED, RQStatus.CREATED)
 NEVER = -1  # RQ's TTL for "keep"
 UNCLAIMED_UPLOAD_SECONDS = 7 * 24 * 3600  # an upload whose result nobody ever asked for
+LOST = ("the job was lost by the queue (Redis lost its data or its result expired); "
+        "upload it again")
 
 
 def upload_key(sid: str) -> str:
@@ -61,9 +53,33 @@ def connect(settings) -> Redis:
                           health_check_interval=30)
 
 
-def attempts_of(job: RQJob) -> int:
+def attempts_of(rq_job: RQJob) -> int:
     """The attempt a job is on (or was on when it ended): its first, or its retry."""
-    return MAX_ATTEMPTS - (job.retries_left or 0)
+    return MAX_ATTEMPTS - (rq_job.retries_left or 0)
+
+
+def job_of(rq_job: RQJob) -> Job:
+    """Our job, from the RQ job's argument."""
+    try:
+        return Job.from_fields(rq_job.args[0] if rq_job.args else None, attempts_of(rq_job))
+    except BadJob:
+        return Job.unknown(rq_job.id)
+
+
+def outcome_of(rq_job: RQJob, job: Job) -> Outcome:
+    """How a finished RQ job ended: the worker's outcome, or RQ's own failure."""
+    result = rq_job.latest_result()
+    if result is not None and result.type == Result.Type.SUCCESSFUL:
+        outcome = Outcome.from_wire(result.return_value)
+        if outcome is not None:
+            return outcome
+    failure = (result.exc_string if result is not None else None) or ""
+    if "AbandonedJobError" in failure:
+        return Outcome.failed(worker_died(job.attempts))
+    # RQ's own failure: its last line names the exception, without the traceback
+    last_line = failure.strip().splitlines()[-1:] or ["no reason recorded"]
+    state = rq_job.get_status()
+    return Outcome.failed(f"the job ended {getattr(state, 'value', state)}: {last_line[0][:300]}")
 
 
 class RQQueue:
@@ -72,7 +88,7 @@ class RQQueue:
     def __init__(self, settings, models_file: ModelsFile | None = None):
         """``models_file``: the caller's reader of models.toml (time limits), if it has one."""
         self.settings = settings
-        self.files = JobFiles(settings.uploads_dir)
+        self.records = JobRecords(settings.uploads_dir)
         self.redis = connect(settings)
         self.rq = Queue(QUEUE_NAME, connection=self.redis)
         self.models_file = models_file or ModelsFile(settings.models_file,
@@ -85,32 +101,29 @@ class RQQueue:
         yield
         self.enqueue(job, upload)
 
-    def enqueue(self, job: Job, upload: Upload) -> None:
-        """Queue a job, its upload's bytes with it; refuse beyond ``max_queue`` jobs waiting or
-        running, counted under a Redis lock so that several web processes never overshoot."""
+    def enqueue(self, job: Job, upload: Upload | None = None) -> None:
+        """Queue a job, a detection's upload bytes with it; refuse beyond ``max_queue`` jobs
+        waiting or running, counted under a Redis lock so that several web processes never
+        overshoot."""
+        # RQ's alarm counts whole seconds: at least one
+        limit = max(1, math.ceil(time_limit(job, self.models_file.models, self.settings)))
+        # RQ's alarm allows a model load too; the worker sets it to the limit once it is ready.
+        load = int(self.settings.model_load_timeout_seconds) if job.kind is JobKind.DETECT else 0
         try:
             with self.redis.lock(f"{KEY_PREFIX}enqueue", timeout=ENQUEUE_LOCK_SECONDS,
                                  blocking_timeout=ENQUEUE_LOCK_SECONDS):
                 depth = self.depth()
                 if depth >= self.settings.max_queue:
                     raise QueueFull(depth)
-                # RQ's alarm counts whole seconds: at least one
-                limit = max(1, math.ceil(job_time_limit(self.models_file.models, job.model,
-                                                        self.settings.job_timeout_seconds)))
                 with self.redis.pipeline() as pipeline:  # one transaction: job and upload
                     self.rq.enqueue_call(
-                        "detection.worker.rq_worker.detect",
-                        args=(job.sid, job.model, job.threshold),
-                        kwargs={"classes": list(job.classes),
-                                "max_detections": job.max_detections},
-                        job_id=job.sid, meta={"time_limit": limit},
-                        # RQ's alarm allows a model load too; the worker sets it to the limit
-                        # once the model is ready.
-                        timeout=limit + int(self.settings.model_load_timeout_seconds),
+                        PERFORM, args=(job.to_fields(),), job_id=job.sid,
+                        meta={"time_limit": limit}, timeout=limit + load,
                         result_ttl=self.retention_seconds, failure_ttl=self.retention_seconds,
                         retry=Retry(max=MAX_ATTEMPTS - 1), pipeline=pipeline)
-                    pipeline.set(upload_key(job.sid), upload.data, ex=max(
-                        self.retention_seconds, UNCLAIMED_UPLOAD_SECONDS))
+                    if upload is not None:
+                        pipeline.set(upload_key(job.sid), upload.data, ex=max(
+                            self.retention_seconds, UNCLAIMED_UPLOAD_SECONDS))
                     pipeline.execute()
         except RedisError as error:
             raise QueueUnavailable(f"the job queue (Redis) is unavailable: {error}") from None
@@ -131,14 +144,9 @@ class RQQueue:
              "state": str(worker.get_state()), "current_job": worker.get_current_job_id()}
             for worker in Worker.all(queue=self.rq)])
 
-    def is_finished(self, sid: str) -> bool:
-        if self.files.is_finished(sid):
-            return True
-        status = self.status(sid)
-        return status is not None and status.state in (JobState.DONE, JobState.FAILED)
-
     def status(self, sid: str) -> JobStatus | None:
-        final = read_final_status(self.files, sid)
+        """The job's status, from its records here, else from Redis; reads only."""
+        final = self.records.final_status(sid)
         if final is not None:
             return final
         return self._redis(lambda: self._status_in_redis(sid))
@@ -147,56 +155,47 @@ class RQQueue:
         try:
             rq_job = RQJob.fetch(sid, connection=self.redis)
         except NoSuchJobError:
-            if self.files.input(sid).exists():  # accepted here, unknown to Redis: lost there
-                self._record(sid, {"sid": sid, "model": None, "threshold": None, "attempts": 0,
-                                   "error": "the job was lost by the queue (Redis lost its data "
-                                            "or its result expired); upload it again"})
-                return read_final_status(self.files, sid)
+            if self.records.has_input(sid):  # accepted here, unknown to Redis: lost there
+                return JobStatus(Job.unknown(sid), JobState.FAILED, error=LOST, recorded=False)
             return None
-        sid_, model, threshold = rq_job.args
-        job = Job(sid, model, threshold, 0, attempts_of(rq_job),
-                  tuple(rq_job.kwargs.get("classes", ())),
-                  rq_job.kwargs.get("max_detections", MAX_DETECTIONS))
+        job = job_of(rq_job)
         state = rq_job.get_status()
         if state in WAITING:
             position = rq_job.get_position()
             return JobStatus(job, JobState.QUEUED, None if position is None else position + 1)
         if state == RQStatus.STARTED:
-            return JobStatus(job, JobState.RUNNING)
+            progress = rq_job.meta.get("progress")
+            return JobStatus(job, JobState.RUNNING, progress=Progress(*progress)
+                             if isinstance(progress, (list, tuple)) and len(progress) == 2
+                             else None)
+        outcome = outcome_of(rq_job, job)
+        if outcome.error is not None:
+            return JobStatus(job, JobState.FAILED, error=outcome.error, recorded=False)
+        return JobStatus(job, JobState.DONE, result=outcome.result, recorded=False)
+
+    def collect(self, status: JobStatus) -> JobStatus:
+        """Bring a job that finished in Redis into uploads/: its records, written durably (the
+        drawing, then the result; or the failure), then the upload's bytes dropped from Redis.
+        Returns the job's status as recorded."""
+        if status.recorded or not status.state.finished:
+            return status
+        sid = status.job.sid
+        outcome = self._redis(lambda: self._outcome(sid))
         try:
-            self._materialise(job, rq_job, state)
+            self.records.record(status.job, outcome, durable=True)
         except OSError as error:
             if error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; the result waits in the queue") from None
             raise
-        self.redis.delete(upload_key(sid))  # the result is safe on disk: the bytes are done with
-        return read_final_status(self.files, sid)
+        self._redis(lambda: self.redis.delete(upload_key(sid)))  # safe on disk: done with
+        return self.records.final_status(sid) or status
 
-    def _materialise(self, job: Job, rq_job: RQJob, state: str) -> None:
-        """Write a finished job's files into uploads/, durably (as the spool's worker does): the
-        drawn PNG, then the JSON that says done (or the failure record)."""
-        result = rq_job.latest_result()
-        succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
-        outcome: Any = result.return_value if succeeded else None
-        failure = (result.exc_string if result is not None else None) or ""
-        if isinstance(outcome, dict) and "result" in outcome:
-            write_atomically(self.files.output(job.sid), outcome["output"], durable=True)
-            write_atomically(self.files.result(job.sid), json.dumps(outcome["result"]).encode(),
-                             durable=True)
-            return
-        if isinstance(outcome, dict) and "error" in outcome:
-            reason = str(outcome["error"])
-        elif "AbandonedJobError" in failure:
-            reason = (f"the worker died {job.attempts} times while detecting this image "
-                      "(killed, hung, or out of memory)")
-        else:  # RQ's own failure: its last line names the exception, without the traceback
-            last_line = failure.strip().splitlines()[-1:] or ["no reason recorded"]
-            reason = f"the job ended {getattr(state, 'value', state)}: {last_line[0][:300]}"
-        self._record(job.sid, {"sid": job.sid, "model": job.model, "threshold": job.threshold,
-                               "attempts": job.attempts, "error": reason})
-
-    def _record(self, sid: str, failure: dict) -> None:
-        write_atomically(self.files.error(sid), json.dumps(failure).encode(), durable=True)
+    def _outcome(self, sid: str) -> Outcome:
+        try:
+            rq_job = RQJob.fetch(sid, connection=self.redis)
+        except NoSuchJobError:
+            return Outcome.failed(LOST)
+        return outcome_of(rq_job, job_of(rq_job))
 
     def _redis(self, call):
         try:

@@ -2,12 +2,13 @@
 
 One ``os.scandir`` pass over uploads/ (plus the small spool directories) and one ``lstat`` per
 file, so the cost is linear in the number of files. Only names that are a job's files
-(``<sid>.png``, ``<sid>.out.png``, ``<sid>.json``, ``<sid>.error.json``), temp files left by
-:mod:`detection.atomic` (``.<name>.<8 hex>.tmp``) and the spool's pixels of jobs without a ticket
-are ever counted or deleted; everything else (``.worker.lock``, ``.worker.log*``, ``.gitkeep``,
-the spool's tickets) is left alone. Symbolic links are neither followed nor deleted.
+(``layout.py``: ``<sid>.png``, ``.out.png``, ``.json``, ``.error.json``, ``.progress.json``),
+temp files left by :mod:`detection.jobs.atomic` (``.<name>.<8 hex>.tmp``) and the spool's pixels
+of jobs without a ticket or of an earlier boot are ever counted or deleted; everything else
+(``.daemon.lock``, ``.daemon.log*``, ``.gitkeep``, the spool's tickets) is left alone. Symbolic
+links are neither followed nor deleted.
 
-The worker calls :func:`prune_storage` every minute; the web process keeps a
+The daemon calls :func:`prune_storage` every minute; the web process keeps a
 :class:`StorageBudget`, which prunes once when an upload does not fit and raises
 :class:`StorageFull` (507) when it still does not.
 """
@@ -27,7 +28,8 @@ from pathlib import Path
 from .atomic import TEMP_SUFFIX
 from . import boot
 from .layout import FILE_NAME, FINISHED
-from .spool import PIXELS_FILE, QUEUED_TICKET, RUNNING_TICKET
+from .pixels import PIXELS_FILE
+from .spool import QUEUED_TICKET, RUNNING_TICKET
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ ORPHAN_GRACE_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
-class JobFiles:
+class StoredJob:
     """One job's files in uploads/ as a scan found them."""
     sid: str
     files: dict[str, int] = field(default_factory=dict)  # name -> bytes
@@ -61,7 +63,7 @@ class TempFile:
 @dataclass(slots=True)
 class StorageScan:
     """What uploads/ holds: the jobs' files by sid, temp files, and sids with a spool ticket."""
-    jobs: dict[str, JobFiles]
+    jobs: dict[str, StoredJob]
     temp_files: list[TempFile]
     ticket_sids: set[str]
     job_bytes: int
@@ -155,7 +157,7 @@ def scan_storage(uploads_dir: Path, spool_dir: Path | None = None) -> StorageSca
     temp_files: list[TempFile] = []
     # The spool before uploads/: a job not seen holding a ticket had written its result first.
     ticket_sids = _scan_spool(spool_dir or uploads_dir / ".queue", temp_files)
-    jobs: dict[str, JobFiles] = {}
+    jobs: dict[str, StoredJob] = {}
     job_bytes = 0
     for name, info in _regular_files(uploads_dir):
         if name[0] == ".":
@@ -168,7 +170,7 @@ def scan_storage(uploads_dir: Path, spool_dir: Path | None = None) -> StorageSca
         sid = match[1]
         job = jobs.get(sid)
         if job is None:
-            job = jobs[sid] = JobFiles(sid)
+            job = jobs[sid] = StoredJob(sid)
         job.files[name] = info.st_size
         job.total_bytes += info.st_size
         job.newest_mtime = max(job.newest_mtime, info.st_mtime)
@@ -190,7 +192,7 @@ def _unlink(path: Path) -> bool:
     return True
 
 
-def _delete_job(uploads_dir: Path, job: JobFiles) -> int:
+def _delete_job(uploads_dir: Path, job: StoredJob) -> int:
     """Delete a job's files, the done/failed marker last; returns the bytes gone."""
     # If we die half way the job still reads as finished, and the next prune completes it.
     names = sorted(job.files, key=lambda name: name.endswith(FINISHED))
@@ -212,7 +214,7 @@ def prune_storage(uploads_dir: Path, *, pending: Collection[str], retention_hour
     protected = scan.ticket_sids.union(pending)
     report = PruneReport(max_bytes=max_bytes, remaining_bytes=scan.total_bytes)
 
-    def remove(job: JobFiles) -> None:
+    def remove(job: StoredJob) -> None:
         gone = _delete_job(uploads_dir, job)
         report.removed_bytes += gone
         report.remaining_bytes -= gone

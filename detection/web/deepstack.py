@@ -11,7 +11,7 @@ import time
 
 from pyramid.view import view_config
 
-from ..jobs import JobState
+from ..jobs.job import JobState
 from .errors import DetectionFailed, ModelNotFound
 from .forms import job_request, parse_number, require_image
 from .security import API_PERMISSION

@@ -7,13 +7,19 @@ from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from ..images import BadImage, ImageTooLarge
-from ..jobs import DiskFull, QueueFull, QueueUnavailable
+from ..jobs.errors import DiskFull, QueueFull, QueueUnavailable
 from ..jobs.storage import StorageFull
 from ..models import UnknownModel
 from .forms import BadParameter, BodyTooLarge
 from .guards import CrossSiteRequest
 from .routes import ROUTES
-from .service import DetectionTimeout, JobGone, ModelUnavailable, ServerBusy
+from .service import (
+    DetectionTimeout,
+    JobGone,
+    ModelUnavailable,
+    NothingToDownload,
+    ServerBusy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,8 @@ class DetectionFailed(RuntimeError):
 ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadImage: 422,
                 ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 400,
                 CrossSiteRequest: 403, QueueFull: 503, QueueUnavailable: 503, DetectionTimeout: 503,
-                ServerBusy: 503, JobGone: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500}
+                ServerBusy: 503, JobGone: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500,
+                NothingToDownload: 409}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

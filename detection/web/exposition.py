@@ -13,7 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pyramid.response import Response
 from pyramid.tweens import EXCVIEW
 
-from ..jobs import QueueUnavailable
+from ..jobs.errors import QueueUnavailable
 from ..jobs.layout import SID_PATTERN
 from ..telemetry.metrics import HTTP_REQUESTS, HTTP_SECONDS, REJECTED_UPLOADS
 from .security import API_PERMISSION

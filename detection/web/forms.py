@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import multipart
 
-from ..jobs import MAX_DETECTIONS
+from ..jobs.job import MAX_DETECTIONS
 from ..models import ModelSpec
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.

@@ -1,13 +1,12 @@
 """The web process's side of the detection daemon: start one when no live one holds the lock,
 and kill one that falls silent.
 
-The daemon (``detection/worker/daemon.py``) holds ``uploads/.worker.lock``
+The daemon (``detection/worker/daemon.py``) holds ``uploads/.daemon.lock``
 (``detection/jobs/locks.py``): a free lock means no live daemon. Its heartbeat is the lock
-file's modification time; its state is in ``uploads/.worker.json``.
+file's modification time; its state is in ``uploads/.daemon.json`` (``daemon_state.py``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,33 +16,33 @@ import threading
 import time
 from pathlib import Path
 
-from ..jobs import open_queue
+from ..backoff import Backoff
+from ..daemon_state import read_daemon_state
 from ..jobs.locks import holder_pid
+from ..jobs.queue import open_queue
 from ..settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-WORKER_SCRIPT = PROJECT_ROOT / "mmdetectionl.py"
+DETECTION_SCRIPT = PROJECT_ROOT / "mmdetectionl.py"
 # A daemon just started needs a moment (a Python start-up) to take the lock: don't start another.
 STARTUP_GRACE_SECONDS = 3.0
-HEALTHY_LIFETIME_SECONDS = 60.0
-MAX_RESTART_DELAY_SECONDS = 60.0
 
 
-class WorkerLauncher:
+class DaemonLauncher:
     """Used by the web process: start the daemon when no live one holds the lock.
 
     A daemon that falls silent (its lock file untouched for ``heartbeat_timeout_seconds``:
-    stopped or hung) is killed with its worker, also one web did not start (systemd restarts
-    that one); one that keeps dying is started again less and less often, and a start put off
-    is retried by a timer, so that a queued job does not wait for the next request.
+    stopped or hung) is killed with its workers, also one web did not start (systemd restarts
+    that one); one that keeps dying is started again less and less often (``Backoff``), and a
+    start put off is retried by a timer, so that a queued job does not wait for the next request.
     """
 
     def __init__(self, settings):
         self.settings = settings
         self._lock = threading.Lock()
         self._started_at = -STARTUP_GRACE_SECONDS
-        self._restart_delay = 0.0
+        self._backoff = Backoff()
         self._retry: threading.Timer | None = None
         self._touch = (0.0, 0.0)  # the lock file's last mtime, and when (monotonic) it was touched
         self._looked_at = -float("inf")
@@ -51,7 +50,7 @@ class WorkerLauncher:
     def ensure_running(self, start: bool = True) -> int | None:
         """Start the daemon (if ``start``) unless one is running or starting; return the live
         daemon's pid."""
-        pid = holder_pid(self.settings.worker_lock_file)
+        pid = holder_pid(self.settings.daemon_lock_file)
         if pid is not None and not self._silent():
             return pid
         with self._lock:
@@ -59,17 +58,17 @@ class WorkerLauncher:
                 self._kill(pid)
             if not start:
                 return None
-            wait = STARTUP_GRACE_SECONDS + self._restart_delay - (time.monotonic()
+            wait = STARTUP_GRACE_SECONDS + self._backoff.delay - (time.monotonic()
                                                                   - self._started_at)
             if wait > 0:
                 self._retry_in(wait)
                 return None
-            self._restart_delay = self._next_delay()
+            self._note_last_end()
             self._start()
         return None
 
     def _start(self) -> None:
-        command = [sys.executable, str(WORKER_SCRIPT)]
+        command = [sys.executable, str(DETECTION_SCRIPT)]
         if self.settings.config_file:
             command += ["--config", str(self.settings.config_file)]
         command += ["worker", "--daemon"]
@@ -93,20 +92,18 @@ class WorkerLauncher:
         except Exception:  # e.g. Redis down; the next upload or poll tries again
             log.exception("could not start the detection daemon")
 
-    def _next_delay(self) -> float:
-        """Back off while daemons keep dying soon after their start (but not after a clean exit)."""
-        state = read_worker_state(self.settings.worker_state_file)
-        since_start = time.monotonic() - self._started_at
-        if state.get("state") == "stopped" or since_start > HEALTHY_LIFETIME_SECONDS:
-            return 0.0
-        return min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * self._restart_delay))
+    def _note_last_end(self) -> None:
+        """Back off while daemons keep dying soon after their start (not after a clean exit)."""
+        state = read_daemon_state(self.settings.daemon_state_file)
+        self._backoff.after(time.monotonic() - self._started_at,
+                            healthy=state is not None and state.stopped)
 
     def _silent(self) -> bool:
         """No touch of the lock file for the heartbeat timeout. A touch is dated by the file's
         age, but never before our previous look (monotonic): a step of the wall clock cannot make
         a healthy daemon look silent."""
         try:
-            mtime = self.settings.worker_lock_file.stat().st_mtime
+            mtime = self.settings.daemon_lock_file.stat().st_mtime
         except FileNotFoundError:
             return False
         now = time.monotonic()
@@ -118,14 +115,14 @@ class WorkerLauncher:
 
     def _kill(self, pid: int) -> None:
         log.error("the detection daemon %d sent no heartbeat for %g s (stopped or hung): "
-                  "killing it and its worker", pid, self.settings.heartbeat_timeout_seconds)
+                  "killing it and its workers", pid, self.settings.heartbeat_timeout_seconds)
         try:
-            # A daemon is a session leader: its process group holds its worker too.
+            # A daemon is a session leader: its process group holds its workers too.
             os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + 5
-        while holder_pid(self.settings.worker_lock_file) == pid and time.monotonic() < deadline:
+        while holder_pid(self.settings.daemon_lock_file) == pid and time.monotonic() < deadline:
             time.sleep(0.02)
 
 
@@ -135,12 +132,3 @@ def heartbeat_age(lock_path: Path) -> float:
         return max(0.0, time.time() - lock_path.stat().st_mtime)
     except FileNotFoundError:
         return 0.0
-
-
-def read_worker_state(path: Path) -> dict:
-    """``uploads/.worker.json`` as written by the supervisor ({} if absent or unreadable)."""
-    try:
-        state = json.loads(path.read_bytes())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}

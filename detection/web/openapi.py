@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import __version__
-from ..jobs import MAX_DETECTIONS
+from ..jobs.job import MAX_DETECTIONS, JobKind
 from .forms import MAX_DETECTIONS_LIMIT, MAX_STATUS_WAIT
 
 
@@ -29,6 +29,7 @@ def _errors(schema: str, *codes: int) -> dict:
     meaning = {400: "a bad parameter", 401: "a missing or wrong API key",
                403: "a POST from a page of another origin", 404: "not found",
                410: "the job failed: its results will never exist",
+               409: "the model has no weights to download",
                413: "the body or the image is too large",
                422: "not an image, empty, truncated or corrupt",
                500: "the detection itself failed",
@@ -77,14 +78,27 @@ def _schemas() -> dict:
         "Detection": detection,
         "Accepted": {"type": "object", "required": ["sid", *urls], "properties": {
             "sid": string, **urls}},
-        "Status": {"type": "object", "required": ["sid", "state", "model", "threshold",
-                                                  "result_url", "json_url"],
+        "DownloadAccepted": {"type": "object", "required": ["sid", "model", "status_url",
+                                                            "json_url"],
+                             "properties": {"sid": string, "model": string, **urls}},
+        "Installed": {"type": "object", "required": ["model", "available"],
+                      "properties": {"model": string, "available": {"type": "boolean"}}},
+        "Status": {"type": "object", "required": ["sid", "kind", "state", "model", "status_url",
+                                                  "json_url"],
+                   "description": "A detection has threshold, classes, max_detections and "
+                                  "result_url, and once done image, detections and timings; a "
+                                  "download, while it runs, progress (0 to 1) and stage, and "
+                                  "once done checkpoint, bytes, sha256 and timings.",
                    "properties": {
                        "sid": string, "model": string, "threshold": number, **urls,
+                       "kind": {"type": "string", "enum": [kind.value for kind in JobKind]},
                        "classes": {"type": "array", "items": string}, "max_detections": integer,
                        "state": {"type": "string",
                                  "enum": ["queued", "running", "done", "failed"]},
                        "queue_position": integer, "image": image, "error": string,
+                       "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                       "stage": string, "checkpoint": string, "bytes": integer,
+                       "sha256": string,
                        "detections": {"type": "array",
                                       "items": {"$ref": "#/components/schemas/Detection"}},
                        "timings": {"type": "object", "additionalProperties": number}}},
@@ -166,8 +180,9 @@ def openapi_document(service) -> dict:
                 "responses": {"200": _json("Status", "the job"),
                               **_errors("Error", 400, 401, 404)}}},
             "/uploads/{name}": {"get": {
-                "summary": "<sid>.png (input), .out.png (drawn), .json (detections), "
-                           ".error.json (failure)", "security": KEYED,
+                "summary": "<sid>.png (input), .out.png (drawn), .json (result), "
+                           ".error.json (failure), .progress.json (while a long job runs)",
+                "security": KEYED,
                 "parameters": [{"name": "name", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the file", "content": {
@@ -177,6 +192,17 @@ def openapi_document(service) -> dict:
             "/models": {"get": {"summary": "The models offered", "security": KEYED,
                                 "responses": {"200": _json("Models", "the models"),
                                               **_errors("Error", 401)}}},
+            "/models/{name}/download": {"post": {
+                "summary": "Download a model's weights into checkpoints/, as a job",
+                "description": "202 and a status URL (the job's progress is in /status); 200 "
+                               "when the model is installed already.",
+                "security": KEYED,
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"202": _json("DownloadAccepted", "queued; poll status_url",
+                                           {"Location": ACCEPTED_HEADERS["Location"]}),
+                              "200": _json("Installed", "installed already"),
+                              **_errors("Error", 401, 403, 404, 409, 503)}}},
             "/health": {"get": {"summary": "Worker, queue and models",
                                 "responses": {"200": _json("Health", "the service's state")}}},
             "/metrics": {"get": {

@@ -14,6 +14,7 @@ ROUTES = {
     "health_ready": ("/health/ready", "GET, HEAD"),
     "metrics": ("/metrics", "GET, HEAD"),
     "models": ("/models", "GET, HEAD"),
+    "model_download": ("/models/{name}/download", "POST"),
     "openapi": ("/openapi.json", "GET, HEAD"),
     "deepstack_detection": ("/v1/vision/detection", "POST"),
     "deepstack_custom": ("/v1/vision/custom/{model}", "POST"),

@@ -8,29 +8,21 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
+from ..daemon_state import read_daemon_state
 from ..images import BadImage, decode_image, encode_png, limit_decoding
-from ..jobs import (
-    DISK_FULL,
-    DiskFull,
-    Job,
-    JobState,
-    JobStatus,
-    QueueFull,
-    QueueUnavailable,
-    Upload,
-    new_sid,
-    open_queue,
-)
-from ..jobs.atomic import write_atomically
-from ..jobs.layout import SID_PATTERN, JobFiles
+from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
+from ..jobs.job import Job, JobStatus, new_sid
+from ..jobs.layout import SID_PATTERN
 from ..jobs.locks import holder_pid
+from ..jobs.queue import Upload, open_queue
+from ..jobs.records import JobRecords
 from ..jobs.storage import PruneReport, StorageBudget, prune_storage
 from ..models import ModelsFile, ModelSpec, UnknownModel
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import JOBS, observe_stages
 from .forms import JobRequest
-from .launcher import WorkerLauncher, heartbeat_age, read_worker_state
+from .launcher import DaemonLauncher, heartbeat_age
 from .waiting import JobWaiter
 
 log = logging.getLogger(__name__)
@@ -61,6 +53,10 @@ class JobGone(LookupError):
     """A job whose files were deleted (storage pruned) before its answer could be read."""
 
 
+class NothingToDownload(RuntimeError):
+    """A model whose weights cannot be downloaded (none published, or they come with a package)."""
+
+
 @dataclass(frozen=True)
 class Accepted:
     """An upload queued as job ``sid``; ``timings``: milliseconds per step of accepting it."""
@@ -82,12 +78,12 @@ class DetectionService:
                             "mmdetectionl.py download %s)", spec.name, spec.checkpoint, spec.name)
         limit_decoding(settings.max_pixels)
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        self.files = JobFiles(settings.uploads_dir)
+        self.records = JobRecords(settings.uploads_dir)
         self.queue = open_queue(settings, self.models_file)
-        self.launcher = WorkerLauncher(settings)
-        # With RQ, results reach uploads/ when someone asks the queue: waiters ask it.
-        self.waiter = JobWaiter(settings.uploads_dir, self.queue.is_finished,
-                                settings.max_waiting_requests, on_tick=self.ensure_worker,
+        self.launcher = DaemonLauncher(settings)
+        # With RQ, a job ends in Redis, not in uploads/: waiters ask the queue.
+        self.waiter = JobWaiter(settings.uploads_dir, self.is_finished,
+                                settings.max_waiting_requests, on_tick=self.ensure_daemon,
                                 watch_files=settings.queue == "spool")
         self.storage = StorageBudget(settings.uploads_dir, settings.max_storage_bytes,
                                      make_room=self._make_room)
@@ -95,7 +91,7 @@ class DetectionService:
         self._decoding = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
         try:
             if self.queue.depth():
-                self.ensure_worker()  # jobs left from before a restart
+                self.ensure_daemon()  # jobs left from before a restart
         except QueueUnavailable as error:  # Redis down: serve anyway, uploads answer 503
             log.warning("%s", error)
         if settings.queue == "rq":  # no local daemon prunes uploads/ (with the spool, it does)
@@ -105,9 +101,10 @@ class DetectionService:
     def models(self) -> dict[str, ModelSpec]:
         return self.models_file.models
 
-    def ensure_worker(self) -> int | None:
-        """The live daemon's pid, starting (or replacing a silent) one as needed; best effort:
-        a failure here must not fail the request that asked (its job is queued already)."""
+    def ensure_daemon(self) -> int | None:
+        """The live daemon's pid, starting (or replacing a silent) one as needed (where the
+        ``spawn_worker`` setting, a public name, allows); best effort: a failure here must not
+        fail the request that asked (its job is queued already)."""
         try:
             return self.launcher.ensure_running(start=self.settings.spawn_worker)
         except OSError:
@@ -154,7 +151,7 @@ class DetectionService:
                         "threshold": job.threshold, "classes": list(job.classes),
                         "width": width, "height": height,
                         "timings": {step: round(ms, 1) for step, ms in timings.laps.items()}})
-        self.ensure_worker()
+        self.ensure_daemon()
         JOBS.labels(job.model.name, "accepted").inc()
         observe_stages(job.model.name, {WEB_STAGES[step]: ms for step, ms in timings.laps.items()})
         return Accepted(sid, timings.laps)
@@ -162,17 +159,17 @@ class DetectionService:
     def _store(self, upload: Upload, request: JobRequest, timings: Stopwatch) -> str:
         """Save the image and queue its job; on any failure, neither."""
         sid = new_sid()
-        job = Job.new(sid, request.model.name, request.threshold, request.classes,
-                      request.max_detections)
+        job = Job.detect(sid, request.model.name, request.threshold, request.classes,
+                         request.max_detections)
         try:
             with self.queue.enqueuing(job, upload):
                 png = encode_png(upload.pixels)
                 timings.lap("encode")
-                write_atomically(self.files.input(sid), png)
+                self.records.store_input(sid, png)
                 timings.lap("store")
             timings.lap("queue")
         except BaseException as error:
-            self.files.input(sid).unlink(missing_ok=True)
+            self.records.discard_input(sid)
             if isinstance(error, OSError) and error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; try again later") from None
             raise
@@ -191,13 +188,44 @@ class DetectionService:
             except Exception:  # a failed pass (Redis down, say) must not end the next ones
                 log.exception("pruning storage failed")
 
+    def request_download(self, spec: ModelSpec) -> str | None:
+        """Queue a job that downloads ``spec``'s weights; its sid, or None when it is installed
+        already."""
+        if spec.available:
+            return None
+        if not spec.downloadable:
+            raise NothingToDownload(
+                f"model {spec.name!r} has no weights to download (mmdet's zoo publishes none "
+                f"for its config): put its checkpoint at {spec.checkpoint}"
+                if spec.backend == "mmdet" else
+                f"model {spec.name!r} comes with its package: run the install command")
+        job = Job.download(new_sid(), spec.name)
+        self.queue.enqueue(job)
+        log.info("enqueued %s (download of model %s)", job.sid, spec.name,
+                 extra={"sid": job.sid, "event": "enqueued", "kind": job.kind.value,
+                        "model": spec.name})
+        self.ensure_daemon()
+        return job.sid
+
     def job_status(self, sid: str) -> JobStatus | None:
+        """The job's status; a job that ended in the queue but not yet here (RQ) is collected
+        into uploads/ first, the one step of a status read that writes."""
         if not SID_PATTERN.fullmatch(sid):
             return None
         status = self.queue.status(sid)
-        if status is not None and status.state in (JobState.QUEUED, JobState.RUNNING):
-            self.ensure_worker()  # a poll revives a dead worker
+        if status is None:
+            return None
+        if status.state.finished:
+            return status if status.recorded else self.queue.collect(status)
+        self.ensure_daemon()  # a poll revives a dead daemon
         return status
+
+    def is_finished(self, sid: str) -> bool:
+        """Done or failed, here or in the queue (reads only)."""
+        if self.records.is_finished(sid):
+            return True
+        status = self.queue.status(sid)
+        return status is not None and status.state.finished
 
     def wait_for(self, sid: str, timeout: float) -> JobStatus | None:
         """The job's status once it is done or failed, or when ``timeout`` seconds have passed;
@@ -224,7 +252,7 @@ class DetectionService:
         return status
 
     def worker_status(self) -> dict:
-        """The workers: RQ's (on any host), or the local daemon's."""
+        """/health's ``worker``: RQ's workers (on any host), or the local daemon's."""
         return self._rq_workers() if self.settings.queue == "rq" else self._daemon()
 
     def health(self) -> dict:
@@ -271,13 +299,13 @@ class DetectionService:
 
     def _daemon(self) -> dict:
         """The local daemon: alive by its heartbeat, and what it published of its workers."""
-        pid = holder_pid(self.settings.worker_lock_file)
+        pid = holder_pid(self.settings.daemon_lock_file)
         worker = {"alive": False, "pid": pid}
         if pid is not None:
-            state = read_worker_state(self.settings.worker_state_file)
-            if state.get("pid") == pid:
-                worker.update(state)
-            age = heartbeat_age(self.settings.worker_lock_file)
+            state = read_daemon_state(self.settings.daemon_state_file)
+            if state is not None and state.pid == pid:
+                worker.update(state.health_fields())
+            age = heartbeat_age(self.settings.daemon_lock_file)
             worker["heartbeat_age_seconds"] = round(age, 1)
             worker["alive"] = age <= self.settings.heartbeat_timeout_seconds
         return worker

@@ -4,9 +4,10 @@ from __future__ import annotations
 from pyramid.response import FileResponse
 from pyramid.view import view_config
 
-from ..jobs import JobState, JobStatus
+from ..jobs.job import JobKind, JobState, JobStatus
+from ..jobs.kinds import REPORTS_PROGRESS, STATUS_FIELDS
 from ..jobs.layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
-from .errors import JobNotFound
+from .errors import JobNotFound, ModelNotFound
 from .forms import (
     MAX_STATUS_WAIT,
     BadParameter,
@@ -33,7 +34,7 @@ def upload(request):
                              service.settings.default_threshold)
     job = job_request(form, service.pick_model(form.fields.get("model")), threshold)
     accepted = service.accept_upload(require_image(form), job)
-    urls = _urls(request, accepted.sid)
+    urls = _urls(request, accepted.sid, JobKind.DETECT)
     request.response.status_int = 202
     request.response.location = urls["status_url"]
     request.response.cache_control = "no-store"
@@ -67,10 +68,10 @@ def status(request):
 def uploaded_file(request):
     """The original design's poll: 404 until the file exists (410 if the job failed)."""
     name = request.matchdict["name"]
-    match = FILE_NAME.fullmatch(name)
-    if not match:
+    path = request.service.records.public_file(name)
+    if path is None:
         raise JobNotFound(f"no such file: {name!r}")
-    path = request.service.settings.uploads_dir / name
+    match = FILE_NAME.fullmatch(name)
     try:
         return FileResponse(str(path), request, cache_max_age=3600,
                             content_type=CONTENT_TYPES[match["kind"]])
@@ -121,29 +122,59 @@ def models(request):
             "models": [spec.describe() for spec in service.models.values()]}
 
 
+@view_config(route_name="model_download", request_method="POST", renderer="json",
+             permission=API_PERMISSION)
+def model_download(request):
+    """Download a model's weights as a job: 202 with its status URL (200 when installed)."""
+    service = request.service
+    name = request.matchdict["name"]
+    spec = service.models.get(name)
+    if spec is None:
+        raise ModelNotFound(f"unknown model {name!r}; choose one of {sorted(service.models)}")
+    sid = service.request_download(spec)
+    if sid is None:
+        return {"model": name, "available": True}
+    urls = _urls(request, sid, JobKind.DOWNLOAD)
+    request.response.status_int = 202
+    request.response.location = urls["status_url"]
+    request.response.cache_control = "no-store"
+    return {"sid": sid, "model": name, **urls}
+
+
 @view_config(route_name="openapi", request_method="GET", renderer="json")
 def openapi(request):
     return openapi_document(request.service)
 
 
-def _urls(request, sid: str) -> dict:
-    """Relative URLs, or absolute ones under ``public_url``: never built from the Host header."""
+def _urls(request, sid: str, kind: JobKind) -> dict:
+    """Relative URLs, or absolute ones under ``public_url``: never built from the Host header.
+    A download draws nothing: it has no result_url."""
     base = request.service.settings.public_url
-    return {"status_url": base + request.route_path("status", sid=sid),
+    urls = {"status_url": base + request.route_path("status", sid=sid),
             "result_url": base + request.route_path("uploaded_file", name=f"{sid}{OUTPUT}"),
             "json_url": base + request.route_path("uploaded_file", name=f"{sid}{RESULT}")}
+    if kind is not JobKind.DETECT:
+        del urls["result_url"]
+    return urls
 
 
 def status_body(request, job_status: JobStatus) -> dict:
-    job = job_status.job
-    body = {"sid": job.sid, "state": job_status.state.value, "model": job.model,
-            "threshold": job.threshold, "classes": list(job.classes),
-            "max_detections": job.max_detections, **_urls(request, job.sid)}
-    if job_status.state is JobState.QUEUED:
+    """/status's answer: the job's fields and state; how far it is (queue position, progress);
+    then what its kind shows of its result, or why it failed."""
+    job, state = job_status.job, job_status.state
+    body = {"sid": job.sid, "kind": job.kind.value, "state": state.value, "model": job.model,
+            **job.options.to_fields(), **_urls(request, job.sid, job.kind)}
+    if state is JobState.QUEUED:
         body["queue_position"] = job_status.queue_position
-    elif job_status.state is JobState.DONE:
-        for key in ("image", "detections", "timings"):
-            body[key] = job_status.result[key]
-    elif job_status.state is JobState.FAILED:
+    elif job_status.progress is not None:
+        body["progress"] = job_status.progress.fraction
+        body["stage"] = job_status.progress.stage
+    elif state is JobState.RUNNING and job.kind in REPORTS_PROGRESS:
+        body["progress"], body["stage"] = 0.0, "starting"
+    if state is JobState.DONE:
+        body.update({key: job_status.result.get(key) for key in STATUS_FIELDS[job.kind]})
+        if job.kind is not JobKind.DETECT:
+            body["progress"] = 1.0
+    elif state is JobState.FAILED:
         body["error"] = job_status.error
     return body

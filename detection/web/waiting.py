@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..jobs.layout import FINISHED
+from ..jobs.layout import finishes_a_job
 from ..jobs.watch import watch_renames
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ class JobWaiter:
         """Wake the waiters whose jobs finished: from inotify's events, or by looking."""
         if inotify is not None:
             events = inotify.read(timeout=int(TICK_SECONDS * 1000))
-            self._wake({e.name.split(".", 1)[0] for e in events
-                        if e.name.endswith(FINISHED)})
+            self._wake({e.name.split(".", 1)[0] for e in events if finishes_a_job(e.name)})
         else:
             time.sleep(FALLBACK_POLL_SECONDS)
             self._wake([sid for sid in waited if self.is_finished(sid)])

@@ -1,5 +1,5 @@
 """The detection daemon: ``mmdetectionl.py worker --daemon`` (started by web.py) or ``worker`` in
-the foreground. One per uploads/ directory: it holds ``uploads/.worker.lock``
+the foreground. One per uploads/ directory: it holds ``uploads/.daemon.lock``
 (``detection/jobs/locks.py``) and runs the supervisor of the spool's workers, or (queue = rq) one
 RQ worker.
 """
@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..jobs import QueueUnavailable, open_queue
+from ..jobs.errors import QueueUnavailable
+from ..jobs.queue import open_queue
 from ..jobs.locks import FileLock, LockHeld
 from ..logs import formatter
 from ..settings import PROJECT_ROOT
@@ -25,11 +26,11 @@ LOG_BACKUPS = 3
 
 
 def run_daemon(settings) -> None:
-    """Detach (python-daemon), take the lock, and supervise the worker until stopped or idle."""
+    """Detach (python-daemon), take the lock, and supervise the workers until stopped or idle."""
     import daemon  # python-daemon
 
-    lock = FileLock(settings.worker_lock_file)
-    stderr = open(settings.worker_stderr_file, "a", buffering=1)
+    lock = FileLock(settings.daemon_lock_file)
+    stderr = open(settings.daemon_stderr_file, "a", buffering=1)
     if stderr.tell() > LOG_MAX_BYTES:  # what logging cannot catch (a crash): kept, bounded
         stderr.truncate(0)
     context = daemon.DaemonContext(
@@ -41,7 +42,7 @@ def run_daemon(settings) -> None:
         return  # another daemon won the race: it will take the jobs
     with context:
         handler = logging.handlers.RotatingFileHandler(
-            settings.worker_log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+            settings.daemon_log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
         if settings.queue == "rq":
             work_rq(settings, lock, handler)
         else:
@@ -62,7 +63,7 @@ def work_rq(settings, lock: FileLock, handler: logging.Handler) -> None:
     from .rq_worker import run
 
     log_to(handler, settings.log_format)
-    threading.Thread(target=touch_every_second, args=(settings.worker_lock_file,),
+    threading.Thread(target=touch_every_second, args=(settings.daemon_lock_file,),
                      name="daemon-heartbeat", daemon=True).start()
     unreachable_since = None
     while True:

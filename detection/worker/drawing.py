@@ -7,7 +7,7 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .detector import Detection
+from .detectors.base import Detection
 
 MASK_OPACITY = 0.45
 

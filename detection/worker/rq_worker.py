@@ -1,13 +1,14 @@
 """The worker on Redis + RQ: ``python mmdetectionl.py --config INI worker`` on any machine that
-can reach Redis (``detection.queue = rq``).
+can reach Redis (``detection.queue = rq``). It runs every kind of job with the kinds' handlers,
+as the spool's workers do.
 
 It is an RQ ``SimpleWorker``: jobs run in its own process, so its models stay loaded (no fork,
 no model load per job). A thread beats while a job runs, so RQ sees a worker that dies (kill -9,
 out of memory) within ``heartbeat_timeout_seconds``; RQ then retries the job once, elsewhere.
 (A worker that dies between taking a job and starting it leaves it in RQ's intermediate queue,
-which RQ's maintenance requeues after a minute.) A job past its time limit is failed by RQ's
-alarm; one stuck where no alarm reaches (inside a native call) ends the process, so that its job
-is treated as abandoned.
+which RQ's maintenance requeues after a minute.) A job past its time limit is failed by an
+alarm (SIGALRM, as RQ's own); one stuck where no alarm reaches (inside a native call) ends the
+process, so that its job is treated as abandoned.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Iterator
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker, get_current_job
@@ -25,71 +28,106 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from ..images import decode_image, limit_decoding
-from ..jobs import MAX_DETECTIONS, Job
+from ..jobs.job import Job, JobKind, Progress
+from ..jobs.kinds import over_time
+from ..jobs.records import Outcome
 from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
 from ..memory import tune_malloc
 from ..models import ModelsFile
 from ..settings import Settings
 from ..telemetry.metrics import JOB_SECONDS, JOBS, observe_stages
-from .inference import ModelCache, detect_image, failure_reason
+from .handlers import Work, failure_reason, handler_for
+from .model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
-_models: ModelCache | None = None  # this process's warm models (DetectionWorker sets them)
+_models: ModelCache | None = None  # this process's warm models (RQJobWorker sets them)
 
 
-def detect(sid: str, model: str, threshold: float, classes: list[str] = (),
-           max_detections: int = MAX_DETECTIONS) -> dict:
-    """The RQ job: detect the upload stored in Redis; return the result and the drawn PNG, or
-    the reason it failed (an RQ failure would be retried: only a dead worker's job is).
+def perform(fields: dict) -> dict:
+    """The RQ job: run the job of ``fields`` with its kind's handler; return its outcome as
+    ``records.Outcome.to_wire`` (a failure is an outcome too: RQ would retry a job that raised,
+    and only a dead worker's job is retried).
 
-    Its time limit (the job's ``meta["time_limit"]``) counts from when the model is loaded: RQ's
-    alarm, set for a model load plus the limit, is set again then."""
+    Its time limit (the RQ job's ``meta["time_limit"]``) counts from when its model is loaded:
+    RQ's alarm, set for a model load plus the limit, is set again then."""
     rq_job = get_current_job()
     done = rq_job.latest_result()
     if done is not None and done.type == Result.Type.SUCCESSFUL:
         return done.return_value  # run again after it finished (e.g. requeued by two cleanups)
-    job = Job(sid, model, threshold, 0, attempts_of(rq_job), tuple(classes), max_detections)
-    upload = rq_job.connection.get(upload_key(sid))
-    if upload is None:
-        return {"error": "the upload expired from the queue before a worker took it"}
+    job = Job.from_fields(fields, attempts_of(rq_job))
     limit = int(rq_job.meta.get("time_limit") or rq_job.timeout)
-    log.info("claimed %s (model %s, threshold %s, attempt %d)", sid, model, threshold,
-             job.attempts, extra={"sid": sid, "event": "claimed", "model": model,
-                                  "attempt": job.attempts})
-    if rq_job.enqueued_at is not None:
+    log.info("claimed %s (%s, model %s, attempt %d)", job.sid, job.kind.value, job.model,
+             job.attempts, extra={"sid": job.sid, "event": "claimed", "kind": job.kind.value,
+                                  "model": job.model, "attempt": job.attempts})
+    if job.kind is JobKind.DETECT and rq_job.enqueued_at is not None:
         waited = datetime.now(timezone.utc) - rq_job.enqueued_at.replace(tzinfo=timezone.utc)
-        JOB_SECONDS.labels(model, "queue_wait").observe(max(0.0, waited.total_seconds()))
+        JOB_SECONDS.labels(job.model, "queue_wait").observe(max(0.0, waited.total_seconds()))
+    handler = handler_for(job.kind)
+    work = Work(_models, read_input=lambda job: _read_upload(rq_job, job),
+                report_progress=lambda job, progress: _save_progress(rq_job, progress))
     try:
-        _models.get(model)
-        signal.alarm(limit)  # the time limit counts from here (RQ's alarm: main thread only)
-        started = time.perf_counter()
-        pixels = decode_image(upload, _models.settings.max_pixels)
-        drawn, document = detect_image(job, pixels, _models,
-                                       read_ms=(time.perf_counter() - started) * 1000)
-    except JobTimeoutException:
-        return failed(job, f"detection took longer than {limit} s, the time limit for model "
-                           f"{model}")
+        if handler.needs_model:
+            _models.get(job.model)
+        with alarm_after(limit):  # the time limit counts from here
+            [outcome] = handler.run([job], work)
+    except (JobTimeoutException, OverTime):
+        outcome = Outcome.failed(over_time(job, limit))
     except Exception as error:  # any failure ends the job, with its reason
-        return failed(job, failure_reason(error), error)
-    JOBS.labels(model, "done").inc()
-    observe_stages(model, document["timings"])
-    log.info("done %s", sid, extra={"sid": sid, "event": "done", "model": model,
-                                    "timings": document["timings"],
-                                    "detections": len(document["detections"])})
-    return {"result": document, "output": drawn}
+        outcome = Outcome.failed(failure_reason(error, job.kind), error)
+    if outcome.error is not None:
+        log.error("failed %s: %s", job.sid, outcome.error, exc_info=outcome.cause,
+                  extra={"sid": job.sid, "event": "failed", "reason": outcome.error})
+        if job.kind is JobKind.DETECT:
+            JOBS.labels(job.model, "failed").inc()
+        return outcome.to_wire()
+    timings = outcome.result.get("timings", {})
+    if job.kind is JobKind.DETECT:
+        JOBS.labels(job.model, "done").inc()
+        observe_stages(job.model, timings)
+    log.info("done %s", job.sid, extra={"sid": job.sid, "event": "done", "kind": job.kind.value,
+                                        "model": job.model, "timings": timings,
+                                        "detections": len(outcome.result.get("detections", ()))})
+    return outcome.to_wire()
 
 
-def failed(job: Job, reason: str, error: Exception | None = None) -> dict:
-    """The job's answer when it failed (RQ would retry a job that raised: only a dead worker's
-    is)."""
-    log.error("failed %s: %s", job.sid, reason, exc_info=error,
-              extra={"sid": job.sid, "event": "failed", "reason": reason})
-    JOBS.labels(job.model, "failed").inc()
-    return {"error": reason}
+class OverTime(BaseException):
+    """A job's time limit passed (a BaseException: a handler's ``except Exception`` that fails
+    one job of a batch alone must not take it for that job's failure)."""
 
 
-class DetectionWorker(SimpleWorker):
+@contextmanager
+def alarm_after(seconds: int) -> Iterator[None]:
+    """Raise ``OverTime`` in this (the main) thread after ``seconds``: SIGALRM, as RQ's own
+    alarm, whose handler is put back after."""
+    def over(signum, frame):
+        raise OverTime()
+    previous = signal.signal(signal.SIGALRM, over)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class UploadExpired(FileNotFoundError):
+    """The upload's bytes left Redis before a worker took the job."""
+
+
+def _read_upload(rq_job, job: Job):
+    upload = rq_job.connection.get(upload_key(job.sid))
+    if upload is None:
+        raise UploadExpired("the upload expired from the queue before a worker took it")
+    return decode_image(upload, _models.settings.max_pixels)
+
+
+def _save_progress(rq_job, progress: Progress) -> None:
+    rq_job.meta["progress"] = [progress.fraction, progress.stage]
+    rq_job.save_meta()
+
+
+class RQJobWorker(SimpleWorker):
     """An RQ worker that keeps the models loaded and beats while a job runs."""
 
     def __init__(self, settings: Settings, leave_after_unreachable: float = 0):
@@ -163,5 +201,5 @@ def run(settings: Settings, max_idle_seconds: float = 0) -> None:
     """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds`` (then
     also when Redis stays unreachable that long: RQ itself would retry forever)."""
     tune_malloc(one_heap=False)
-    worker = DetectionWorker(settings, leave_after_unreachable=max_idle_seconds)
+    worker = RQJobWorker(settings, leave_after_unreachable=max_idle_seconds)
     worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")

@@ -1,115 +1,43 @@
 """The detection daemon's main loop: keep ``workers`` worker processes, watch them, replace them.
 
-The supervisor holds the daemon lock, starts ``python -m detection.worker.spool_worker --slot i``
-for each slot (on GPUs, slot i uses GPU i) and reads what each reports (``reporting.py``). The
-workers share the spool; each holds its slot's lock, so a dead worker's job is recovered and a
-live one's never is. The supervisor replaces a worker when it dies (backing off if it keeps
+The supervisor holds the daemon lock and keeps one worker process per slot (``processes.py``; on
+GPUs, slot i uses GPU i), reading the events each reports (``protocol.py``) and relaying its log.
+The workers share the spool; each holds its slot's lock, so a dead worker's job is recovered and
+a live one's never is. The supervisor replaces a worker when it dies (backing off if it keeps
 dying), when it falls silent (stopped or hung: no heartbeat for ``heartbeat_timeout_seconds``),
-and when a job runs past its time limit (that job fails with the reason). It also prunes storage
-every ``prune_interval_seconds``, publishes its state in ``uploads/.worker.json`` (with a
-heartbeat the web process watches), and leaves after ``idle_exit_seconds`` without work.
+and when its step runs past its deadline (``deadlines.py``: its jobs fail with the reason). It
+also prunes storage every ``prune_interval_seconds``, publishes its state in
+``uploads/.daemon.json`` (``daemon_state.py``) with a heartbeat the web process watches, and
+leaves after ``idle_exit_seconds`` without work.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections import deque
 from typing import Callable
 
 from .. import __version__
-from ..jobs import Job
-from ..jobs.atomic import write_atomically
+from ..daemon_state import DaemonState, with_jobs, write_daemon_state
 from ..jobs.spool import open_spool
 from ..jobs.storage import prune_storage
 from ..logs import relay
-from ..models import ModelsFile, job_time_limit
-from ..settings import PROJECT_ROOT, Settings
+from ..models import ModelsFile
+from ..settings import Settings
 from ..telemetry.metrics import JOBS
-from .reporting import LineReader, parse_event
+from .deadlines import loading_deadline, work_deadline
+from .processes import Slot, WorkerProcess, worker_count
+from .protocol import Event, Finished, Heartbeat, Loading, Started, Unusable, decode
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5
-MAX_RESTART_DELAY_SECONDS = 60.0
-HEALTHY_LIFETIME_SECONDS = 60.0  # a worker that lived this long resets the back-off
 STOP_GRACE_SECONDS = 30.0
 ERROR_PAUSE_SECONDS = 1.0
 CRASHES_BEFORE_GIVING_UP = 3  # workers dying at start in a row: fail the waiting jobs
-
-
-def gpu_count() -> int:
-    """GPUs this process may use, without importing torch: CUDA_VISIBLE_DEVICES, else the
-    NVIDIA driver's list."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
-
-
-def worker_count(settings: Settings) -> int:
-    """``workers``, where 0 (auto) is one per GPU, else one."""
-    return settings.workers or max(1, gpu_count())
-
-
-class Slot:
-    """One place for a worker process: the worker in it, and when to start the next one."""
-
-    def __init__(self, index: int):
-        self.index = index
-        self.worker: "WorkerProcess | None" = None
-        self.restart_delay = 0.0
-        self.next_start = 0.0
-        self.crashes = 0  # workers in a row that died at start
-
-
-class WorkerProcess:
-    """One ``python -m detection.worker.spool_worker`` child, its report pipe and its log output."""
-
-    def __init__(self, settings: Settings, slot: int):
-        report_read, report_write = os.pipe()
-        command = [sys.executable, "-m", "detection.worker.spool_worker", "--config",
-                   str(settings.config_file), "--slot", str(slot),
-                   "--report-fd", str(report_write), "--parent-pid", str(os.getpid())]
-        try:
-            self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=(report_write,),
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT)
-        except OSError:
-            os.close(report_read)
-            raise
-        finally:
-            os.close(report_write)
-        self.pid = self.process.pid
-        self.slot = slot
-        self.reports = LineReader(report_read)
-        self.output = LineReader(self.process.stdout.fileno())
-        self.last_output: deque[str] = deque(maxlen=3)  # why it died, if it dies at start
-        self.started_at = self.last_report = time.monotonic()
-        self.reported = False  # anything heard from it yet
-        self.state: dict = {}
-        self.jobs: list[dict] = []  # the tickets it works on (a batch, on a GPU)
-        self.deadline: float | None = None
-        self.limit_reason = ""
-        self.unusable_reason = ""  # it could not start at all, and said why
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-    def close(self) -> None:
-        os.close(self.reports.fd)
-        self.process.stdout.close()
 
 
 class Supervisor:
@@ -124,7 +52,7 @@ class Supervisor:
         self.unusable_reason = ""  # why workers cannot start (until one does): /health/ready
         self.restarts = 0
         self.last_prune = 0.0
-        self.published: dict = {}
+        self.published: DaemonState | None = None
         self.selector = selectors.DefaultSelector()
 
     @property
@@ -194,38 +122,35 @@ class Supervisor:
                      report.removed_jobs, report.removed_temp_files, report.removed_bytes,
                      report.remaining_bytes)
 
+    # --- worker processes ------------------------------------------------------------------
     def _start_worker(self, slot: Slot) -> None:
         try:
             slot.worker = worker = WorkerProcess(self.settings, slot.index)
         except OSError as error:  # e.g. out of processes or memory: try again later
             log.error("cannot start a worker: %s", error)
-            self._back_off(slot, healthy=False)
+            slot.start_later(lifetime=0.0)
             return
         self.selector.register(worker.reports.fd, selectors.EVENT_READ, (worker, "reports"))
         self.selector.register(worker.output.fd, selectors.EVENT_READ, (worker, "output"))
         log.info("started worker %d in slot %d", worker.pid, slot.index)
 
     def _read_reports(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for what the workers say (events) and print (their log)."""
         if not self.workers:
             self.stop.wait(timeout)
             return
         deadline = time.monotonic() + timeout
         while self.selector.get_map():
-            os.utime(self.settings.worker_lock_file)  # the daemon's heartbeat (see daemon.py)
+            os.utime(self.settings.daemon_lock_file)  # the daemon's heartbeat (see daemon.py)
             remaining = max(0.0, deadline - time.monotonic())
             for key, _ in self.selector.select(remaining):
-                worker, kind = key.data
-                reader = worker.reports if kind == "reports" else worker.output
+                worker, pipe = key.data
+                reader = worker.reports if pipe == "reports" else worker.output
                 for line in reader.read_lines():
-                    if kind == "reports":
-                        self._on_report(worker, parse_event(line))
+                    if pipe == "reports":
+                        self._on_event(worker, decode(line))
                     else:
-                        text = line.decode(errors="replace")
-                        worker.last_output.append(text)
-                        if self.settings.log_format == "json":
-                            relay(log, text, worker_pid=worker.pid)
-                        else:
-                            log.info("[worker %d] %s", worker.pid, text)
+                        self._relay(worker, line.decode(errors="replace"))
                 if reader.closed:
                     self.selector.unregister(reader.fd)
             if remaining == 0:
@@ -233,33 +158,32 @@ class Supervisor:
         else:
             self.stop.wait(max(0.0, deadline - time.monotonic()))  # every worker's pipes closed
 
-    def _on_report(self, worker: WorkerProcess, event: dict | None) -> None:
+    def _relay(self, worker: WorkerProcess, text: str) -> None:
+        worker.last_output.append(text)
+        if self.settings.log_format == "json":
+            relay(log, text, worker_pid=worker.pid)
+        else:
+            log.info("[worker %d] %s", worker.pid, text)
+
+    def _on_event(self, worker: WorkerProcess, event: Event | None) -> None:
         if event is None:
             return
         worker.reported = True
-        worker.last_report = now = time.monotonic()
-        kind = event.get("event")
-        if isinstance(event.get("state"), dict):
-            worker.state = event["state"]
-            if worker.state.get("worker_pid"):  # a worker that started: they can
-                self.unusable_reason = ""
-        if kind == "loading":
-            worker.jobs = event["jobs"]
-            worker.deadline = now + self.settings.model_load_timeout_seconds
-            worker.limit_reason = (f"loading model {event['model']} took longer than "
-                                   f"{self.settings.model_load_timeout_seconds:g} s")
-        elif kind == "started":
-            limit = job_time_limit(self.models_file.models, event["model"],
-                                   self.settings.job_timeout_seconds)
-            worker.jobs = event["jobs"]
-            worker.deadline = now + limit * len(worker.jobs)  # a batch: each job its limit
-            worker.limit_reason = (f"detection took longer than {limit:g} s, the time limit for "
-                                   f"model {event['model']}; the worker was replaced")
-        elif kind == "finished":
-            worker.jobs, worker.deadline = [], None
-        elif kind == "unusable":
-            worker.unusable_reason = str(event.get("reason"))
-        if kind != "heartbeat":
+        worker.last_report = time.monotonic()
+        if isinstance(event, (Heartbeat, Started, Finished)) and event.state is not None:
+            worker.state = event.state
+            self.unusable_reason = ""  # a worker that started: they can
+        if isinstance(event, Loading):
+            worker.jobs = event.jobs
+            worker.deadline = loading_deadline(event.model, self.settings)
+        elif isinstance(event, Started):
+            worker.jobs = event.jobs
+            worker.deadline = work_deadline(event.jobs, self.models_file.models, self.settings)
+        elif isinstance(event, Finished):
+            worker.jobs, worker.deadline = (), None
+        elif isinstance(event, Unusable):
+            worker.unusable_reason = event.reason
+        if not isinstance(event, Heartbeat):
             self._publish_state("running")
 
     def _check_workers(self) -> None:
@@ -272,19 +196,18 @@ class Supervisor:
         now = time.monotonic()
         if worker.process.poll() is not None:
             self._worker_gone(slot, f"exited with status {worker.process.returncode}")
-        elif worker.deadline is not None and now > worker.deadline:
+        elif worker.deadline is not None and worker.deadline.passed(now):
             self._read_reports(0)  # a "finished" (and the next "started") may be in the pipe
-            if (slot.worker is not worker or worker.deadline is None
-                    or time.monotonic() <= worker.deadline):
+            if slot.worker is not worker or worker.deadline is None or not worker.deadline.passed():
                 return
-            log.error("worker %d: %s (jobs %s)", worker.pid, worker.limit_reason,
-                      ", ".join(job["sid"] for job in worker.jobs))
+            reason = worker.deadline.reason
+            log.error("worker %d: %s (jobs %s)", worker.pid, reason,
+                      ", ".join(job.sid for job in worker.jobs))
             worker.kill()
             for job in worker.jobs:
-                if not self.queue.is_finished(job["sid"]):
-                    self.queue.fail(Job(job["sid"], job["model"], job["threshold"], 0,
-                                        job["attempts"]), worker.limit_reason)
-                    JOBS.labels(job["model"], "failed").inc()
+                if not self.queue.records.is_finished(job.sid):
+                    self.queue.fail(job, reason)
+                    JOBS.labels(job.model, "failed").inc()
             self._worker_gone(slot, "killed: over its time limit", restart_now=True)
         elif now - worker.last_report > self._silence_limit(worker):
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
@@ -307,21 +230,21 @@ class Supervisor:
                 self.selector.unregister(fd)
         worker.close()
         slot.worker = None
-        lifetime = time.monotonic() - worker.started_at
-        log.warning("worker %d (slot %d) %s after %.1f s", worker.pid, slot.index, how, lifetime)
+        log.warning("worker %d (slot %d) %s after %.1f s", worker.pid, slot.index, how,
+                    worker.lifetime)
         self._recover()  # its job goes back to the queue, or fails on its last attempt
         self.restarts += 1
-        crashed_at_start = not restart_now and not worker.state.get("worker_pid")
+        crashed_at_start = not restart_now and worker.state is None
         slot.crashes = slot.crashes + 1 if crashed_at_start else 0
         # Only when no other worker runs: one slot's failure (out of memory, say) is not the rest's.
-        if not any(other.state.get("worker_pid") for other in self.workers):
+        if not any(other.state is not None for other in self.workers):
             if worker.unusable_reason:
                 self._give_up(worker.unusable_reason)
             elif slot.crashes >= CRASHES_BEFORE_GIVING_UP:
                 self._give_up(f"the detection worker keeps dying as it starts ({how}): "
                               + " | ".join(worker.last_output))
                 slot.crashes = 0
-        self._back_off(slot, healthy=restart_now or lifetime >= HEALTHY_LIFETIME_SECONDS)
+        slot.start_later(worker.lifetime, healthy=restart_now)
 
     def _give_up(self, reason: str) -> None:
         """Fail the waiting jobs rather than leave them queued behind workers that cannot start;
@@ -330,15 +253,6 @@ class Supervisor:
         self.queue.fail_queued(reason)
         self.worker_unusable = True
         self.unusable_reason = reason
-
-    def _back_off(self, slot: Slot, healthy: bool) -> None:
-        """When to start the slot's next worker: at once after a healthy life, else later and
-        later."""
-        if healthy:
-            slot.restart_delay = 0.0
-        else:
-            slot.restart_delay = min(MAX_RESTART_DELAY_SECONDS, max(1.0, 2 * slot.restart_delay))
-        slot.next_start = time.monotonic() + slot.restart_delay
 
     def _stop_workers(self) -> None:
         """Let the workers finish their jobs and leave (SIGTERM); kill those that take too long."""
@@ -353,22 +267,18 @@ class Supervisor:
                 self._worker_gone(slot, "stopped", restart_now=True)
 
     def _publish_state(self, state: str) -> None:
-        """``uploads/.worker.json``: what /health shows (the first worker's fields at the top,
-        every worker under ``workers``); and the heartbeat web watches: the lock file's
-        modification time (touching it needs no disk space)."""
-        os.utime(self.settings.worker_lock_file)
-        workers = []
-        for worker in self.workers:
-            workers.append({**worker.state, "worker_pid": worker.pid, "slot": worker.slot,
-                            "current_jobs": [job["sid"] for job in worker.jobs]})
-        document = {"pid": os.getpid(), "state": state, "version": __version__,
-                    "restarts": self.restarts, "worker_pid": None, "slots": len(self.slots),
-                    "unusable": self.unusable_reason or None,
-                    **(workers[0] if workers else {}), "workers": workers}
+        """``uploads/.daemon.json``: what /health shows; and the heartbeat web watches: the lock
+        file's modification time (touching it needs no disk space)."""
+        os.utime(self.settings.daemon_lock_file)
+        document = DaemonState(
+            pid=os.getpid(), state=state, version=__version__, restarts=self.restarts,
+            slots=len(self.slots), unusable=self.unusable_reason or None,
+            workers=[with_jobs(worker.state, [job.sid for job in worker.jobs])
+                     for worker in self.workers if worker.state is not None])
         if document == self.published:
             return
         self.published = document
         try:
-            write_atomically(self.settings.worker_state_file, json.dumps(document).encode())
+            write_daemon_state(self.settings.daemon_state_file, document)
         except OSError as error:  # a full disk must not stop the daemon: jobs still need ending
             log.warning("cannot publish the daemon's state: %s", error)

@@ -1,0 +1,147 @@
+"""A job as web, queues and workers share it: its id, kind, options and state.
+
+A job is of one kind (``JobKind``): ``detect`` finds the objects of an upload, ``download`` fetches
+a zoo model's weights. Its fields travel as one flat JSON object (``to_fields`` / ``from_fields``,
+as rq's ``Job.to_dict`` / ``Job.restore``): in a spool ticket, in an RQ message, and in the job's
+records in uploads/, which add their own fields beside them.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Union
+
+MAX_ATTEMPTS = 2  # a job whose worker died is run once more, then failed
+MAX_DETECTIONS = 100  # a detection's default bound on the detections it returns and draws
+
+
+def new_sid() -> str:
+    """An unguessable job id: 128 random bits as hex."""
+    return secrets.token_hex(16)
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED)
+
+
+class JobKind(str, Enum):
+    DETECT = "detect"
+    DOWNLOAD = "download"
+
+
+class BadJob(ValueError):
+    """Fields that do not make a job (a torn ticket, a record not ours)."""
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    threshold: float
+    classes: tuple[str, ...] = ()  # only these labels (none: all the model's)
+    max_detections: int = MAX_DETECTIONS  # the best ones, at most this many
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "classes": list(self.classes),
+                "max_detections": self.max_detections}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "DetectOptions":
+        classes = fields.get("classes") or ()
+        if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+            raise BadJob("its classes are not names")
+        threshold, limit = fields.get("threshold"), fields.get("max_detections", MAX_DETECTIONS)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise BadJob(f"its threshold is not a number: {threshold!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise BadJob(f"its max_detections is not a whole number: {limit!r}")
+        return cls(float(threshold), tuple(classes), limit)
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """A download has no options: the model's table in models.toml says where its weights are."""
+
+    def to_fields(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "DownloadOptions":
+        return cls()
+
+
+Options = Union[DetectOptions, DownloadOptions]
+OPTIONS: dict[JobKind, type] = {JobKind.DETECT: DetectOptions, JobKind.DOWNLOAD: DownloadOptions}
+
+
+@dataclass(frozen=True)
+class Job:
+    sid: str
+    kind: JobKind
+    model: str  # the model it detects with, or downloads
+    options: Options
+    enqueued_ns: int = 0
+    attempts: int = field(default=0, compare=False)  # kept by the queue, not in the fields
+
+    @classmethod
+    def detect(cls, sid: str, model: str, threshold: float, classes: tuple[str, ...] = (),
+               max_detections: int = MAX_DETECTIONS) -> "Job":
+        return cls(sid, JobKind.DETECT, model, DetectOptions(threshold, tuple(classes),
+                                                             max_detections), time.time_ns())
+
+    @classmethod
+    def download(cls, sid: str, model: str) -> "Job":
+        return cls(sid, JobKind.DOWNLOAD, model, DownloadOptions(), time.time_ns())
+
+    def to_fields(self) -> dict[str, Any]:
+        """The job as one flat JSON object (its attempts excepted)."""
+        return {"sid": self.sid, "kind": self.kind.value, "model": self.model,
+                "enqueued_ns": self.enqueued_ns, **self.options.to_fields()}
+
+    @classmethod
+    def from_fields(cls, fields: Any, attempts: int = 0) -> "Job":
+        """The job of ``to_fields``' object (or of a record that holds its fields), checked:
+        ``BadJob`` says what is wrong. Fields without a kind are a detection's (from before
+        kinds)."""
+        if not isinstance(fields, Mapping):
+            raise BadJob("it is not a JSON object")
+        try:
+            kind = JobKind(fields.get("kind") or JobKind.DETECT)
+        except ValueError:
+            raise BadJob(f"unknown job kind {fields.get('kind')!r}") from None
+        sid, model, enqueued = fields.get("sid"), fields.get("model"), fields.get("enqueued_ns", 0)
+        if not isinstance(sid, str) or not isinstance(model, str):
+            raise BadJob("its sid or model is not a name")
+        if isinstance(enqueued, bool) or not isinstance(enqueued, int):
+            raise BadJob(f"its enqueued_ns is not a whole number: {enqueued!r}")
+        return cls(sid, kind, model, OPTIONS[kind].from_fields(fields), enqueued, attempts)
+
+    @classmethod
+    def unknown(cls, sid: str) -> "Job":
+        """A job whose fields are lost (its ticket torn): only its sid is known."""
+        return cls(sid, JobKind.DETECT, "unknown", DetectOptions(0.0))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long job is: ``fraction`` 0..1, and a short ``stage`` text."""
+    fraction: float
+    stage: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: Job
+    state: JobState
+    queue_position: int | None = None
+    result: dict | None = None  # done: its result record
+    error: str | None = None  # failed: why
+    progress: Progress | None = None  # running, for kinds that report it
+    recorded: bool = True  # its end is in uploads/ (RQ: not until the web collects it)

@@ -1,0 +1,48 @@
+"""The queue as the web process uses it (``JobQueue``), and the factory that picks a backend:
+the spool (``spool.py``, one machine, the default) or RQ on Redis (``rq_queue.py``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ContextManager, Protocol
+
+import numpy as np
+
+from .job import Job, JobStatus
+
+if TYPE_CHECKING:
+    from ..models import ModelsFile
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted upload as the web process hands it to a queue: the bytes as sent, and the
+    pixels it decoded from them (upright RGB, the same as ``<sid>.png`` holds)."""
+    data: bytes
+    pixels: np.ndarray
+
+
+class JobQueue(Protocol):
+    """What the web process needs of a queue backend.
+
+    ``with queue.enqueuing(job, upload): <store it as <sid>.png>`` queues a detection once the
+    block is done (a backend without a shared disk sends the upload's bytes with the job; the
+    spool hands its pixels to a worker on the same machine); ``enqueue(job)`` queues a job
+    without an upload. ``status`` only reads; ``collect`` is the named step that brings a job
+    finished elsewhere (RQ) into uploads/ (the spool's workers record their jobs themselves)."""
+
+    def enqueuing(self, job: Job, upload: Upload) -> ContextManager[None]: ...
+    def enqueue(self, job: Job) -> None: ...
+    def status(self, sid: str) -> JobStatus | None: ...
+    def collect(self, status: JobStatus) -> JobStatus: ...
+    def depth(self) -> int: ...
+    def pending_sids(self) -> set[str]: ...
+
+
+def open_queue(settings, models_file: ModelsFile | None = None) -> JobQueue:
+    """The job queue the settings name: the spool in uploads/.queue, or RQ on Redis (which
+    reads the models' time limits with ``models_file`` when given one)."""
+    if settings.queue == "rq":
+        from .rq_queue import RQQueue
+        return RQQueue(settings, models_file)
+    from .spool import open_spool
+    return open_spool(settings)

@@ -1,0 +1,228 @@
+"""A job's records in uploads/: the only code that writes and reads them (``layout.py`` names
+them). Queues move tickets or messages; workers and the web record a job's input, progress and
+end here.
+
+A job ends with one record: ``<sid>.json`` (done: its result) or ``<sid>.error.json`` (failed:
+why), written atomically; a detection writes its drawing ``<sid>.out.png`` first. The worker of
+the spool writes a result without waiting for the disk, and ``make_durable`` fsyncs it before the
+job's ticket goes; failures are written durably at once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+from .atomic import fsync_path, write_atomically
+from .errors import DISK_FULL
+from .job import BadJob, Job, JobState, JobStatus, Progress
+from .layout import FILE_NAME, JobFiles
+
+log = logging.getLogger(__name__)
+
+
+class ImageSize(TypedDict):
+    width: int
+    height: int
+
+
+class JobResult(TypedDict):
+    """A done detection's ``<sid>.json``: what /status and DeepStack answer from."""
+    sid: str
+    kind: str
+    model: str
+    threshold: float
+    classes: list[str]  # the labels asked for ([]: all)
+    max_detections: int
+    device: str  # where it ran: cpu, cuda:0...
+    image: ImageSize
+    detections: list[dict]  # Detection.to_json()'s shape
+    timings: dict[str, float]
+
+
+class DownloadResult(TypedDict):
+    """A done download's ``<sid>.json``."""
+    sid: str
+    kind: str
+    model: str
+    checkpoint: str  # the file name under checkpoints/
+    bytes: int
+    sha256: str
+    timings: dict[str, float]
+
+
+class JobFailure(TypedDict, total=False):
+    """A failed job's ``<sid>.error.json``: its fields, its attempts and why it failed."""
+    sid: str
+    kind: str
+    model: str
+    attempts: int
+    error: str
+
+
+def worker_died(attempts: int) -> str:
+    """Why a job fails whose workers died on each of its attempts."""
+    return (f"the worker died {attempts} times while running this job "
+            "(killed, hung, or out of memory)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended, as a worker hands it on: its result (and a detection's drawing), or why
+    it failed (``cause``: the exception, for the log; it does not travel)."""
+    result: dict | None = None
+    output: bytes | None = None
+    error: str | None = None
+    cause: BaseException | None = None
+
+    @classmethod
+    def failed(cls, reason: str, cause: BaseException | None = None) -> "Outcome":
+        return cls(error=reason, cause=cause)
+
+    def to_wire(self) -> dict[str, Any]:
+        """As an RQ job's return value."""
+        if self.error is not None:
+            return {"error": self.error}
+        return {"result": self.result, "output": self.output}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> "Outcome | None":
+        """An RQ job's return value, or None when it is not one."""
+        if isinstance(value, dict) and isinstance(value.get("result"), dict):
+            output = value.get("output")
+            return cls(result=value["result"], output=output if isinstance(output, bytes) else None)
+        if isinstance(value, dict) and "error" in value:
+            return cls.failed(str(value["error"]))
+        return None
+
+
+class JobRecords:
+    """The records of the jobs under one uploads directory."""
+
+    def __init__(self, uploads_dir: Path):
+        self.uploads_dir = uploads_dir
+        self.files = JobFiles(uploads_dir)
+
+    def public_file(self, name: str) -> Path | None:
+        """The path of a job's file by its public name (``<sid>.out.png``...), None if the name
+        is not one."""
+        return self.uploads_dir / name if FILE_NAME.fullmatch(name) else None
+
+    # --- writing ---------------------------------------------------------------------------
+    def store_input(self, sid: str, png: bytes) -> None:
+        """An accepted upload, as PNG (the web process; not yet durable: the ticket is)."""
+        write_atomically(self.files.input(sid), png)
+
+    def discard_input(self, sid: str) -> None:
+        """An upload whose job was not queued after all."""
+        self.files.input(sid).unlink(missing_ok=True)
+
+    def write_output(self, sid: str, png: bytes, durable: bool = False) -> None:
+        write_atomically(self.files.output(sid), png, durable=durable)
+
+    def write_result(self, sid: str, result: dict, durable: bool = False) -> None:
+        """The job is done (write its output first: the poll that sees this finds it)."""
+        write_atomically(self.files.result(sid), json.dumps(result).encode(), durable=durable)
+        self.files.progress(sid).unlink(missing_ok=True)
+
+    def write_progress(self, sid: str, progress: Progress) -> None:
+        """How far a running job is (never durable: a hint for whoever polls)."""
+        write_atomically(self.files.progress(sid), json.dumps(
+            {"progress": round(progress.fraction, 4), "stage": progress.stage}).encode())
+
+    def record(self, job: Job, outcome: Outcome, durable: bool = False) -> None:
+        """A job's end: its output and result, or its failure."""
+        if outcome.error is not None:
+            self.fail(job, outcome.error)
+            return
+        if outcome.output is not None:
+            self.write_output(job.sid, outcome.output, durable)
+        self.write_result(job.sid, outcome.result, durable)
+
+    def fail(self, job: Job, reason: str) -> None:
+        """The job failed, for ``reason``: recorded durably. On a full disk the job's own files
+        make room for this small record."""
+        failure = {**job.to_fields(), "attempts": job.attempts, "error": reason}
+        failure.pop("enqueued_ns")
+        data = json.dumps(failure).encode()
+        try:
+            write_atomically(self.files.error(job.sid), data, durable=True)
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            for path in (self.files.output(job.sid), self.files.input(job.sid),
+                         self.files.progress(job.sid)):
+                path.unlink(missing_ok=True)
+            write_atomically(self.files.error(job.sid), data, durable=True)
+        self.files.progress(job.sid).unlink(missing_ok=True)
+
+    def make_durable(self, sid: str) -> None:
+        """fsync a job's output and result, and their directory."""
+        for path in (self.files.output(sid), self.files.result(sid)):
+            try:
+                fsync_path(path)
+            except FileNotFoundError:
+                continue
+        fsync_path(self.uploads_dir)
+
+    def forget_unsure_result(self, sid: str) -> None:
+        """Delete a result that may be torn (written in an earlier boot, never made durable)."""
+        for path in (self.files.output(sid), self.files.result(sid)):
+            path.unlink(missing_ok=True)
+
+    # --- reading ---------------------------------------------------------------------------
+    def has_input(self, sid: str) -> bool:
+        return self.files.input(sid).exists()
+
+    def input_path(self, sid: str) -> Path:
+        return self.files.input(sid)
+
+    def is_finished(self, sid: str) -> bool:
+        """Done or failed: two stat calls."""
+        return self.files.result(sid).exists() or self.files.error(sid).exists()
+
+    def has_failed(self, sid: str) -> bool:
+        return self.files.error(sid).exists()
+
+    def has_result(self, sid: str) -> bool:
+        return self.files.result(sid).exists()
+
+    def final_status(self, sid: str) -> JobStatus | None:
+        """A done or failed job's status, from its record (None if it has none)."""
+        for path, state in ((self.files.result(sid), JobState.DONE),
+                            (self.files.error(sid), JobState.FAILED)):
+            try:
+                document = json.loads(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            except ValueError:
+                return JobStatus(Job.unknown(sid), JobState.FAILED,
+                                 error=f"the job's {path.name} is damaged on disk")
+            if not isinstance(document, dict):
+                return JobStatus(Job.unknown(sid), JobState.FAILED,
+                                 error=f"the job's {path.name} is damaged on disk")
+            job = self._job_of(sid, document)
+            if state is JobState.DONE:
+                return JobStatus(job, state, result=document)
+            return JobStatus(job, state, error=str(document.get("error")))
+        return None
+
+    def progress(self, sid: str) -> Progress | None:
+        """What a running job last said of its progress, if anything."""
+        try:
+            document = json.loads(self.files.progress(sid).read_bytes())
+            return Progress(float(document["progress"]), str(document["stage"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    @staticmethod
+    def _job_of(sid: str, document: dict) -> Job:
+        """The job whose fields a record repeats (a job lost before its fields were known has
+        none: it is ``Job.unknown``)."""
+        try:
+            job = Job.from_fields({**document, "sid": sid}, int(document.get("attempts") or 0))
+        except (BadJob, TypeError, ValueError):
+            return Job.unknown(sid)
+        return job

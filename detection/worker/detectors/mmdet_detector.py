@@ -1,0 +1,85 @@
+"""mmdet's models (models.toml's backend ``mmdet``): reads like ``mmdet.apis`` from the outside,
+``init_detector`` once, then ``detect_batch`` many times."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...models import ModelSpec
+from .base import Detection
+
+
+def _test_pipeline(cfg):
+    """The config's test pipeline, taking arrays (as ``inference_detector`` builds it)."""
+    from mmcv.transforms import Compose
+    from mmdet.utils import get_test_pipeline_cfg
+    steps = get_test_pipeline_cfg(cfg.copy())
+    steps[0].type = "mmdet.LoadImageFromNDArray"
+    return Compose(steps)
+
+
+class MMDetDetector:
+    """One loaded mmdet model; on the CPU, ``runtime="onnxruntime"`` runs its backbone with ONNX
+    Runtime."""
+
+    def __init__(self, spec: ModelSpec, device: str, runtime: str = "torch",
+                 cache_dir: Path | None = None, threads: int = 0):
+        from mmdet.apis import init_detector
+        self.spec = spec
+        self.device = device
+        checkpoint = spec.require_checkpoint()
+        self.model = init_detector(str(spec.config), str(checkpoint), device=device)
+        # Fed RGB, as images are decoded, not BGR (mmdet's order for arrays): the preprocessor's
+        # channel swap is turned around, so the network sees what it would from BGR, and the
+        # full-size image needs no flipped copy (1280x960: 5 ms). The swap commutes with the
+        # test pipelines' resizing and their grey or black padding.
+        preprocessor = self.model.data_preprocessor
+        preprocessor._channel_conversion = not preprocessor._channel_conversion
+        # Labels are models.toml's names (clients ask for classes by them); checkpoints spell
+        # some their own way ("traffic_light"), but must count as many.
+        named = self.model.dataset_meta["classes"]
+        if len(named) != len(spec.classes):
+            raise ValueError(f"model {spec.name}'s checkpoint has {len(named)} classes, not the "
+                             f"{len(spec.classes)} of models.toml ({', '.join(spec.classes[:3])}, "
+                             "...): give it its `classes` there")
+        self.classes: tuple[str, ...] = spec.classes
+        self.pipeline = _test_pipeline(self.model.cfg)
+        self.runtime = "torch"
+        if runtime == "onnxruntime" and device == "cpu" and cache_dir is not None:
+            from .onnx_backbone import use_onnxruntime
+            if use_onnxruntime(self.model, checkpoint, spec.config, cache_dir, threads):
+                self.runtime = "onnxruntime"
+
+    def detect(self, image_rgb: np.ndarray, threshold: float) -> list[Detection]:
+        """Detections scoring at least ``threshold``, best first, in ``image_rgb``'s pixels."""
+        return self.detect_batch([image_rgb], [threshold])[0]
+
+    def detect_batch(self, images_rgb: list[np.ndarray],
+                     thresholds: list[float]) -> list[list[Detection]]:
+        """``detect`` for several images in one pass of the network (the data preprocessor pads
+        them to the largest, as mmdet's batch inference does): what pays on a GPU. mmdet's
+        ``inference_detector`` would run a list one image at a time."""
+        import torch
+        from mmengine.dataset import pseudo_collate
+        batch = pseudo_collate([self.pipeline({"img": image, "img_id": 0})
+                                for image in images_rgb])
+        with torch.inference_mode():
+            samples = self.model.test_step(batch)
+        return [self._detections(sample.pred_instances, image.shape[:2], threshold)
+                for sample, image, threshold in zip(samples, images_rgb, thresholds)]
+
+    def _detections(self, instances, size: tuple[int, int], threshold: float) -> list[Detection]:
+        keep = instances.scores >= threshold
+        scores = instances.scores[keep].cpu().numpy()
+        boxes = instances.bboxes[keep].cpu().numpy()
+        height, width = size
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # mmdet clips to the padded network input
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        labels = instances.labels[keep].cpu().numpy()
+        masks = instances.masks[keep].cpu().numpy() if "masks" in instances else None
+        order = np.argsort(-scores, kind="stable")
+        return [Detection(label=self.classes[int(labels[i])], class_id=int(labels[i]),
+                          score=float(scores[i]), bbox=tuple(float(v) for v in boxes[i]),
+                          mask=None if masks is None else masks[i])
+                for i in order]

@@ -1,0 +1,49 @@
+"""What a worker does with each kind of job: one handler a kind, the same for the spool's workers
+and RQ's. A worker claims jobs, reports them started, asks the kind's handler to run them and
+records each job's ``Outcome``; the handler knows nothing of queues or records.
+
+    detect.py     objects on an upload: the result and the drawing
+    download.py   a zoo model's weights, with progress
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ...jobs.job import Job, JobKind, Progress
+from ...jobs.records import Outcome
+from ..model_cache import ModelCache
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a handler is given besides its jobs."""
+    models: ModelCache
+    read_input: Callable[[Job], np.ndarray]  # a detection's upload, decoded to RGB pixels
+    report_progress: Callable[[Job, Progress], None] = lambda job, progress: None
+
+
+class Handler(Protocol):
+    needs_model: bool  # its jobs' model is loaded first (a load is bounded on its own)
+    batches: bool  # several jobs of one model may run in one go (on a GPU)
+
+    def run(self, jobs: list[Job], work: Work) -> list[Outcome]:
+        """Each job's outcome, in order; a job that fails fails alone where it can."""
+        ...
+
+
+def failure_reason(error: Exception, kind: JobKind = JobKind.DETECT) -> str:
+    """Why a job failed, in a line, for an exception of its work."""
+    from ...models import UnknownModel
+    if isinstance(error, (FileNotFoundError, UnknownModel)):
+        return str(error)
+    what = "detection" if kind is JobKind.DETECT else f"the {kind.value}"
+    return f"{what} failed: {type(error).__name__}: {error}"
+
+
+def handler_for(kind: JobKind) -> Handler:
+    from .detect import DetectHandler
+    from .download import DownloadHandler
+    return {JobKind.DETECT: DetectHandler, JobKind.DOWNLOAD: DownloadHandler}[kind]()

@@ -1,0 +1,292 @@
+"""Redis + RQ: workers on "other machines" (their own working and uploads directories), one or
+two web processes, and a real redis-server with AOF, each in its own temp dir."""
+import concurrent.futures
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.support import ROOT, FileServer, LiveServer, RedisServer, png_bytes, write_config
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT = 3  # seconds: how soon a dead worker's job is noticed
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+class RQWorker:
+    """``python mmdetectionl.py --config INI worker`` run from its own directory."""
+
+    def __init__(self, directory, checkpoint, redis_url, extra_models=""):
+        directory.mkdir()
+        self.ini = write_config(directory, {"rtmdet_tiny": checkpoint}, extra_models, queue="rq",
+                                redis_url=redis_url, heartbeat_timeout_seconds=HEARTBEAT,
+                                job_timeout_seconds=60)
+        self.uploads = directory / "uploads"
+        self.log_path = directory / "worker.log"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "mmdetectionl.py"), "--config", str(self.ini),
+                 "worker"], cwd=directory, stdout=log, stderr=log)
+
+    def jobs_done(self) -> list[str]:
+        return re.findall(r"Job OK \(([0-9a-f]{32})\)", self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def rq_setup(tmp_path, rtmdet_checkpoint, redis_server):
+    """Start web processes and workers against one Redis; all stopped after."""
+    started = []
+
+    def web(**overrides) -> LiveServer:
+        directory = tmp_path / f"web{len(started)}"
+        directory.mkdir()
+        settings = {"queue": "rq", "redis_url": redis_server.url, "spawn_worker": "false",
+                    "heartbeat_timeout_seconds": HEARTBEAT, **overrides}
+        ini = write_config(directory, {"rtmdet_tiny": rtmdet_checkpoint}, **settings)
+        server = LiveServer(ini).start()
+        started.append(server)
+        return server
+
+    def worker(extra_models: str = "") -> RQWorker:
+        process = RQWorker(tmp_path / f"worker{len(started)}", rtmdet_checkpoint,
+                           redis_server.url, extra_models)
+        started.append(process)
+        return process
+
+    yield web, worker
+    for process in started:
+        process.stop()
+        if isinstance(process, LiveServer):
+            process.kill_worker()  # a daemon it started, if any
+
+
+def wait_for_workers(count: int, redis_url: str, timeout: float = 120) -> None:
+    from redis import Redis
+    from rq import Worker
+    connection = Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while len(Worker.all(connection=connection)) < count:
+        assert time.monotonic() < deadline, "the RQ workers did not register"
+        time.sleep(0.2)
+
+
+def test_two_workers_elsewhere_a_kill_9_mid_burst_loses_and_repeats_nothing(rq_setup,
+                                                                          redis_server):
+    web, worker = rq_setup
+    server = web(max_queue=40)
+    workers = [worker(), worker()]
+    wait_for_workers(2, redis_server.url)
+    health = requests.get(server.url + "/health", timeout=10).json()
+    assert health["queue"]["backend"] == "rq" and health["worker"]["alive"]
+    assert len(health["worker"]["workers"]) == 2
+    images = [png_bytes(size=(300 + 5 * i, 240)) for i in range(30)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(server.upload, images))
+    assert [r.status_code for r in responses] == [202] * 30
+    sids = [r.json()["sid"] for r in responses]
+    deadline = time.monotonic() + 60
+    while not workers[0].jobs_done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers[0].process.send_signal(signal.SIGKILL)  # mid-burst, most likely mid-job
+
+    states = [server.wait_until_finished(sid, timeout=180)["state"] for sid in sids]
+    assert states == ["done"] * 30
+    done = workers[0].jobs_done() + workers[1].jobs_done()
+    assert sorted(done) == sorted(sids), "every job done exactly once"
+    assert workers[0].jobs_done() and workers[1].jobs_done()
+    for sid in sids[:3]:  # the web side serves the results; the workers' disks hold nothing
+        status = requests.get(f"{server.url}/status/{sid}", timeout=10).json()
+        drawn = requests.get(server.url + status["result_url"], timeout=10)
+        assert drawn.status_code == 200 and Image.open(io.BytesIO(drawn.content)).size[1] == 240
+    assert not any(any(w.uploads.glob("*.png")) for w in workers if w.uploads.exists())
+
+
+def test_queued_jobs_survive_a_redis_crash_and_a_web_restart(rq_setup, redis_server):
+    web, worker = rq_setup
+    server = web()
+    sids = [server.upload(png_bytes()).json()["sid"] for _ in range(5)]
+    redis_server.stop(signal.SIGKILL)  # no clean shutdown: the AOF alone keeps the jobs
+    refused = server.upload(png_bytes())
+    assert refused.status_code == 503 and "Redis" in refused.json()["error"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    redis_server.start()
+    server.stop()
+    restarted = LiveServer(server.ini).start()
+    try:
+        worker()
+        assert [restarted.wait_until_finished(s)["state"] for s in sids] == ["done"] * 5
+    finally:
+        restarted.stop()
+
+
+def test_the_queue_bound_holds_across_two_web_processes(rq_setup):
+    web, _ = rq_setup
+    servers = [web(max_queue=6), web(max_queue=6)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda i: servers[i % 2].upload(png_bytes()), range(20)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] * 6 + [503] * 14
+    sid = next(r.json()["sid"] for r in responses if r.status_code == 202)
+    assert all(requests.get(f"{s.url}/status/{sid}", timeout=10).json()["state"] == "queued"
+               for s in servers), "either web process answers for any job"
+
+
+def test_a_web_host_without_a_daemon_prunes_old_jobs_itself(rq_setup):
+    web, _ = rq_setup
+    server = web(retention_hours=0.001, prune_interval_seconds=1)  # 3.6 s
+    old = time.time() - 3600
+    sid = "ab" * 16
+    for suffix in (".png", ".out.png", ".json"):
+        path = server.uploads / f"{sid}{suffix}"
+        path.write_bytes(b"{}")
+        os.utime(path, (old, old))
+    deadline = time.monotonic() + 20
+    while any(server.uploads.glob(f"{sid}*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(server.uploads.glob(f"{sid}*"))
+
+
+def test_a_web_host_starts_its_own_rq_worker_and_waits_out_its_model_load(rq_setup):
+    web, _ = rq_setup
+    server = web(spawn_worker="true")  # a heartbeat of 3 s, shorter than a model load here
+    sids = [server.upload(png_bytes()).json()["sid"] for _ in range(3)]
+    assert [server.wait_until_finished(s)["state"] for s in sids] == ["done"] * 3
+    assert server.worker_pid() and "Job OK" in (server.uploads / ".daemon.log").read_text()
+
+
+def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_server,
+                                                              fake_checkpoint):
+    """RQ's own cleanup, as a surviving worker's maintenance runs it, after two deaths."""
+    from redis import Redis
+    from rq import SimpleWorker
+
+    from detection.jobs.job import Job, JobState, new_sid
+    from detection.jobs.queue import Upload
+    from detection.jobs.rq_queue import QUEUE_NAME, RQQueue, upload_key
+    from detection.settings import load_settings
+    ini = write_config(tmp_path, {"rtmdet_tiny": fake_checkpoint}, queue="rq",
+                       redis_url=redis_server.url)
+    queue = RQQueue(load_settings(ini))
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    queue.records.files.uploads_dir.mkdir()
+    queue.records.files.input(job.sid).write_bytes(b"png")
+    queue.enqueue(job, Upload(b"upload", np.zeros((1, 1, 3), np.uint8)))
+    connection = Redis.from_url(redis_server.url)
+    for attempt in (1, 2):
+        worker = SimpleWorker([QUEUE_NAME], connection=connection)
+        worker.register_birth()
+        taken, rq_queue = worker.dequeue_job_and_maintain_ttl(1)
+        worker.prepare_execution(taken)
+        worker.prepare_job_execution(taken, remove_from_intermediate_queue=True)
+        assert queue.status(job.sid).state is JobState.RUNNING
+        # ... and the worker is killed: its heartbeat expires.
+        rq_queue.started_job_registry.cleanup(time.time() + 3600)
+    status = queue.status(job.sid)  # reads only
+    assert status.state is JobState.FAILED and "died 2 times" in status.error
+    assert not queue.records.files.error(job.sid).exists() and connection.exists(upload_key(job.sid))
+    assert queue.collect(status).error == status.error  # the named step that writes
+    assert queue.records.files.error(job.sid).exists() and not connection.exists(upload_key(job.sid))
+    assert queue.depth() == 0
+
+
+def test_a_job_over_its_time_limit_fails_with_the_reason(tmp_path, redis_server,
+                                                         rtmdet_checkpoint, monkeypatch):
+    """The worker in this process (RQ's burst mode), with detection made to hang: RQ's alarm,
+    set again once the model is loaded, ends the job at its limit; it is failed, not retried."""
+    from detection.jobs.job import Job, JobState, new_sid
+    from detection.jobs.queue import Upload
+    from detection.jobs.rq_queue import RQQueue
+    from detection.settings import load_settings
+    from detection.worker import rq_worker
+    from detection.worker.handlers import detect
+    ini = write_config(tmp_path, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
+                       redis_url=redis_server.url, job_timeout_seconds=1,
+                       model_load_timeout_seconds=600)
+    settings = load_settings(ini)
+    queue = RQQueue(settings)
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    settings.uploads_dir.mkdir()
+    queue.records.files.input(job.sid).write_bytes(b"png")
+    queue.enqueue(job, Upload(png_bytes(), np.zeros((240, 320, 3), np.uint8)))
+    worker = rq_worker.RQJobWorker(settings)  # loads the model first: not counted
+
+    def hang(*args, **kwargs):
+        time.sleep(30)
+    monkeypatch.setattr(detect, "detect_images", hang)
+    started = time.monotonic()
+    worker.work(burst=True)
+    assert time.monotonic() - started < 10
+    status = queue.status(job.sid)
+    assert status.state is JobState.FAILED, status
+    assert "longer than 1 s, the time limit for model rtmdet_tiny" in status.error
+
+
+def test_a_web_hosts_rq_daemon_leaves_when_redis_stays_away(rq_setup, redis_server):
+    web, _ = rq_setup
+    server = web(spawn_worker="true", idle_exit_seconds=2)
+    sid = server.upload(png_bytes()).json()["sid"]
+    assert server.wait_until_finished(sid)["state"] == "done"
+    assert server.worker_pid()
+    redis_server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while server.worker_pid() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.worker_pid() is None, "the daemon outlived Redis"
+    assert "unavailable for" in (server.uploads / ".daemon.log").read_text()
+
+
+def test_a_download_runs_on_an_rq_worker_with_progress_and_is_collected(rq_setup, redis_server,
+                                                                      tmp_path,
+                                                                      rtmdet_checkpoint):
+    """The second kind of job on RQ: progress in the RQ job's meta, the end collected here."""
+    import hashlib
+    import shutil
+    served = tmp_path / "served"
+    served.mkdir()
+    digest = hashlib.sha256(rtmdet_checkpoint.read_bytes()).hexdigest()
+    name = f"rtmdet_tiny_fetched_20260101-{digest[:8]}.pth"
+    shutil.copy(rtmdet_checkpoint, served / name)
+    files = FileServer(served, pause=0.05)
+    table = (f'[rtmdet_fetched]\nconfig = "rtmdet/rtmdet_tiny_8xb32-300e_coco.py"\n'
+             f'weights_url = "{files.url}/{name}"\n'
+             f'checkpoint = "{tmp_path / "fetched" / "fetched.pth"}"\n')
+    try:
+        web, worker = rq_setup
+        server = web(extra_models=table)
+        worker(extra_models=table)
+        wait_for_workers(1, redis_server.url)
+        sid = requests.post(f"{server.url}/models/rtmdet_fetched/download",
+                            timeout=10).json()["sid"]
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = requests.get(f"{server.url}/status/{sid}", timeout=10).json()
+            seen.append(status.get("progress"))
+            if status["state"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+    finally:
+        files.stop()
+    assert status["state"] == "done" and status["kind"] == "download", status
+    assert any(p and 0 < p < 1 for p in seen), seen
+    assert status["sha256"] == digest and (server.uploads / f"{sid}.json").exists()

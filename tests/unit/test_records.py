@@ -1,0 +1,85 @@
+"""A job's one shape (its fields, for every kind) and its records in uploads/: written and read by
+one room, a damaged record read as a failure, an end handed over the wire (RQ) and recorded."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from detection.jobs.job import BadJob, Job, JobKind, JobState, Progress, new_sid
+from detection.jobs.records import JobRecords, Outcome, worker_died
+
+
+@pytest.fixture
+def records(tmp_path):
+    (tmp_path / "uploads").mkdir()
+    return JobRecords(tmp_path / "uploads")
+
+
+@pytest.mark.parametrize("job", [Job.detect(new_sid(), "rtmdet_tiny", 0.25, ("dog", "cat"), 7),
+                                 Job.download(new_sid(), "yolox_nano")])
+def test_a_job_of_any_kind_travels_as_its_fields_and_comes_back_the_same(job):
+    fields = json.loads(json.dumps(job.to_fields()))
+    again = Job.from_fields(fields, attempts=2)
+    assert again == job and again.attempts == 2 and again.kind is job.kind
+
+
+def test_fields_from_before_kinds_are_a_detection():
+    old_ticket = {"sid": "a" * 32, "model": "rtmdet_tiny", "threshold": 0.3, "enqueued_ns": 5}
+    job = Job.from_fields(old_ticket)
+    assert job.kind is JobKind.DETECT and job.options.classes == ()
+    assert job.options.max_detections == 100
+
+
+@pytest.mark.parametrize("fields,words", [
+    ([1, 2], "not a JSON object"),
+    ({"sid": "a" * 32, "kind": "mine", "model": "m"}, "unknown job kind"),
+    ({"sid": 7, "model": "m", "threshold": 0.3}, "not a name"),
+    ({"sid": "a" * 32, "model": "m", "threshold": "high"}, "threshold"),
+    ({"sid": "a" * 32, "model": "m", "threshold": 0.3, "classes": [1]}, "classes"),
+    ({"sid": "a" * 32, "model": "m", "threshold": 0.3, "max_detections": 1.5}, "max_detections"),
+    ({"sid": "a" * 32, "model": "m", "threshold": 0.3, "enqueued_ns": "now"}, "enqueued_ns"),
+])
+def test_fields_that_do_not_make_a_job_say_what_is_wrong(fields, words):
+    with pytest.raises(BadJob, match=words):
+        Job.from_fields(fields)
+
+
+def test_a_failure_record_repeats_the_job_and_says_why(records):
+    job = Job.from_fields(Job.detect(new_sid(), "rtmdet_tiny", 0.5, ("dog",)).to_fields(), 2)
+    records.fail(job, worker_died(2))
+    status = records.final_status(job.sid)
+    assert status.state is JobState.FAILED and status.error == worker_died(2)
+    assert status.job == replace(job, enqueued_ns=0) and status.job.attempts == 2
+    record = json.loads(records.files.error(job.sid).read_bytes())
+    assert record["kind"] == "detect" and record["classes"] == ["dog"] and record["attempts"] == 2
+
+
+def test_a_damaged_record_reads_as_a_failure_not_a_crash(records):
+    sid = new_sid()
+    records.files.result(sid).write_bytes(b'{"detections": [')
+    status = records.final_status(sid)
+    assert status.state is JobState.FAILED and "damaged" in status.error
+    records.files.result(sid).write_bytes(b"[]")
+    assert records.final_status(sid).state is JobState.FAILED
+
+
+def test_an_end_handed_over_the_wire_is_recorded_as_the_worker_would(records):
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    done = Outcome(result={**job.to_fields(), "detections": []}, output=b"\x89PNG drawn")
+    records.record(job, Outcome.from_wire(done.to_wire()), durable=True)
+    assert records.files.output(job.sid).read_bytes() == b"\x89PNG drawn"
+    assert records.final_status(job.sid).state is JobState.DONE
+    failed = Job.download(new_sid(), "yolox_nano")
+    records.record(failed, Outcome.from_wire(Outcome.failed("no network").to_wire()))
+    status = records.final_status(failed.sid)
+    assert status.error == "no network" and status.job.kind is JobKind.DOWNLOAD
+    assert Outcome.from_wire("not an outcome") is None
+
+
+def test_progress_is_a_hint_while_it_runs_and_gone_when_it_ends(records):
+    job = Job.download(new_sid(), "yolox_nano")
+    assert records.progress(job.sid) is None
+    records.write_progress(job.sid, Progress(0.25, "downloading: 1.0 of 4.0 MB"))
+    assert records.progress(job.sid) == Progress(0.25, "downloading: 1.0 of 4.0 MB")
+    records.write_result(job.sid, {**job.to_fields(), "bytes": 4})
+    assert records.progress(job.sid) is None and not records.files.progress(job.sid).exists()
