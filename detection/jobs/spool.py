@@ -29,8 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from . import boot
 from .atomic import fsync_path, write_atomically
 from .boot import TAG_PATTERN

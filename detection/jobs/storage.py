@@ -25,8 +25,8 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import TEMP_SUFFIX
 from . import boot
+from .atomic import TEMP_SUFFIX
 from .layout import FILE_NAME, FINISHED
 from .pixels import PIXELS_FILE
 from .spool import QUEUED_TICKET, RUNNING_TICKET

@@ -16,6 +16,7 @@ from pyramid.tweens import EXCVIEW
 from ..jobs.errors import QueueUnavailable
 from ..jobs.layout import SID_PATTERN
 from ..telemetry.metrics import HTTP_REQUESTS, HTTP_SECONDS, REJECTED_UPLOADS
+from .health import worker_status
 from .security import API_PERMISSION
 
 UPLOAD_ROUTES = ("/upload", "/v1/vision/")  # paths: a body refused before routing counts too
@@ -36,7 +37,7 @@ class ServiceCollector:
                                "or RQ's on any host)")
         try:
             depth.add_metric([], service.queue.depth())
-            worker = service.worker_status()
+            worker = worker_status(service)
             up.add_metric([], len(worker.get("workers") or []) if worker["alive"] else 0)
         except QueueUnavailable:  # Redis away: say nothing rather than something wrong
             pass

@@ -7,13 +7,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .. import __version__
-from ..daemon_state import read_daemon_state
 from ..images import BadImage, decode_image, encode_png, limit_decoding
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
 from ..jobs.job import Job, JobStatus, new_sid
 from ..jobs.layout import SID_PATTERN
-from ..jobs.locks import holder_pid
 from ..jobs.queue import Upload, open_queue
 from ..jobs.records import JobRecords
 from ..jobs.storage import PruneReport, StorageBudget, prune_storage
@@ -22,7 +19,7 @@ from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import JOBS, observe_stages
 from .forms import JobRequest
-from .launcher import DaemonLauncher, heartbeat_age
+from .launcher import DaemonLauncher
 from .waiting import JobWaiter
 
 log = logging.getLogger(__name__)
@@ -250,65 +247,6 @@ class DetectionService:
         if status is None:
             raise JobGone(f"job {sid} finished but its files are gone (pruned)")
         return status
-
-    def worker_status(self) -> dict:
-        """/health's ``worker``: RQ's workers (on any host), or the local daemon's."""
-        return self._rq_workers() if self.settings.queue == "rq" else self._daemon()
-
-    def health(self) -> dict:
-        worker = self.worker_status()
-        return {"status": "ok", "version": __version__, "worker": worker,
-                "queue": {"backend": self.settings.queue, "depth": self.queue.depth(),
-                          "max": self.settings.max_queue},
-                "storage": {"bytes": self.storage.estimated_bytes,
-                            "max_bytes": self.settings.max_storage_bytes},
-                "models": {"default": self.settings.default_model,
-                           "configured": sorted(self.models),
-                           "available": self.installed_models(),
-                           "loaded": worker.get("models_loaded", [])}}
-
-    def readiness(self) -> dict:
-        """Whether the default model can be served now (``ready``), and if not, why."""
-        name = self.settings.default_model
-        reasons = []
-        if not self.models[name].available:
-            reasons.append(f"the default model {name} is not installed (run: python "
-                           f"mmdetectionl.py download {name})")
-        try:
-            if (depth := self.queue.depth()) >= self.settings.max_queue:
-                reasons.append(f"the queue is full ({depth} jobs)")
-            worker = self.worker_status()
-        except QueueUnavailable as error:
-            reasons.append(str(error))
-            worker = {"alive": False}
-        if worker.get("unusable"):
-            reasons.append(worker["unusable"])
-        if self.settings.queue == "rq" and not worker["alive"]:
-            reasons.append("no RQ worker is connected to the queue")
-        elif not worker["alive"] and not self.settings.spawn_worker:
-            reasons.append("no detection daemon runs (spawn_worker = false: start "
-                           "mmdetectionl.py worker)")
-        return {"ready": not reasons, "reasons": reasons, "default_model": name,
-                "worker_alive": worker["alive"],
-                "model_loaded": (None if self.settings.queue == "rq"  # RQ workers do not say
-                                 else name in worker.get("models_loaded", []))}
-
-    def _rq_workers(self) -> dict:
-        workers = self.queue.workers()
-        return {"alive": bool(workers), "workers": workers}
-
-    def _daemon(self) -> dict:
-        """The local daemon: alive by its heartbeat, and what it published of its workers."""
-        pid = holder_pid(self.settings.daemon_lock_file)
-        worker = {"alive": False, "pid": pid}
-        if pid is not None:
-            state = read_daemon_state(self.settings.daemon_state_file)
-            if state is not None and state.pid == pid:
-                worker.update(state.health_fields())
-            age = heartbeat_age(self.settings.daemon_lock_file)
-            worker["heartbeat_age_seconds"] = round(age, 1)
-            worker["alive"] = age <= self.settings.heartbeat_timeout_seconds
-        return worker
 
 
 def includeme(config) -> None:

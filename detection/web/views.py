@@ -15,6 +15,8 @@ from .forms import (
     parse_number,
     require_image,
 )
+from .health import health as health_of
+from .health import readiness as readiness_of
 from .openapi import openapi_document
 from .routes import STATIC_DIR
 from .security import API_PERMISSION
@@ -93,7 +95,7 @@ def uploaded_file(request):
 
 @view_config(route_name="health", request_method="GET", renderer="json", http_cache=0)
 def health(request):
-    return request.service.health()
+    return health_of(request.service)
 
 
 @view_config(route_name="health_live", request_method="GET", renderer="json", http_cache=0)
@@ -106,7 +108,7 @@ def health_live(request):
 def health_ready(request):
     """The default model can be served now: 200, else 503 with the reasons (for a readiness
     probe: send no traffic meanwhile)."""
-    readiness = request.service.readiness()
+    readiness = readiness_of(request.service)
     if not readiness["ready"]:
         request.response.status_int = 503
         readiness["error"] = "; ".join(readiness["reasons"])

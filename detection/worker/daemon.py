@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from ..jobs.errors import QueueUnavailable
-from ..jobs.queue import open_queue
 from ..jobs.locks import FileLock, LockHeld
+from ..jobs.queue import open_queue
 from ..logs import formatter
 from ..settings import PROJECT_ROOT
 

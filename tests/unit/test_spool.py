@@ -9,10 +9,10 @@ import pytest
 
 from detection.images import encode_png, read_png
 from detection.jobs import boot, records, spool
+from detection.jobs.atomic import write_atomically
 from detection.jobs.errors import QueueFull
 from detection.jobs.job import Job, JobState, new_sid
 from detection.jobs.queue import Upload
-from detection.jobs.atomic import write_atomically
 from detection.jobs.spool import SpoolQueue
 from detection.jobs.storage import prune_storage
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import png_bytes
 from tests.bombs import bomb_png
+from tests.support import png_bytes
 
 
 def upload(testapp, data: bytes = None, status=202, name="photo.jpg", **fields):

@@ -8,8 +8,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support import SHARED_PHOTOS, LiveServer, write_config
 from tests.oracle import iou
+from tests.support import SHARED_PHOTOS, LiveServer, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("facenet_pytorch") is None or not SHARED_PHOTOS.is_dir(),

@@ -9,8 +9,8 @@ from detection.jobs.job import Job, JobState, new_sid
 from detection.jobs.spool import SpoolQueue
 from detection.settings import parse_settings
 from detection.worker.spool_worker import SpoolWorker
-from tests.random_weights import build_random_checkpoint
 from tests.oracle import assert_same_detections
+from tests.random_weights import build_random_checkpoint
 from tests.support import png_bytes
 
 pytestmark = pytest.mark.slow
