@@ -1,5 +1,5 @@
-"""Settings: one table of keys (detection/settings.py), refused when unknown, and README.md's
-settings table and the shipped .ini files in step with it."""
+"""Settings: one table of keys (detection/settings.py), refused when unknown, and the settings
+table of docs/operations.md and the shipped .ini files in step with it."""
 import re
 
 import pytest
@@ -17,9 +17,10 @@ ROW = re.compile(r"^\| (`\w+`(?:, `\w+`)*) \| ([^|]+) \|", re.MULTILINE)
 
 
 def documented_defaults() -> dict[str, str]:
-    """README's settings table: key -> its documented default, notes in parentheses dropped."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| `detection.` key"):readme.index("Environment overrides")]
+    """docs/operations.md's settings table: key -> its documented default, notes in parentheses
+    dropped."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("| `detection.` key"):text.index("Environment overrides")]
     documented = {}
     for keys, defaults in ROW.findall(table):
         names = re.findall(r"`(\w+)`", keys)
@@ -30,7 +31,7 @@ def documented_defaults() -> dict[str, str]:
     return documented
 
 
-def test_readme_documents_every_setting_with_its_default():
+def test_the_docs_document_every_setting_with_its_default():
     documented = documented_defaults()
     assert set(documented) == set(SETTINGS)
     for key, setting in SETTINGS.items():
