@@ -59,7 +59,7 @@ class RelativeLocationResponse(Response):
         return list(self.headerlist)
 
 
-# Waitress's own limits, checked against the app's before serving (README: "Limits").
+# Waitress's own limits, checked against the app's before serving (docs/api.md: "Errors and limits").
 RESERVED_THREADS = 2  # kept free of waiting requests, for /health, uploads and polls
 
 

@@ -197,8 +197,8 @@ def urls(raw: str, key: str, base: Path) -> tuple[str, ...]:
     return tuple(url(word, key, base) for word in words(raw, key, base))
 
 
-# Every detection.* key: its default and its parser (README.md's settings table lists each one;
-# tests/unit/test_settings.py keeps the two in step).
+# Every detection.* key: its default and its parser (docs/operations.md's settings table lists
+# each one; tests/unit/test_settings.py keeps the two in step).
 SETTINGS: dict[str, Setting] = {
     "uploads_dir": Setting("uploads", path),
     "checkpoints_dir": Setting("checkpoints", path),
@@ -245,7 +245,7 @@ def parse_settings(app_settings: Mapping[str, str], config_file: str | None = No
     unknown = sorted(set(raw) - set(SETTINGS))
     if unknown:
         raise SettingsError(f"unknown setting {', '.join(PREFIX + k for k in unknown)}; "
-                            f"the settings are listed in README.md")
+                            f"the settings are listed in docs/operations.md")
     for variable, key in ENVIRONMENT_OVERRIDES.items():
         if environ.get(variable):
             raw[key] = environ[variable]

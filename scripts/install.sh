@@ -43,7 +43,7 @@ fi
 $PIP install -r requirements.txt
 # The faces model: MTCNN with the weights facenet-pytorch's wheel ships. Without its dependencies:
 # it pins torch < 2.3; what its detection uses is here (torch, numpy, Pillow, requests; mmcv
-# stands in for torchvision's batched_nms: detection/worker/faces.py).
+# stands in for torchvision's batched_nms: detection/worker/detectors/face_detector.py).
 $PIP install --no-deps "facenet-pytorch==2.6.0"
 # Editable install: pserve (and anything else) can import web.py and the detection package.
 $PIP install --no-deps --no-build-isolation -e .
