@@ -24,7 +24,7 @@ test: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf uploads/*.png uploads/*.json uploads/.queue uploads/.daemon.*
+	rm -rf uploads/*.png uploads/*.json uploads/.queue uploads/.daemon.* uploads/.worker.*
 
 bench: install
 	$(PYTHON) bench/benchmark.py --output docs/benchmarks.md

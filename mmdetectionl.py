@@ -45,16 +45,15 @@ def detect(settings: Settings, sid: str, threshold: float | None, model: str | N
     models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir), settings)
     work = Work(models, read_input=lambda job: read_png(records.input_path(job.sid)))
     [outcome] = handler_for(job.kind).run([job], work)
-    records.record(job, outcome, durable=True)
-    if outcome.error is not None:
+    if outcome.error is not None:  # said, not recorded: the upload may be a queued job's
         sys.exit(f"{sid}: {outcome.error}")
+    records.record(job, outcome, durable=True)
     print(json.dumps(outcome.result, indent=2))
     return 0
 
 
 def download(settings: Settings, name: str, force: bool) -> int:
-    from detection.zoo import DownloadError
-    from detection.zoo import download as fetch
+    from detection.zoo import DownloadError, install
     registry = load_registry(settings.models_file, settings.checkpoints_dir)
     if name not in registry:
         sys.exit(f"unknown model {name!r}; configured: {', '.join(registry)}")
@@ -71,7 +70,7 @@ def download(settings: Settings, name: str, force: bool) -> int:
         sys.exit(f"mmdet's zoo publishes no checkpoint for {spec.config.name}; "
                  f"put one at {spec.checkpoint}")
     try:
-        fetch(spec.weights_url, spec.checkpoint)  # with a progress bar
+        install(spec.weights_url, spec.checkpoint)  # with a progress bar
     except DownloadError as error:
         sys.exit(str(error))
     print(f"{name}: saved {spec.checkpoint}")
@@ -105,6 +104,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     worker = commands.add_parser("worker", help="run the detection daemon (with queue = rq: "
                                  "an RQ worker)")
     worker.add_argument("--daemon", action="store_true", help="detach with python-daemon")
+    worker.add_argument("--lane", choices=("detect", "long"), help="queue = rq: take only this "
+                        "lane's jobs (detections, or long jobs such as downloads); default both, "
+                        "detections first")
     fetch = commands.add_parser("download", help="download a model's checkpoint")
     fetch.add_argument("name")
     fetch.add_argument("--force", action="store_true", help="download even if present")
@@ -161,7 +163,7 @@ def main(argv: list[str]) -> int:
             from detection.worker.rq_worker import run
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
             format_handlers(settings.log_format)
-            run(settings)
+            run(settings, lanes=(arguments.lane,) if arguments.lane else ("detect", "long"))
             return 0
         with FileLock(settings.daemon_lock_file) as lock:  # in the foreground (e.g. systemd)
             supervise(settings, lock, logging.StreamHandler(sys.stderr))

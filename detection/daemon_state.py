@@ -17,15 +17,18 @@ from .jobs.atomic import write_atomically
 
 @dataclass(frozen=True)
 class WorkerState:
-    """What a worker process reports of itself."""
+    """What a worker process reports of itself (a worker still starting has said nothing yet:
+    the supervisor knows its pid and slot)."""
     worker_pid: int
     slot: int
-    device: str
-    gpu: str | None
-    version: str
-    models_loaded: list[str]
-    runtimes: dict[str, str]  # loaded model -> what runs it (torch, onnxruntime)
-    jobs_done: int
+    lane: str = "detect"
+    starting: bool = False
+    device: str | None = None
+    gpu: str | None = None
+    version: str = ""
+    models_loaded: list[str] = field(default_factory=list)
+    runtimes: dict[str, str] = field(default_factory=dict)  # model -> torch, onnxruntime
+    jobs_done: int = 0
     current_jobs: list[str] = field(default_factory=list)  # sids; the supervisor fills it in
 
     @classmethod

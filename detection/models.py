@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class MissingCheckpoint(FileNotFoundError):
         super().__init__(f"model {model.name!r} has no checkpoint at {model.checkpoint}; {remedy}")
         self.model = model
 
+
+PLAIN_FILE_NAME = re.compile(r"[\w.-]+\.pth")
 
 # How a model is loaded (models.toml's ``backend``): an mmdet config and checkpoint, or
 # facenet-pytorch's MTCNN face detector with the weights its wheel ships.
@@ -121,7 +124,10 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
         if "checkpoint" in table:
             checkpoint = (models_file.parent / Path(table["checkpoint"]).expanduser()).resolve()
         else:
-            checkpoint = checkpoints_dir / (zoo.file_name(url) if url else f"{name}.pth")
+            published = zoo.file_name(url) if url else ""
+            # The URL names the file, if it names a plain *.pth (not "..", not "get?f=x.pth").
+            plain = PLAIN_FILE_NAME.fullmatch(published) and not published.startswith(".")
+            checkpoint = checkpoints_dir / (published if plain else f"{name}.pth")
         registry[name] = ModelSpec(
             name=name, config=config, checkpoint=checkpoint, weights_url=url,
             hint=table.get("hint", ""), box_ap=entry.box_ap if entry else None,

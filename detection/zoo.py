@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import http.client
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Callable, Iterator
 import yaml
 from tqdm import tqdm
 
-from .jobs.atomic import atomic_path
+from .jobs.atomic import TEMP_SUFFIX, atomic_path
+from .jobs.locks import FileLock
 
 # OpenMMLab names checkpoints <stem>_<date>-<first 8+ hex digits of the file's sha256>.pth
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
@@ -70,18 +73,61 @@ class Downloaded:
 Progress = Callable[[int, "int | None"], None]  # (bytes so far, bytes in all if known)
 
 
+def install(url: str, destination: Path, timeout: float = 30.0,
+            progress: Progress | None = None) -> Downloaded | None:
+    """Download ``url`` to ``destination`` unless it is there (then None). One download of a
+    file at a time, across processes (a lock beside it: the command line and download jobs);
+    what a download killed half way left is discarded first."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(destination.with_name(f".{destination.name}.lock"))
+    lock.acquire(blocking=True)
+    try:
+        if destination.is_file():
+            return None
+        _discard_partial(destination)
+        return download(url, destination, timeout, progress)
+    finally:
+        lock.release()
+
+
+def discard_partial(destination: Path) -> None:
+    """Delete what a download of ``destination`` killed half way left, unless one runs now."""
+    lock = FileLock(destination.with_name(f".{destination.name}.lock"))
+    if lock.acquire(attempts=1):
+        try:
+            _discard_partial(destination)
+        finally:
+            lock.release()
+
+
+def _discard_partial(destination: Path) -> None:
+    for partial in destination.parent.glob(f".{destination.name}.*{TEMP_SUFFIX}"):
+        partial.unlink(missing_ok=True)
+
+
+class _WebRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(self, request, fp, code, message, headers, new_url):
+        if urllib.parse.urlsplit(new_url).scheme not in ("http", "https"):
+            raise DownloadError(f"{request.full_url} redirects to {new_url!r}: only http(s) "
+                                "is followed")
+        return super().redirect_request(request, fp, code, message, headers, new_url)
+
+
 def download(url: str, destination: Path, timeout: float = 30.0, progress: Progress | None = None,
              max_bytes: int = MAX_CHECKPOINT_BYTES) -> Downloaded:
-    """Fetch ``url`` into ``destination``, check its hash, write atomically. Progress goes to
-    ``progress``, or to a progress bar on the terminal."""
+    """Fetch ``url`` into ``destination``, check its length and hash, write atomically. Progress
+    goes to ``progress``, or to a progress bar on the terminal."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     done = 0
+    opener = urllib.request.build_opener(_WebRedirectsOnly)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, \
+        with opener.open(url, timeout=timeout) as response, \
                 atomic_path(destination) as partial, open(partial, "wb") as out, \
-                _bar(destination.name, response, progress) as report:
-            total = int(response.headers.get("Content-Length") or 0) or None
+                _bar(destination.name, _length(response), progress) as report:
+            total = _length(response)
             if total is not None and total > max_bytes:
                 raise DownloadError(f"{url} is {total} bytes, more than a checkpoint's "
                                     f"{max_bytes}")
@@ -92,24 +138,35 @@ def download(url: str, destination: Path, timeout: float = 30.0, progress: Progr
                 out.write(chunk)
                 digest.update(chunk)
                 report(done, total)
+            if total is not None and done != total:  # the connection closed early
+                raise DownloadError(f"{url} arrived truncated: {done} of {total} bytes; "
+                                    "try again")
             expected = HASH_IN_NAME.search(file_name(url))
             if expected and not digest.hexdigest().startswith(expected.group(1)):
                 raise DownloadError(f"{url} arrived corrupted: its sha256 "
                                     f"{digest.hexdigest()[:16]}... does not start with "
                                     f"{expected.group(1)}; try again")
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         raise DownloadError(
-            f"could not download {url}: {getattr(error, 'reason', error)}.\n"
+            f"could not download {url}: {getattr(error, 'reason', None) or error!r}.\n"
             f"Fetch it on a machine with network access and put it at {destination}") from None
     return Downloaded(destination, done, digest.hexdigest())
 
 
+def _length(response) -> int | None:
+    """The body's announced length; None when absent or not a length."""
+    try:
+        length = int(response.headers.get("Content-Length") or 0)
+    except ValueError:
+        return None
+    return length if length > 0 else None
+
+
 @contextlib.contextmanager
-def _bar(name: str, response, progress: Progress | None) -> Iterator[Progress]:
+def _bar(name: str, total: int | None, progress: Progress | None) -> Iterator[Progress]:
     """``progress`` itself, or a tqdm bar's update."""
     if progress is not None:
         yield progress
         return
-    total = int(response.headers.get("Content-Length") or 0) or None
     with tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
         yield lambda done, _: bar.update(done - bar.n)

@@ -151,6 +151,12 @@ class LiveServer:
         raise TimeoutError(f"job {sid} did not finish in {timeout} s: {status}")
 
 
+def done_result(job) -> dict:
+    """A detection's result record as a worker writes it (no detections)."""
+    return {**job.to_fields(), "device": "cpu", "image": {"width": 320, "height": 240},
+            "detections": [], "timings": {"inference_ms": 1.0}}
+
+
 def png_bytes(size=(320, 240), color=(40, 120, 200), mode="RGB", format="PNG", **save) -> bytes:
     """An image file in memory: a flat background with a few shapes on it."""
     import io
@@ -171,15 +177,19 @@ def png_bytes(size=(320, 240), color=(40, 120, 200), mode="RGB", format="PNG", *
 class FileServer:
     """A loopback HTTP server for the files of ``directory``, sent ``chunk_bytes`` at a time with
     ``pause`` seconds between (a slow link, so that progress can be seen), or (``stall``) a
-    header and then nothing."""
+    header and then nothing, or (``truncate``) half the bytes its header announces. ``requests``
+    counts the GETs."""
 
     def __init__(self, directory: Path, chunk_bytes: int = 2**18, pause: float = 0.0,
-                 stall: bool = False):
+                 stall: bool = False, truncate: bool = False):
         import http.server
         import threading
 
+        served = self
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                served.requests += 1
                 path = directory / self.path.lstrip("/")
                 if not path.is_file():
                     self.send_error(404)
@@ -190,13 +200,14 @@ class FileServer:
                 self.end_headers()
                 if stall:
                     time.sleep(60)
-                for start in range(0, len(data), chunk_bytes):
+                for start in range(0, len(data) // 2 if truncate else len(data), chunk_bytes):
                     self.wfile.write(data[start:start + chunk_bytes])
                     time.sleep(pause)
 
             def log_message(self, *args):
                 pass
 
+        self.requests = 0
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -7,11 +7,12 @@ records in uploads/, which add their own fields beside them.
 """
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Union
+from typing import Any, ClassVar, Mapping, Union
 
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, then failed
 MAX_DETECTIONS = 100  # a detection's default bound on the detections it returns and draws
@@ -58,10 +59,11 @@ class DetectOptions:
         if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
             raise BadJob("its classes are not names")
         threshold, limit = fields.get("threshold"), fields.get("max_detections", MAX_DETECTIONS)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise BadJob(f"its threshold is not a number: {threshold!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise BadJob(f"its max_detections is not a whole number: {limit!r}")
+        if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                or not 0 <= threshold <= 1):  # NaN included
+            raise BadJob(f"its threshold is not a number from 0 to 1: {threshold!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise BadJob(f"its max_detections is not a whole number above 0: {limit!r}")
         return cls(float(threshold), tuple(classes), limit)
 
 
@@ -113,9 +115,9 @@ class Job:
         if not isinstance(fields, Mapping):
             raise BadJob("it is not a JSON object")
         try:
-            kind = JobKind(fields.get("kind") or JobKind.DETECT)
-        except ValueError:
-            raise BadJob(f"unknown job kind {fields.get('kind')!r}") from None
+            kind = JobKind(fields.get("kind", JobKind.DETECT.value))
+        except (ValueError, TypeError):
+            raise BadJob(f"unknown job kind {str(fields.get('kind'))[:40]!r}") from None
         sid, model, enqueued = fields.get("sid"), fields.get("model"), fields.get("enqueued_ns", 0)
         if not isinstance(sid, str) or not isinstance(model, str):
             raise BadJob("its sid or model is not a name")
@@ -124,9 +126,10 @@ class Job:
         return cls(sid, kind, model, OPTIONS[kind].from_fields(fields), enqueued, attempts)
 
     @classmethod
-    def unknown(cls, sid: str) -> "Job":
-        """A job whose fields are lost (its ticket torn): only its sid is known."""
-        return cls(sid, JobKind.DETECT, "unknown", DetectOptions(0.0))
+    def unknown(cls, sid: str, kind: JobKind = JobKind.DETECT) -> "Job":
+        """A job whose fields are lost (its ticket torn): its sid is known, and maybe its kind."""
+        return cls(sid, kind, "unknown", OPTIONS[kind]() if kind is not JobKind.DETECT
+                   else DetectOptions(0.0))
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,18 @@ class Progress:
     """How far a long job is: ``fraction`` 0..1, and a short ``stage`` text."""
     fraction: float
     stage: str
+
+    MAX_STAGE: ClassVar[int] = 120
+
+    @classmethod
+    def checked(cls, fraction: Any, stage: Any) -> "Progress | None":
+        """A progress from what a record or a message holds; None unless it is one (a finite
+        number, clamped to 0..1; a text, cut short)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            return None
+        if not math.isfinite(fraction) or not isinstance(stage, str):
+            return None
+        return cls(min(1.0, max(0.0, float(fraction))), stage[:cls.MAX_STAGE])
 
 
 @dataclass(frozen=True)
@@ -144,4 +159,4 @@ class JobStatus:
     result: dict | None = None  # done: its result record
     error: str | None = None  # failed: why
     progress: Progress | None = None  # running, for kinds that report it
-    recorded: bool = True  # its end is in uploads/ (RQ: not until the web collects it)
+    needs_collect: bool = False  # it ended in the queue (RQ), not yet in uploads/

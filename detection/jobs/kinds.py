@@ -1,10 +1,33 @@
-"""What differs between kinds of job, outside the worker's handlers: how long one may run, what
-its time limit's failure says, whether it reports progress, and what of its result /status shows.
+"""What differs between kinds of job, outside the worker's handlers: the lane its workers take it
+from, how long one may run, what its time limit's failure says, whether it reports progress, and
+what of its result /status shows.
+
+Lanes keep detections flowing while long jobs run: the daemon's detection slots take only
+detections; long jobs (downloads) have a slot of their own, started when one waits and gone when
+none does; RQ has a queue per lane.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..models import ModelSpec, job_time_limit
 from .job import Job, JobKind
+
+
+class Lane(NamedTuple):
+    name: str
+    kinds: frozenset[JobKind]
+    on_demand: bool  # its worker starts when a job waits, and leaves when none does
+
+
+DETECT_LANE = Lane("detect", frozenset({JobKind.DETECT}), on_demand=False)
+LONG_LANE = Lane("long", frozenset({JobKind.DOWNLOAD}), on_demand=True)
+LANES = {lane.name: lane for lane in (DETECT_LANE, LONG_LANE)}
+
+
+def lane_of(kind: JobKind) -> Lane:
+    return next(lane for lane in LANES.values() if kind in lane.kinds)
+
 
 # The result fields /status shows beside the job's own (the rest is in <sid>.json).
 STATUS_FIELDS = {JobKind.DETECT: ("image", "detections", "timings"),

@@ -18,7 +18,8 @@ from . import boot
 from .atomic import atomic_path
 from .boot import TAG_PATTERN
 
-PIXELS_FILE = re.compile(rf"(?P<sid>[0-9a-f]{{32}})\.(?P<boot>{TAG_PATTERN})\.npy")
+# (Without a boot tag: written before tags were, so by an earlier boot.)
+PIXELS_FILE = re.compile(rf"(?P<sid>[0-9a-f]{{32}})(?:\.(?P<boot>{TAG_PATTERN}))?\.npy")
 MAX_PIXELS_BYTES = 256 * 2**20  # decoded pixels waiting for workers (1280x960: 3.5 MiB each)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ContextManager, Protocol
 
 import numpy as np
 
-from .job import Job, JobStatus
+from .job import Job, JobKind, JobStatus
 
 if TYPE_CHECKING:
     from ..models import ModelsFile
@@ -28,14 +28,17 @@ class JobQueue(Protocol):
     block is done (a backend without a shared disk sends the upload's bytes with the job; the
     spool hands its pixels to a worker on the same machine); ``enqueue(job)`` queues a job
     without an upload. ``status`` only reads; ``collect`` is the named step that brings a job
-    finished elsewhere (RQ) into uploads/ (the spool's workers record their jobs themselves)."""
+    finished elsewhere (RQ) into uploads/ (the spool's workers record their jobs themselves);
+    ``is_finished`` is cheap (a waiter asks often)."""
 
     def enqueuing(self, job: Job, upload: Upload) -> ContextManager[None]: ...
     def enqueue(self, job: Job) -> None: ...
     def status(self, sid: str) -> JobStatus | None: ...
+    def is_finished(self, sid: str) -> bool: ...
     def collect(self, status: JobStatus) -> JobStatus: ...
     def depth(self) -> int: ...
     def pending_sids(self) -> set[str]: ...
+    def pending_jobs(self, kind: JobKind) -> list[Job]: ...
 
 
 def open_queue(settings, models_file: ModelsFile | None = None) -> JobQueue:

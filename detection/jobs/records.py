@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
 from .atomic import fsync_path, write_atomically
 from .errors import DISK_FULL
-from .job import BadJob, Job, JobState, JobStatus, Progress
+from .job import BadJob, Job, JobKind, JobState, JobStatus, Progress
 from .layout import FILE_NAME, JobFiles
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,23 @@ class DownloadResult(TypedDict):
 
 
 class JobFailure(TypedDict, total=False):
-    """A failed job's ``<sid>.error.json``: its fields, its attempts and why it failed."""
+    """A failed job's ``<sid>.error.json``: its fields (a detection's options too), its attempts
+    and why it failed."""
     sid: str
     kind: str
     model: str
+    threshold: float
+    classes: list[str]
+    max_detections: int
     attempts: int
     error: str
+
+
+# What a done record of each kind must hold, and of which type (else it reads as damaged).
+RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "detect": {"detections": list, "timings": dict, "image": dict},
+    "download": {"checkpoint": str, "bytes": int, "sha256": str, "timings": dict},
+}
 
 
 def worker_died(attempts: int) -> str:
@@ -107,8 +119,11 @@ class JobRecords:
 
     def public_file(self, name: str) -> Path | None:
         """The path of a job's file by its public name (``<sid>.out.png``...), None if the name
-        is not one."""
-        return self.uploads_dir / name if FILE_NAME.fullmatch(name) else None
+        is not one, or the file a symbolic link (whoever planted it, it is not a record)."""
+        if not FILE_NAME.fullmatch(name):
+            return None
+        path = self.uploads_dir / name
+        return None if path.is_symlink() else path
 
     # --- writing ---------------------------------------------------------------------------
     def store_input(self, sid: str, png: bytes) -> None:
@@ -132,6 +147,10 @@ class JobRecords:
         write_atomically(self.files.progress(sid), json.dumps(
             {"progress": round(progress.fraction, 4), "stage": progress.stage}).encode())
 
+    def clear_progress(self, sid: str) -> None:
+        """A job that starts again starts from nothing."""
+        self.files.progress(sid).unlink(missing_ok=True)
+
     def record(self, job: Job, outcome: Outcome, durable: bool = False) -> None:
         """A job's end: its output and result, or its failure."""
         if outcome.error is not None:
@@ -144,8 +163,9 @@ class JobRecords:
     def fail(self, job: Job, reason: str) -> None:
         """The job failed, for ``reason``: recorded durably. On a full disk the job's own files
         make room for this small record."""
-        failure = {**job.to_fields(), "attempts": job.attempts, "error": reason}
-        failure.pop("enqueued_ns")
+        fields = job.to_fields()
+        del fields["enqueued_ns"]
+        failure = JobFailure(**fields, attempts=job.attempts, error=reason)
         data = json.dumps(failure).encode()
         try:
             write_atomically(self.files.error(job.sid), data, durable=True)
@@ -197,32 +217,64 @@ class JobRecords:
                 document = json.loads(path.read_bytes())
             except FileNotFoundError:
                 continue
-            except ValueError:
-                return JobStatus(Job.unknown(sid), JobState.FAILED,
-                                 error=f"the job's {path.name} is damaged on disk")
-            if not isinstance(document, dict):
-                return JobStatus(Job.unknown(sid), JobState.FAILED,
+            except (OSError, ValueError, RecursionError):  # a directory, not JSON, a JSON bomb
+                document = None
+            if not isinstance(document, dict) or (
+                    state is JobState.DONE and not _has_its_shape(document)):
+                return JobStatus(Job.unknown(sid, _kind_of(document)), JobState.FAILED,
                                  error=f"the job's {path.name} is damaged on disk")
             job = self._job_of(sid, document)
             if state is JobState.DONE:
                 return JobStatus(job, state, result=document)
-            return JobStatus(job, state, error=str(document.get("error")))
+            return JobStatus(job, state, error=str(document.get("error"))[:2000])
         return None
 
     def progress(self, sid: str) -> Progress | None:
         """What a running job last said of its progress, if anything."""
         try:
             document = json.loads(self.files.progress(sid).read_bytes())
-            return Progress(float(document["progress"]), str(document["stage"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            return Progress.checked(document["progress"], document["stage"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
     @staticmethod
     def _job_of(sid: str, document: dict) -> Job:
         """The job whose fields a record repeats (a job lost before its fields were known has
-        none: it is ``Job.unknown``)."""
+        none: it is ``Job.unknown``, of the kind the record names if it names one)."""
+        attempts = document.get("attempts")
         try:
-            job = Job.from_fields({**document, "sid": sid}, int(document.get("attempts") or 0))
-        except (BadJob, TypeError, ValueError):
-            return Job.unknown(sid)
-        return job
+            return Job.from_fields({**document, "sid": sid},
+                                   attempts if isinstance(attempts, int) else 0)
+        except BadJob:
+            return Job.unknown(sid, _kind_of(document))
+
+
+def _kind_of(document) -> JobKind:
+    try:
+        return JobKind(document.get("kind", JobKind.DETECT.value))
+    except (AttributeError, TypeError, ValueError):
+        return JobKind.DETECT
+
+
+def _has_its_shape(result: dict) -> bool:
+    """Whether a done record holds what its kind's answers read from it (a record damaged or
+    planted on disk must read as a failure, not break a view)."""
+    shape = RESULT_SHAPES.get(str(result.get("kind", JobKind.DETECT.value)))
+    if shape is None or not all(isinstance(result.get(key), kind)
+                                and not isinstance(result.get(key), bool)
+                                for key, kind in shape.items()):
+        return False
+    if not all(_is_number(ms) for ms in result["timings"].values()):
+        return False
+    return "detections" not in shape or all(_is_detection(d) for d in result["detections"])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_detection(detection) -> bool:
+    return (isinstance(detection, dict) and isinstance(detection.get("label"), str)
+            and _is_number(detection.get("score"))
+            and isinstance(bbox := detection.get("bbox"), list) and len(bbox) == 4
+            and all(_is_number(v) for v in bbox))

@@ -3,7 +3,8 @@
 No shared disk is needed. A detection's upload bytes travel in Redis (one key per job, bounded
 by the upload limit), the job itself is an RQ job whose id is the sid and whose one argument is
 the job's fields, and the job's end (``records.Outcome``: a result and its drawing, or why it
-failed) comes back as the RQ job's return value. ``status`` only reads, Redis included; the
+failed) comes back as the RQ job's return value. Each lane (``kinds.py``) has its RQ queue, so
+that workers can be kept for detections while others take long jobs. ``status`` only reads, Redis included; the
 web's ``collect`` step writes a finished job's records into its own uploads/ (so that the page's
 file poll, /status and the DeepStack routes work as with the spool), then drops the upload's
 bytes from Redis. RQ's own machinery does the rest: its registries track running jobs, its
@@ -28,11 +29,11 @@ from rq.results import Result
 from ..models import ModelsFile
 from .errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
 from .job import MAX_ATTEMPTS, BadJob, Job, JobKind, JobState, JobStatus, Progress
-from .kinds import time_limit
+from .kinds import lane_of, time_limit
 from .queue import Upload
 from .records import JobRecords, Outcome, worker_died
 
-QUEUE_NAME = "detection"
+QUEUE_NAMES = {"detect": "detection", "long": "detection-long"}  # lane -> RQ queue
 KEY_PREFIX = "detection:"
 PERFORM = "detection.worker.rq_worker.perform"  # the RQ job's function, on the worker's side
 ENQUEUE_LOCK_SECONDS = 10
@@ -59,9 +60,14 @@ def attempts_of(rq_job: RQJob) -> int:
 
 
 def job_of(rq_job: RQJob) -> Job:
-    """Our job, from the RQ job's argument."""
+    """Our job, from the RQ job's argument: its fields, or (queued before kinds) a detection's
+    ``sid, model, threshold`` with its options as keywords."""
+    args = rq_job.args or ()
+    fields = args[0] if len(args) == 1 else (
+        {"sid": args[0], "model": args[1], "threshold": args[2], **(rq_job.kwargs or {})}
+        if len(args) == 3 else None)
     try:
-        return Job.from_fields(rq_job.args[0] if rq_job.args else None, attempts_of(rq_job))
+        return Job.from_fields(fields, attempts_of(rq_job))
     except BadJob:
         return Job.unknown(rq_job.id)
 
@@ -90,7 +96,8 @@ class RQQueue:
         self.settings = settings
         self.records = JobRecords(settings.uploads_dir)
         self.redis = connect(settings)
-        self.rq = Queue(QUEUE_NAME, connection=self.redis)
+        self.lanes = {lane: Queue(name, connection=self.redis)
+                      for lane, name in QUEUE_NAMES.items()}
         self.models_file = models_file or ModelsFile(settings.models_file,
                                                      settings.checkpoints_dir)
         self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
@@ -116,7 +123,7 @@ class RQQueue:
                 if depth >= self.settings.max_queue:
                     raise QueueFull(depth)
                 with self.redis.pipeline() as pipeline:  # one transaction: job and upload
-                    self.rq.enqueue_call(
+                    self.lanes[lane_of(job.kind).name].enqueue_call(
                         PERFORM, args=(job.to_fields(),), job_id=job.sid,
                         meta={"time_limit": limit}, timeout=limit + load,
                         result_ttl=self.retention_seconds, failure_ttl=self.retention_seconds,
@@ -129,20 +136,44 @@ class RQQueue:
             raise QueueUnavailable(f"the job queue (Redis) is unavailable: {error}") from None
 
     def depth(self) -> int:
-        """Jobs waiting or running."""
-        return self._redis(lambda: self.rq.count
-                           + self.rq.started_job_registry.get_job_count(cleanup=False))
+        """Jobs waiting or running, in every lane."""
+        return self._redis(lambda: sum(
+            queue.count + queue.started_job_registry.get_job_count(cleanup=False)
+            for queue in self.lanes.values()))
 
     def pending_sids(self) -> set[str]:
-        return self._redis(lambda: set(self.rq.get_job_ids())
-                           | set(self.rq.started_job_registry.get_job_ids(cleanup=False)))
+        return self._redis(lambda: set().union(*(
+            set(queue.get_job_ids()) | set(queue.started_job_registry.get_job_ids(cleanup=False))
+            for queue in self.lanes.values())))
+
+    def pending_jobs(self, kind: JobKind) -> list[Job]:
+        """The queued or running jobs of ``kind``."""
+        queue = self.lanes[lane_of(kind).name]
+
+        def look() -> list[Job]:
+            ids = queue.get_job_ids() + queue.started_job_registry.get_job_ids(cleanup=False)
+            jobs = [job_of(rq_job) for rq_job in RQJob.fetch_many(ids, connection=self.redis)
+                    if rq_job is not None]
+            return [job for job in jobs if job.kind is kind]
+        return self._redis(look)
 
     def workers(self) -> list[dict]:
-        """The live RQ workers of this queue, on any host (for /health)."""
-        return self._redis(lambda: [
-            {"name": worker.name, "hostname": worker.hostname, "pid": worker.pid,
-             "state": str(worker.get_state()), "current_job": worker.get_current_job_id()}
-            for worker in Worker.all(queue=self.rq)])
+        """The live RQ workers of our queues, on any host (for /health)."""
+        def look() -> list[dict]:
+            ours = {queue.name for queue in self.lanes.values()}
+            return [{"name": worker.name, "hostname": worker.hostname, "pid": worker.pid,
+                     "state": str(worker.get_state()), "current_job": worker.get_current_job_id(),
+                     "queues": worker.queue_names()}
+                    for worker in Worker.all(connection=self.redis)
+                    if ours & set(worker.queue_names())]
+        return self._redis(look)
+
+    def is_finished(self, sid: str) -> bool:
+        """Done or failed, here or in Redis (reads only)."""
+        if self.records.is_finished(sid):
+            return True
+        status = self.status(sid)
+        return status is not None and status.state.finished
 
     def status(self, sid: str) -> JobStatus | None:
         """The job's status, from its records here, else from Redis; reads only."""
@@ -156,7 +187,8 @@ class RQQueue:
             rq_job = RQJob.fetch(sid, connection=self.redis)
         except NoSuchJobError:
             if self.records.has_input(sid):  # accepted here, unknown to Redis: lost there
-                return JobStatus(Job.unknown(sid), JobState.FAILED, error=LOST, recorded=False)
+                return JobStatus(Job.unknown(sid), JobState.FAILED, error=LOST,
+                                 needs_collect=True)
             return None
         job = job_of(rq_job)
         state = rq_job.get_status()
@@ -165,19 +197,19 @@ class RQQueue:
             return JobStatus(job, JobState.QUEUED, None if position is None else position + 1)
         if state == RQStatus.STARTED:
             progress = rq_job.meta.get("progress")
-            return JobStatus(job, JobState.RUNNING, progress=Progress(*progress)
+            return JobStatus(job, JobState.RUNNING, progress=Progress.checked(*progress)
                              if isinstance(progress, (list, tuple)) and len(progress) == 2
                              else None)
         outcome = outcome_of(rq_job, job)
         if outcome.error is not None:
-            return JobStatus(job, JobState.FAILED, error=outcome.error, recorded=False)
-        return JobStatus(job, JobState.DONE, result=outcome.result, recorded=False)
+            return JobStatus(job, JobState.FAILED, error=outcome.error, needs_collect=True)
+        return JobStatus(job, JobState.DONE, result=outcome.result, needs_collect=True)
 
     def collect(self, status: JobStatus) -> JobStatus:
         """Bring a job that finished in Redis into uploads/: its records, written durably (the
         drawing, then the result; or the failure), then the upload's bytes dropped from Redis.
         Returns the job's status as recorded."""
-        if status.recorded or not status.state.finished:
+        if not status.needs_collect:
             return status
         sid = status.job.sid
         outcome = self._redis(lambda: self._outcome(sid))

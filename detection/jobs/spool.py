@@ -1,63 +1,48 @@
 """The spool: the queue as files, handing jobs from web processes to the workers of one machine.
 
-The spool is a directory of tickets, one JSON file per job (its fields), Maildir style. A ticket
-appears by an atomic, fsynced rename into ``queued/`` as ``<enqueue time ns>-<sid>.<attempts>.json``
-(a listing is oldest first); web processes add them one at a time (an flock on ``enqueue.lock``),
-so the bound holds across processes. A worker claims a ticket by renaming it into ``running/`` as
-``<sid>.<attempts + 1>.w<slot>.b<boot tag>.json``: the claim and the count of attempts are one
-rename, so the count is right before any work starts, even on a full disk. The ticket leaves
-``running/`` once the job's end is recorded in uploads/ (``records.py``).
+The spool is a directory of tickets, one JSON file per job (its fields), Maildir style
+(``tickets.py`` names them). A ticket appears by an atomic, fsynced rename into ``queued/``, named
+for its enqueue time (a listing is oldest first), its attempts and its kind; web processes add
+them one at a time (an flock on ``enqueue.lock``), so the bound holds across processes. A worker
+claims a ticket of its lane's kinds by renaming it into ``running/``: the claim and the count of
+attempts are one rename, so the count is right before any work starts, even on a full disk. The
+ticket leaves ``running/`` once the job's end is recorded in uploads/ (``records.py``).
 
 Each worker holds its slot's lock (``workers/<slot>.lock``) while it lives, so a running ticket
-whose slot lock is free was abandoned by a worker that died: it is queued again once, and fails
-for good the second time; the jobs of live workers are left alone. A result its worker wrote
-but had not yet made durable counts only in the boot its ticket was claimed in (``boot.py``).
-A ticket that cannot be read (a power cut can leave an empty file) is set aside in ``damaged/``
-by the worker that meets it, and its job failed with the reason.
+whose slot lock is free was abandoned by a worker that died (``recovery.py`` takes it back). A
+ticket that cannot be read (a power cut can leave an empty file) is set aside in ``damaged/`` by
+the worker that meets it, and its job failed with the reason.
 
 Beside its ticket a detection may have its decoded pixels (``pixels.py``).
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import boot
 from .atomic import fsync_path, write_atomically
-from .boot import TAG_PATTERN
 from .errors import QueueFull
-from .job import MAX_ATTEMPTS, BadJob, Job, JobState, JobStatus
+from .job import BadJob, Job, JobKind, JobState, JobStatus
 from .kinds import REPORTS_PROGRESS
 from .locks import FileLock, exclusively
 from .pixels import MAX_PIXELS_BYTES, PixelHandoff
 from .queue import Upload
-from .records import JobRecords, worker_died
-
-QUEUED_TICKET = re.compile(r"(?P<ns>\d{20})-(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?\.json")
-RUNNING_TICKET = re.compile(r"(?P<sid>[0-9a-f]{32})(?:\.(?P<attempts>\d+))?(?:\.w(?P<slot>\d+))?"
-                            rf"(?:\.b(?P<boot>{TAG_PATTERN}))?\.json")
-
-
-def read_ticket(path: Path, sid: str, attempts: int) -> Job:
-    """The job in a ticket file, or ``BadJob`` saying what is wrong with it."""
-    try:
-        fields = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadJob(f"its ticket is damaged ({type(error).__name__}: {error})") from None
-    try:
-        job = Job.from_fields(fields, attempts)
-    except BadJob as error:
-        raise BadJob(f"its ticket is damaged ({error})") from None
-    if job.sid != sid:
-        raise BadJob("its ticket does not match its name")
-    return job
+from .records import JobRecords
+from .tickets import (
+    QUEUED_TICKET,
+    RUNNING_TICKET,
+    kind_in_name,
+    queued_name,
+    read_ticket,
+    running_name,
+    write_fields,
+)
 
 
 class SpoolQueue:
@@ -86,20 +71,20 @@ class SpoolQueue:
         """The lock a live worker of ``slot`` holds."""
         return FileLock(self.workers_dir / f"{slot}.lock")
 
-    def _queued_names(self) -> list[str]:
+    def queued_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.queued_dir) if n.endswith(".json") and n[0] != ".")
 
-    def _running_names(self) -> list[str]:
+    def running_names(self) -> list[str]:
         return [n for n in os.listdir(self.running_dir) if n.endswith(".json") and n[0] != "."]
 
     def depth(self) -> int:
         """Jobs waiting or running."""
-        return len(self._queued_names()) + len(self._running_names())
+        return len(self.queued_names()) + len(self.running_names())
 
     def pending_sids(self) -> set[str]:
         """The jobs queued or running (their files must stay)."""
-        sids = {m["sid"] for n in self._queued_names() if (m := QUEUED_TICKET.fullmatch(n))}
-        return sids | {m["sid"] for n in self._running_names() if (m := RUNNING_TICKET.fullmatch(n))}
+        sids = {m["sid"] for n in self.queued_names() if (m := QUEUED_TICKET.fullmatch(n))}
+        return sids | {m["sid"] for n in self.running_names() if (m := RUNNING_TICKET.fullmatch(n))}
 
     # --- web processes: queueing -----------------------------------------------------------
     @contextmanager
@@ -132,18 +117,15 @@ class SpoolQueue:
                 depth = self.depth()
                 if depth >= self.max_queue:
                     raise QueueFull(depth)
-                write_atomically(self._queued_ticket(job), json.dumps(job.to_fields()).encode(),
+                write_atomically(self.queued_dir / queued_name(job), write_fields(job),
                                  durable=True)
         except BaseException:
             if pixels is not None:
                 pixels.unlink(missing_ok=True)
             raise
 
-    def _queued_ticket(self, job: Job) -> Path:
-        return self.queued_dir / f"{job.enqueued_ns:020d}-{job.sid}.{job.attempts}.json"
-
     def _running_tickets(self, sid: str) -> list[Path]:
-        return [self.running_dir / name for name in self._running_names()
+        return [self.running_dir / name for name in self.running_names()
                 if name.startswith(sid)]
 
     # --- anyone: reading -------------------------------------------------------------------
@@ -166,7 +148,7 @@ class SpoolQueue:
         final = self.records.final_status(sid)
         if final is not None:
             return final
-        for position, name in enumerate(self._queued_names(), start=1):
+        for position, name in enumerate(self.queued_names(), start=1):
             match = QUEUED_TICKET.fullmatch(name)
             if match and match["sid"] == sid:
                 try:
@@ -174,7 +156,7 @@ class SpoolQueue:
                 except BadJob as error:  # the worker that meets it fails the job for this
                     return JobStatus(Job.unknown(sid), JobState.FAILED, error=lost(str(error)))
                 return JobStatus(job, JobState.QUEUED, position)
-        for name in self._running_names():
+        for name in self.running_names():
             match = RUNNING_TICKET.fullmatch(name)
             if match and match["sid"] == sid:
                 try:
@@ -184,48 +166,82 @@ class SpoolQueue:
                 progress = (self.records.progress(sid) if job.kind in REPORTS_PROGRESS
                             else None)
                 return JobStatus(job, JobState.RUNNING, progress=progress)
-        if self.records.has_input(sid):
+        if self.records.is_finished(sid) or self.records.has_input(sid) or (
+                sid in self.pending_sids()):
             raise FileNotFoundError(sid)  # it moved on while we looked: look again
         return None
 
+    def is_finished(self, sid: str) -> bool:
+        """Done or failed (the spool's workers record every end in uploads/)."""
+        return self.records.is_finished(sid)
+
+    def waiting(self, kinds: Collection[JobKind]) -> bool:
+        """Whether a job of one of ``kinds`` waits (read from the tickets' names)."""
+        return any((match := QUEUED_TICKET.fullmatch(name)) and kind_in_name(match) in kinds
+                   for name in self.queued_names())
+
+    def pending_jobs(self, kind: JobKind) -> list[Job]:
+        """The queued or running jobs of ``kind`` (their tickets read)."""
+        found = []
+        for directory, pattern in ((self.queued_dir, QUEUED_TICKET),
+                                   (self.running_dir, RUNNING_TICKET)):
+            for name in os.listdir(directory):
+                match = pattern.fullmatch(name)
+                if match is None or (pattern is QUEUED_TICKET and kind_in_name(match) is not kind):
+                    continue
+                try:
+                    job = read_ticket(directory / name, match["sid"], 0)
+                except (BadJob, FileNotFoundError):
+                    continue
+                if job.kind is kind:
+                    found.append(job)
+        return found
+
     # --- workers: claiming and ending ------------------------------------------------------
-    def claim_next(self) -> Job | None:
-        """Move the oldest queued ticket into running/ and return its job (None if none wait)."""
-        for name in self._queued_names():
+    def claim_next(self, kinds: Collection[JobKind] = tuple(JobKind)) -> Job | None:
+        """Move the oldest queued ticket of ``kinds`` into running/ and return its job (None if
+        none waits)."""
+        for name in self.queued_names():
+            match = QUEUED_TICKET.fullmatch(name)
+            if match is not None and kind_in_name(match) not in kinds:
+                continue  # another lane's
             if job := self._claim(name):
                 return job
         return None
 
-    def claim_batch(self, limit: int) -> list[Job]:
-        """The oldest queued job and, up to ``limit`` jobs in all, the next ones of its kind and
-        model (looking at most ``4 * limit`` tickets ahead): a GPU detects them in one batch."""
-        first = self.claim_next()
-        if first is None:
-            return []
-        batch = [first]
-        for name in self._queued_names()[:4 * limit] if limit > 1 else ():
-            if (match := QUEUED_TICKET.fullmatch(name)) is None:
+    def claim_like(self, first: Job, limit: int) -> list[Job]:
+        """Up to ``limit`` more queued jobs of ``first``'s kind and model (looking at most
+        ``4 * limit`` tickets ahead): a GPU detects them in one batch."""
+        more = []
+        for name in self.queued_names()[:4 * limit] if limit > 0 else ():
+            match = QUEUED_TICKET.fullmatch(name)
+            if match is None or kind_in_name(match) is not first.kind:
                 continue
             try:
                 job = read_ticket(self.queued_dir / name, match["sid"], 0)
             except (BadJob, FileNotFoundError):
                 continue  # damaged (claim_next sets it aside), or another worker took it
-            if (job.kind, job.model) == (first.kind, first.model) and (job := self._claim(name)):
-                batch.append(job)
-                if len(batch) == limit:
+            if job.model == first.model and (job := self._claim(name)):
+                more.append(job)
+                if len(more) == limit:
                     break
-        return batch
+        return more
+
+    def claim_batch(self, limit: int, kinds: Collection[JobKind] = tuple(JobKind)) -> list[Job]:
+        """The oldest queued job of ``kinds`` and up to ``limit - 1`` more like it."""
+        first = self.claim_next(kinds)
+        return [] if first is None else [first, *self.claim_like(first, limit - 1)]
 
     def _claim(self, name: str) -> Job | None:
         """Move a queued ticket into running/ and return its job (None if another worker took
         it first, or it is damaged: then it is set aside, its job failed)."""
         match = QUEUED_TICKET.fullmatch(name)
         if match is None:
-            self._set_aside(self.queued_dir / name, None, "not a ticket name")
+            self.set_aside(self.queued_dir / name, None, "not a ticket name")
             return None
         attempts = int(match["attempts"] or 0) + 1
-        running = (self.running_dir
-                   / f"{match['sid']}.{attempts}.w{self.slot}.b{boot.boot_tag()}.json")
+        running = self.running_dir / running_name(match["sid"], attempts, self.slot,
+                                                  boot.boot_tag())
         try:
             os.rename(self.queued_dir / name, running)
         except FileNotFoundError:
@@ -233,7 +249,7 @@ class SpoolQueue:
         try:
             return read_ticket(running, match["sid"], attempts)
         except BadJob as error:
-            self._set_aside(running, match["sid"], str(error))
+            self.set_aside(running, match["sid"], str(error))
             return None
 
     def finish(self, job: Job) -> None:
@@ -250,8 +266,8 @@ class SpoolQueue:
         self.records.fail(job, reason)
         self.finish(job)
 
-    def _set_aside(self, ticket: Path, sid: str | None, reason: str) -> None:
-        """Move a damaged ticket into damaged/ (kept for a look) and fail its job with the reason."""
+    def set_aside(self, ticket: Path, sid: str | None, reason: str) -> None:
+        """Move a damaged ticket into damaged/ (kept for a look); fail its job with the reason."""
         try:
             os.rename(ticket, self.damaged_dir / f"{time.time_ns()}-{ticket.name}")
         except FileNotFoundError:
@@ -260,84 +276,6 @@ class SpoolQueue:
             self.pixels.drop(sid)
             if not self.records.is_finished(sid):
                 self.records.fail(Job.unknown(sid), lost(reason))
-
-    def fail_queued(self, reason: str) -> None:
-        """End every queued job as failed with ``reason`` (no worker can do them)."""
-        for name in self._queued_names():
-            match = QUEUED_TICKET.fullmatch(name)
-            taken = self.queued_dir / f".{name}.failing"  # hidden: no listing sees it
-            try:
-                os.rename(self.queued_dir / name, taken)
-            except FileNotFoundError:
-                continue  # a worker claimed it
-            if match:
-                sid = match["sid"]
-                self.pixels.drop(sid)
-                if not self.records.is_finished(sid):
-                    try:
-                        job = read_ticket(taken, sid, int(match["attempts"] or 0))
-                    except BadJob:
-                        job = Job.unknown(sid)
-                    self.records.fail(job, reason)
-            taken.unlink()
-
-    def recover_abandoned(self) -> list[Job]:
-        """Requeue (or, on their last attempt, fail) the jobs of workers that died: the running
-        tickets whose slot lock no live worker holds."""
-        by_slot: dict[int, list[str]] = {}
-        for name in self._running_names():
-            match = RUNNING_TICKET.fullmatch(name)
-            by_slot.setdefault(int(match["slot"] or 0) if match else 0, []).append(name)
-        recovered = []
-        for slot, names in sorted(by_slot.items()):
-            lock = self.slot_lock(slot)
-            if not lock.acquire(attempts=1):
-                continue  # its worker lives: its jobs are its own
-            try:
-                recovered += [job for name in names if (job := self._recover(name))]
-            finally:
-                lock.release()
-        return recovered
-
-    def recover_own_slot(self) -> list[Job]:
-        """What a new worker does once it holds its slot's lock: the running tickets of its slot
-        are an earlier worker's, dead (one that let go of the lock after a recovery looked)."""
-        return [job for name in self._running_names()
-                if (match := RUNNING_TICKET.fullmatch(name))
-                and int(match["slot"] or 0) == self.slot and (job := self._recover(name))]
-
-    def _recover(self, name: str) -> Job | None:
-        match = RUNNING_TICKET.fullmatch(name)
-        sid = match["sid"] if match else None
-        try:
-            if sid is None:
-                raise BadJob("not a ticket name")
-            job = read_ticket(self.running_dir / name, sid, int(match["attempts"] or 1))
-        except BadJob as error:
-            self._set_aside(self.running_dir / name, sid, str(error))
-            return None
-        if self._ended_for_good(sid, match["boot"]):  # died after its record, before the ticket went
-            self.finish(job)
-            return None
-        if job.attempts >= MAX_ATTEMPTS:
-            self.fail(job, worker_died(job.attempts))
-        else:
-            os.rename(self.running_dir / name, self._queued_ticket(job))
-        return job
-
-    def _ended_for_good(self, sid: str, claimed_in_boot: str | None) -> bool:
-        """Whether a job whose ticket is still running has its end recorded for good. Failures
-        are written durably; a result is made durable only before its ticket goes, so one
-        written in an earlier boot than this (the boot its ticket was claimed in) may be torn:
-        it is forgotten, and the job done again."""
-        if self.records.has_failed(sid):
-            return True
-        if not self.records.has_result(sid):
-            return False
-        if claimed_in_boot == boot.boot_tag():
-            return True  # still in the page cache, whole
-        self.records.forget_unsure_result(sid)
-        return False
 
 
 def lost(reason: str) -> str:

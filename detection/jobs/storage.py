@@ -29,7 +29,7 @@ from . import boot
 from .atomic import TEMP_SUFFIX
 from .layout import FILE_NAME, FINISHED
 from .pixels import PIXELS_FILE
-from .spool import QUEUED_TICKET, RUNNING_TICKET
+from .tickets import QUEUED_TICKET, RUNNING_TICKET
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _unlink(path: Path) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    except OSError as error:  # housekeeping must not stop the worker: say so, go on
+    except OSError as error:  # housekeeping must not stop the daemon or web: say so, go on
         logger.warning("could not delete %s: %s", path, error)
         return False
     return True

@@ -1,10 +1,12 @@
-"""Checks every state-changing request passes before routing and before any byte of its body
-is read: a declared size within the upload limit, and no request from another site's page."""
+"""Checks a request passes before routing: a URL that decodes (UTF-8, as WebOb reads it), and for
+a state-changing request, before any byte of its body is read, a declared size within the upload
+limit and no request from another site's page."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pyramid.tweens import EXCVIEW
+from pyramid.response import Response
+from pyramid.tweens import EXCVIEW, INGRESS
 
 from .forms import check_body_size
 
@@ -48,6 +50,21 @@ def request_guard_tween_factory(handler, registry):
     return guard
 
 
+def url_guard_tween_factory(handler, registry):
+    """A path that is not UTF-8 (``/status/%ff``) is a client's mistake: 400, as JSON, before
+    anything (routing, logging, the error views) reads it."""
+    def guard(request):
+        try:
+            request.path_info
+        except UnicodeDecodeError:
+            body = {"error": "the URL is not valid UTF-8"}
+            if request.environ.get("PATH_INFO", "").startswith("/v1/"):  # DeepStack's shape
+                body = {"success": False, **body, "code": 400}
+            return Response(json_body=body, status=400)
+        return handler(request)
+    return guard
+
+
 def release_body(request) -> None:
     """Once answered, let go of the upload's bytes: an error's traceback holds the frames that
     hold them, in a cycle with the request that only a later garbage collection would free."""
@@ -56,5 +73,6 @@ def release_body(request) -> None:
 
 
 def includeme(config) -> None:
+    config.add_tween("detection.web.guards.url_guard_tween_factory", under=INGRESS)
     # Under the exception view tween, so that its errors answer JSON like any other.
     config.add_tween("detection.web.guards.request_guard_tween_factory", under=EXCVIEW)

@@ -25,6 +25,7 @@ from ..settings import PROJECT_ROOT
 log = logging.getLogger(__name__)
 
 DETECTION_SCRIPT = PROJECT_ROOT / "mmdetectionl.py"
+LEGACY_LOCK = ".worker.lock"  # the daemon's lock before it was named a daemon (1.0)
 # A daemon just started needs a moment (a Python start-up) to take the lock: don't start another.
 STARTUP_GRACE_SECONDS = 3.0
 
@@ -66,6 +67,20 @@ class DaemonLauncher:
             self._note_last_end()
             self._start()
         return None
+
+    def retire_legacy_daemon(self) -> int | None:
+        """Stop a daemon of an earlier version (it holds ``uploads/.worker.lock``) rather than run
+        beside it on the same spool: SIGTERM, so that its workers finish their jobs. Its pid."""
+        pid = holder_pid(self.settings.uploads_dir / LEGACY_LOCK)
+        if pid is None:
+            return None
+        log.warning("a detection daemon of an earlier version (pid %d) runs here: stopping it",
+                    pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        return pid
 
     def _start(self) -> None:
         command = [sys.executable, str(DETECTION_SCRIPT)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..images import BadImage, decode_image, encode_png, limit_decoding
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
-from ..jobs.job import Job, JobStatus, new_sid
+from ..jobs.job import Job, JobKind, JobStatus, new_sid
 from ..jobs.layout import SID_PATTERN
 from ..jobs.queue import Upload, open_queue
 from ..jobs.records import JobRecords
@@ -78,6 +78,7 @@ class DetectionService:
         self.records = JobRecords(settings.uploads_dir)
         self.queue = open_queue(settings, self.models_file)
         self.launcher = DaemonLauncher(settings)
+        self.launcher.retire_legacy_daemon()
         # With RQ, a job ends in Redis, not in uploads/: waiters ask the queue.
         self.waiter = JobWaiter(settings.uploads_dir, self.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_daemon,
@@ -186,8 +187,8 @@ class DetectionService:
                 log.exception("pruning storage failed")
 
     def request_download(self, spec: ModelSpec) -> str | None:
-        """Queue a job that downloads ``spec``'s weights; its sid, or None when it is installed
-        already."""
+        """Queue a job that downloads ``spec``'s weights (or follow the one queued already); its
+        sid, or None when the model is installed."""
         if spec.available:
             return None
         if not spec.downloadable:
@@ -196,8 +197,17 @@ class DetectionService:
                 f"for its config): put its checkpoint at {spec.checkpoint}"
                 if spec.backend == "mmdet" else
                 f"model {spec.name!r} comes with its package: run the install command")
+        pending = [job for job in self.queue.pending_jobs(JobKind.DOWNLOAD)
+                   if job.model == spec.name]
+        if pending:  # one download of a model at a time: a second ask follows the first
+            return pending[0].sid
         job = Job.download(new_sid(), spec.name)
-        self.queue.enqueue(job)
+        try:
+            self.queue.enqueue(job)
+        except OSError as error:
+            if error.errno in DISK_FULL:
+                raise DiskFull("the server's disk is full; try again later") from None
+            raise
         log.info("enqueued %s (download of model %s)", job.sid, spec.name,
                  extra={"sid": job.sid, "event": "enqueued", "kind": job.kind.value,
                         "model": spec.name})
@@ -213,16 +223,13 @@ class DetectionService:
         if status is None:
             return None
         if status.state.finished:
-            return status if status.recorded else self.queue.collect(status)
+            return self.queue.collect(status) if status.needs_collect else status
         self.ensure_daemon()  # a poll revives a dead daemon
         return status
 
     def is_finished(self, sid: str) -> bool:
-        """Done or failed, here or in the queue (reads only)."""
-        if self.records.is_finished(sid):
-            return True
-        status = self.queue.status(sid)
-        return status is not None and status.state.finished
+        """Done or failed (reads only: a waiter asks often)."""
+        return self.queue.is_finished(sid)
 
     def wait_for(self, sid: str, timeout: float) -> JobStatus | None:
         """The job's status once it is done or failed, or when ``timeout`` seconds have passed;

@@ -4,7 +4,7 @@ event rather than by polling, and bounded in number so that they never hold ever
 One watcher thread per web process, started on the first wait and gone after a few idle seconds,
 reads inotify events for uploads/: the worker's result files appear there by rename. Where inotify
 is missing (not Linux) it looks at the waited-for jobs every 50 ms instead. Once a second, while
-anyone waits, it calls ``on_tick`` (the service revives a dead or hung worker there).
+anyone waits, it calls ``on_tick`` (the service revives a dead or hung daemon there).
 """
 from __future__ import annotations
 

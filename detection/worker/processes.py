@@ -1,6 +1,7 @@
-"""The daemon's worker processes: how many slots it keeps, one ``python -m
-detection.worker.spool_worker`` child per slot with its report pipe and its output, and when a
-slot's next worker may start (``Backoff``)."""
+"""The daemon's worker processes: the slots it keeps (``workers`` for detections, one per GPU by
+default, and one for long jobs, used on demand), one ``python -m detection.worker.spool_worker``
+child per slot with its report pipe and its output, and when a slot's next worker may start
+(``Backoff``)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ from collections import deque
 from ..backoff import Backoff
 from ..daemon_state import WorkerState
 from ..jobs.job import Job
+from ..jobs.kinds import DETECT_LANE, LONG_LANE, Lane
 from ..settings import PROJECT_ROOT, Settings
 from .deadlines import Deadline
 from .protocol import LineReader
@@ -30,18 +32,24 @@ def gpu_count() -> int:
 
 
 def worker_count(settings: Settings) -> int:
-    """``workers``, where 0 (auto) is one per GPU, else one."""
+    """Detection workers: ``workers``, where 0 (auto) is one per GPU, else one."""
     return settings.workers or max(1, gpu_count())
+
+
+def daemon_slots(settings: Settings) -> list["Slot"]:
+    """A slot per detection worker, then one for long jobs."""
+    count = worker_count(settings)
+    return [*(Slot(index, DETECT_LANE) for index in range(count)), Slot(count, LONG_LANE)]
 
 
 class WorkerProcess:
     """One worker child, its report pipe and its log output, and what the supervisor knows of
     it: its last state, the jobs it is on, and when they must be over."""
 
-    def __init__(self, settings: Settings, slot: int):
+    def __init__(self, settings: Settings, slot: int, lane: Lane = DETECT_LANE):
         report_read, report_write = os.pipe()
         command = [sys.executable, "-m", "detection.worker.spool_worker", "--config",
-                   str(settings.config_file), "--slot", str(slot),
+                   str(settings.config_file), "--slot", str(slot), "--lane", lane.name,
                    "--report-fd", str(report_write), "--parent-pid", str(os.getpid())]
         try:
             self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, pass_fds=(report_write,),
@@ -54,6 +62,7 @@ class WorkerProcess:
             os.close(report_write)
         self.pid = self.process.pid
         self.slot = slot
+        self.lane = lane
         self.reports = LineReader(report_read)
         self.output = LineReader(self.process.stdout.fileno())
         self.last_output: deque[str] = deque(maxlen=3)  # why it died, if it dies at start
@@ -79,10 +88,12 @@ class WorkerProcess:
 
 
 class Slot:
-    """One place for a worker process: the worker in it, and when to start the next one."""
+    """One place for a worker process: its lane, the worker in it, and when to start the next
+    one."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, lane: Lane = DETECT_LANE):
         self.index = index
+        self.lane = lane
         self.worker: WorkerProcess | None = None
         self.backoff = Backoff()
         self.next_start = 0.0

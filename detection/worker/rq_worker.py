@@ -28,10 +28,10 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from ..images import decode_image, limit_decoding
-from ..jobs.job import Job, JobKind, Progress
+from ..jobs.job import MAX_DETECTIONS, Job, JobKind, Progress
 from ..jobs.kinds import over_time
 from ..jobs.records import Outcome
-from ..jobs.rq_queue import QUEUE_NAME, attempts_of, connect, upload_key
+from ..jobs.rq_queue import QUEUE_NAMES, attempts_of, connect, upload_key
 from ..memory import tune_malloc
 from ..models import ModelsFile
 from ..settings import Settings
@@ -123,21 +123,36 @@ def _read_upload(rq_job, job: Job):
 
 
 def _save_progress(rq_job, progress: Progress) -> None:
+    """Progress is a hint: a Redis blip loses one, never the job."""
     rq_job.meta["progress"] = [progress.fraction, progress.stage]
-    rq_job.save_meta()
+    try:
+        rq_job.save_meta()
+    except RedisError:
+        log.warning("could not save the progress of %s", rq_job.id, exc_info=True)
+
+
+def detect(sid: str, model: str, threshold: float, classes: list[str] = (),
+           max_detections: int = MAX_DETECTIONS) -> dict:
+    """The RQ job function of detections queued before job kinds (still in Redis after an
+    upgrade)."""
+    return perform({"sid": sid, "model": model, "threshold": threshold,
+                    "classes": list(classes), "max_detections": max_detections})
 
 
 class RQJobWorker(SimpleWorker):
     """An RQ worker that keeps the models loaded and beats while a job runs."""
 
-    def __init__(self, settings: Settings, leave_after_unreachable: float = 0):
+    def __init__(self, settings: Settings, leave_after_unreachable: float = 0,
+                 lanes: tuple[str, ...] = tuple(QUEUE_NAMES)):
         """``leave_after_unreachable``: seconds without Redis after which an idle worker ends
-        (0: it waits for Redis forever, as RQ's workers do)."""
+        (0: it waits for Redis forever, as RQ's workers do); ``lanes``: the queues it takes jobs
+        from, the first first (detections before long jobs, by default)."""
         global _models
         heartbeat = max(1, int(settings.heartbeat_timeout_seconds))
         # An idle worker wakes every ``heartbeat`` s (RQ waits worker_ttl - 15 s for a job) to
         # run RQ's maintenance: that is what requeues the jobs of workers that died.
-        super().__init__([QUEUE_NAME], connection=connect(settings), worker_ttl=heartbeat + 15,
+        super().__init__([QUEUE_NAMES[lane] for lane in lanes], connection=connect(settings),
+                         worker_ttl=heartbeat + 15,
                          maintenance_interval=heartbeat)
         self.settings = settings
         limit_decoding(settings.max_pixels)
@@ -183,7 +198,6 @@ class RQJobWorker(SimpleWorker):
             os.kill(os.getpid(), signal.SIGKILL)
         self.maintain_heartbeats(job, execution)
 
-
     def _leave_if_redis_stays_away(self) -> None:
         try:
             self.connection.ping()
@@ -197,9 +211,11 @@ class RQJobWorker(SimpleWorker):
         else:
             self._unreachable_since = None
 
-def run(settings: Settings, max_idle_seconds: float = 0) -> None:
+
+def run(settings: Settings, max_idle_seconds: float = 0,
+        lanes: tuple[str, ...] = tuple(QUEUE_NAMES)) -> None:
     """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds`` (then
-    also when Redis stays unreachable that long: RQ itself would retry forever)."""
+    also when Redis stays unreachable that long: RQ itself would retry forever), on ``lanes``."""
     tune_malloc(one_heap=False)
-    worker = RQJobWorker(settings, leave_after_unreachable=max_idle_seconds)
+    worker = RQJobWorker(settings, leave_after_unreachable=max_idle_seconds, lanes=lanes)
     worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")

@@ -21,8 +21,10 @@ import numpy as np
 from .. import __version__
 from ..daemon_state import WorkerState
 from ..images import limit_decoding, read_png
-from ..jobs.job import Job, JobKind
+from ..jobs.job import Job, JobKind, Progress
+from ..jobs.kinds import DETECT_LANE, LANES, Lane
 from ..jobs.records import Outcome
+from ..jobs.recovery import recover_own_slot
 from ..jobs.spool import SpoolQueue, open_spool
 from ..jobs.watch import watch_renames
 from ..logs import formatter
@@ -37,23 +39,27 @@ from .protocol import Event, Finished, Loading, Reporter, Started, Unusable
 log = logging.getLogger(__name__)
 
 IDLE_WAKE_MS = 500
+LEAVE_IDLE_SECONDS = 5.0  # a worker of a lane used on demand, with nothing to do
 
 
 class SpoolWorker:
-    """Runs jobs from the spool until ``stop`` is set, telling ``report`` what it is doing.
+    """Runs jobs of its lane's kinds from the spool until ``stop`` is set, telling ``report``
+    what it is doing.
 
     Worker ``slot`` holds that slot's lock from its start to its end (see ``spool.py``). On a
     GPU it takes up to ``gpu_batch_size`` waiting detections of one model at once, and detects
-    them in one batch; on the CPU one at a time (a batch was slower there)."""
+    them in one batch; on the CPU one at a time (a batch was slower there). A worker of a lane
+    used on demand leaves once no job of its lane has waited for ``LEAVE_IDLE_SECONDS``."""
 
     def __init__(self, settings: Settings, slot: int = 0,
-                 report: Callable[[Event], None] = lambda event: None):
+                 report: Callable[[Event], None] = lambda event: None, lane: Lane = DETECT_LANE):
         self.settings = settings
+        self.lane = lane
         self.queue: SpoolQueue = open_spool(settings, slot)
         self.records = self.queue.records
         self.slot_lock = self.queue.slot_lock(slot)
         self.slot_lock.acquire(blocking=True)  # a worker of this slot may be finishing its job
-        for job in self.queue.recover_own_slot():
+        for job in recover_own_slot(self.queue):
             log.warning("recovered %s, left by this slot's previous worker (attempt %d)",
                         job.sid, job.attempts)
         self.report = report
@@ -61,10 +67,25 @@ class SpoolWorker:
         self.models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
                                  settings, slot)
         self.batch_size = settings.gpu_batch_size if self.models.device.startswith("cuda") else 1
-        self.work = Work(self.models, self.read_input,
-                         lambda job, progress: self.records.write_progress(job.sid, progress))
+        self.work = Work(self.models, self.read_input, self.report_progress)
         self.stop = threading.Event()
         self.jobs_done = 0
+
+    def report_progress(self, job: Job, progress: Progress) -> None:
+        """Progress is a hint: a full disk loses one, never the job."""
+        try:
+            self.records.write_progress(job.sid, progress)
+        except OSError as error:
+            log.warning("could not record the progress of %s: %s", job.sid, error)
+
+    def claim(self) -> list[Job]:
+        """The oldest job of this lane, and on a GPU more like it when its kind batches."""
+        first = self.queue.claim_next(self.lane.kinds)
+        if first is None:
+            return []
+        if self.batch_size > 1 and handler_for(first.kind).batches:
+            return [first, *self.queue.claim_like(first, self.batch_size - 1)]
+        return [first]
 
     def read_input(self, job: Job) -> np.ndarray:
         """A detection's pixels: the ones the web process left for it, else its stored PNG's."""
@@ -131,7 +152,7 @@ class SpoolWorker:
 
     def state(self) -> WorkerState:
         """What /health shows of this worker."""
-        return WorkerState(worker_pid=os.getpid(), slot=self.queue.slot,
+        return WorkerState(worker_pid=os.getpid(), slot=self.queue.slot, lane=self.lane.name,
                            device=self.models.device, gpu=self.models.gpu_name,
                            version=__version__, models_loaded=sorted(self.models.loaded),
                            runtimes=self.models.loaded, jobs_done=self.jobs_done)
@@ -140,11 +161,16 @@ class SpoolWorker:
         """Take jobs until stopped; when none waits, sleep until a ticket appears (inotify: the
         watch is set before the first look, so none is missed), or poll where inotify is missing."""
         watch = watch_renames(self.queue.queued_dir)
+        idle_since = time.monotonic()
         try:
             while not self.stop.is_set():
-                jobs = self.queue.claim_batch(self.batch_size)
+                jobs = self.claim()
                 if jobs:
                     self.run_jobs(jobs)
+                    idle_since = time.monotonic()
+                elif self.lane.on_demand and time.monotonic() - idle_since > LEAVE_IDLE_SECONDS:
+                    log.info("no %s job waits: leaving", self.lane.name)
+                    return
                 elif watch is not None:
                     watch.read(timeout=IDLE_WAKE_MS)  # also wakes now and then to see `stop`
                 else:
@@ -160,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="a worker of the detection daemon")
     parser.add_argument("--config", required=True)
     parser.add_argument("--slot", type=int, default=0)
+    parser.add_argument("--lane", choices=sorted(LANES), default=DETECT_LANE.name)
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     arguments = parser.parse_args(argv)
@@ -172,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     workers: list[SpoolWorker] = []
     reporter.start_heartbeat(lambda: workers[0].state() if workers else None)
     try:
-        workers.append(SpoolWorker(settings, arguments.slot, report=reporter.send))
+        workers.append(SpoolWorker(settings, arguments.slot, report=reporter.send,
+                                   lane=LANES[arguments.lane]))
     except Exception as error:  # e.g. a broken install: say so (the supervisor fails the jobs)
         log.exception("the worker could not start")
         reporter.send(Unusable(f"the detection worker could not start: "
@@ -180,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     worker = workers[0]
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())  # finish the job, then stop
-    log.info("worker %d started in slot %d", os.getpid(), arguments.slot)
+    log.info("worker %d started in slot %d (%s)", os.getpid(), arguments.slot, arguments.lane)
     worker.run()
     return 0
 

@@ -21,15 +21,18 @@ import time
 from typing import Callable
 
 from .. import __version__
-from ..daemon_state import DaemonState, with_jobs, write_daemon_state
+from ..daemon_state import DaemonState, WorkerState, with_jobs, write_daemon_state
+from ..jobs.job import JobKind
+from ..jobs.recovery import fail_queued, recover_abandoned
 from ..jobs.spool import open_spool
 from ..jobs.storage import prune_storage
 from ..logs import relay
 from ..models import ModelsFile
 from ..settings import Settings
 from ..telemetry.metrics import JOBS
+from ..zoo import discard_partial
 from .deadlines import loading_deadline, work_deadline
-from .processes import Slot, WorkerProcess, worker_count
+from .processes import Slot, WorkerProcess, daemon_slots
 from .protocol import Event, Finished, Heartbeat, Loading, Started, Unusable, decode
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ class Supervisor:
         self.queue = open_spool(settings)
         self.models_file = ModelsFile(settings.models_file, settings.checkpoints_dir)
         self.stop = threading.Event()
-        self.slots = [Slot(index) for index in range(worker_count(settings))]
+        self.slots = daemon_slots(settings)
         self.worker_unusable = False
         self.unusable_reason = ""  # why workers cannot start (until one does): /health/ready
         self.restarts = 0
@@ -84,8 +87,7 @@ class Supervisor:
         """One turn of the loop; False when the daemon should leave."""
         now = time.monotonic()
         for slot in self.slots:
-            if slot.worker is None and now >= slot.next_start and (
-                    not self.worker_unusable or self.queue.depth()):
+            if slot.worker is None and now >= slot.next_start and self._wanted(slot):
                 self._start_worker(slot)
         self._read_reports(TICK_SECONDS)
         self._check_workers()
@@ -103,8 +105,15 @@ class Supervisor:
             self.idle_since = time.monotonic()
         return True
 
+    def _wanted(self, slot: Slot) -> bool:
+        """Whether a slot needs its worker now: a detection slot always (once workers could not
+        start, only while jobs wait); a slot for long jobs while one of its kinds waits."""
+        if slot.lane.on_demand:
+            return self.queue.waiting(slot.lane.kinds)
+        return not self.worker_unusable or self.queue.depth() > 0
+
     def _recover(self) -> None:
-        for job in self.queue.recover_abandoned():
+        for job in recover_abandoned(self.queue):
             log.warning("recovered %s, abandoned by a worker that died (attempt %d)",
                         job.sid, job.attempts)
 
@@ -125,14 +134,14 @@ class Supervisor:
     # --- worker processes ------------------------------------------------------------------
     def _start_worker(self, slot: Slot) -> None:
         try:
-            slot.worker = worker = WorkerProcess(self.settings, slot.index)
+            slot.worker = worker = WorkerProcess(self.settings, slot.index, slot.lane)
         except OSError as error:  # e.g. out of processes or memory: try again later
             log.error("cannot start a worker: %s", error)
             slot.start_later(lifetime=0.0)
             return
         self.selector.register(worker.reports.fd, selectors.EVENT_READ, (worker, "reports"))
         self.selector.register(worker.output.fd, selectors.EVENT_READ, (worker, "output"))
-        log.info("started worker %d in slot %d", worker.pid, slot.index)
+        log.info("started worker %d in slot %d (%s)", worker.pid, slot.index, slot.lane.name)
 
     def _read_reports(self, timeout: float) -> None:
         """Wait up to ``timeout`` for what the workers say (events) and print (their log)."""
@@ -195,7 +204,11 @@ class Supervisor:
         worker = slot.worker
         now = time.monotonic()
         if worker.process.poll() is not None:
-            self._worker_gone(slot, f"exited with status {worker.process.returncode}")
+            status = worker.process.returncode
+            if status == 0 and slot.lane.on_demand:  # no job of its lane left: it left
+                self._worker_gone(slot, "left, idle", restart_now=True, replaced=False)
+            else:
+                self._worker_gone(slot, f"exited with status {status}")
         elif worker.deadline is not None and worker.deadline.passed(now):
             self._read_reports(0)  # a "finished" (and the next "started") may be in the pipe
             if slot.worker is not worker or worker.deadline is None or not worker.deadline.passed():
@@ -207,7 +220,10 @@ class Supervisor:
             for job in worker.jobs:
                 if not self.queue.records.is_finished(job.sid):
                     self.queue.fail(job, reason)
-                    JOBS.labels(job.model, "failed").inc()
+                    if job.kind is JobKind.DETECT:
+                        JOBS.labels(job.model, "failed").inc()
+                    elif job.kind is JobKind.DOWNLOAD and job.model in self.models_file.models:
+                        discard_partial(self.models_file.models[job.model].checkpoint)
             self._worker_gone(slot, "killed: over its time limit", restart_now=True)
         elif now - worker.last_report > self._silence_limit(worker):
             log.error("worker %d sent nothing for %.0f s (stopped or hung): replacing it",
@@ -221,7 +237,8 @@ class Supervisor:
         return max(self.settings.heartbeat_timeout_seconds,
                    self.settings.model_load_timeout_seconds)
 
-    def _worker_gone(self, slot: Slot, how: str, restart_now: bool = False) -> None:
+    def _worker_gone(self, slot: Slot, how: str, restart_now: bool = False,
+                     replaced: bool = True) -> None:
         worker = slot.worker
         worker.kill()  # and waited for: its slot lock is free, so its job can be recovered
         self._read_reports(0)  # its last words
@@ -230,10 +247,10 @@ class Supervisor:
                 self.selector.unregister(fd)
         worker.close()
         slot.worker = None
-        log.warning("worker %d (slot %d) %s after %.1f s", worker.pid, slot.index, how,
-                    worker.lifetime)
+        log.log(logging.WARNING if replaced else logging.INFO, "worker %d (slot %d) %s after "
+                "%.1f s", worker.pid, slot.index, how, worker.lifetime)
         self._recover()  # its job goes back to the queue, or fails on its last attempt
-        self.restarts += 1
+        self.restarts += replaced
         crashed_at_start = not restart_now and worker.state is None
         slot.crashes = slot.crashes + 1 if crashed_at_start else 0
         # Only when no other worker runs: one slot's failure (out of memory, say) is not the rest's.
@@ -250,7 +267,7 @@ class Supervisor:
         """Fail the waiting jobs rather than leave them queued behind workers that cannot start;
         start one again only for new jobs."""
         log.error("%s; failing the waiting jobs", reason)
-        self.queue.fail_queued(reason)
+        fail_queued(self.queue, reason)
         self.worker_unusable = True
         self.unusable_reason = reason
 
@@ -273,8 +290,9 @@ class Supervisor:
         document = DaemonState(
             pid=os.getpid(), state=state, version=__version__, restarts=self.restarts,
             slots=len(self.slots), unusable=self.unusable_reason or None,
-            workers=[with_jobs(worker.state, [job.sid for job in worker.jobs])
-                     for worker in self.workers if worker.state is not None])
+            workers=[with_jobs(worker.state or WorkerState(worker.pid, worker.slot,
+                                                           worker.lane.name, starting=True),
+                               [job.sid for job in worker.jobs]) for worker in self.workers])
         if document == self.published:
             return
         self.published = document

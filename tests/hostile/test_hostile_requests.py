@@ -158,3 +158,13 @@ def test_a_field_in_an_unknown_charset_is_400_even_before_the_key_check(open_app
     response = post_body(open_app(api_keys="secret"), body, "multipart/form-data; boundary=b",
                          path="/v1/vision/detection", status=400)
     assert "charset" in response.json["error"] and response.json["success"] is False
+
+
+@pytest.mark.parametrize("path,method", [("/status/%ff", "GET"), ("/%ff", "GET"),
+                                         ("/uploads/%c3%28.json", "GET"),
+                                         ("/models/%ff%fe/download", "POST"),
+                                         ("/v1/vision/custom/%ff", "POST")])
+def test_a_url_that_is_not_utf8_is_a_400_as_json_not_a_crash(open_app, path, method):
+    response = open_app().request(path, method=method, status=400)
+    assert response.json["error"] == "the URL is not valid UTF-8"
+    assert response.json.get("success", False) is False

@@ -14,7 +14,14 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support import ROOT, FileServer, LiveServer, RedisServer, png_bytes, write_config
+from tests.support import (
+    ROOT,
+    FileServer,
+    LiveServer,
+    RedisServer,
+    png_bytes,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +189,7 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
 
     from detection.jobs.job import Job, JobState, new_sid
     from detection.jobs.queue import Upload
-    from detection.jobs.rq_queue import QUEUE_NAME, RQQueue, upload_key
+    from detection.jobs.rq_queue import QUEUE_NAMES, RQQueue, upload_key
     from detection.settings import load_settings
     ini = write_config(tmp_path, {"rtmdet_tiny": fake_checkpoint}, queue="rq",
                        redis_url=redis_server.url)
@@ -193,7 +200,7 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
     queue.enqueue(job, Upload(b"upload", np.zeros((1, 1, 3), np.uint8)))
     connection = Redis.from_url(redis_server.url)
     for attempt in (1, 2):
-        worker = SimpleWorker([QUEUE_NAME], connection=connection)
+        worker = SimpleWorker([QUEUE_NAMES["detect"]], connection=connection)
         worker.register_birth()
         taken, rq_queue = worker.dequeue_job_and_maintain_ttl(1)
         worker.prepare_execution(taken)
@@ -290,3 +297,32 @@ def test_a_download_runs_on_an_rq_worker_with_progress_and_is_collected(rq_setup
     assert status["state"] == "done" and status["kind"] == "download", status
     assert any(p and 0 < p < 1 for p in seen), seen
     assert status["sha256"] == digest and (server.uploads / f"{sid}.json").exists()
+
+
+def test_a_job_queued_before_job_kinds_is_still_done(tmp_path, redis_server, rtmdet_checkpoint):
+    """After an upgrade, Redis may hold jobs of the old form: the RQ function ``detect`` and the
+    arguments ``sid, model, threshold``."""
+    from rq import Queue
+
+    from detection.jobs.job import JobState, new_sid
+    from detection.jobs.rq_queue import QUEUE_NAMES, RQQueue, upload_key
+    from detection.settings import load_settings
+    from detection.worker import rq_worker
+    ini = write_config(tmp_path, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
+                       redis_url=redis_server.url)
+    settings = load_settings(ini)
+    queue = RQQueue(settings)
+    sid = new_sid()
+    settings.uploads_dir.mkdir()
+    queue.records.store_input(sid, png_bytes())
+    queue.redis.set(upload_key(sid), png_bytes())
+    Queue(QUEUE_NAMES["detect"], connection=queue.redis).enqueue_call(
+        "detection.worker.rq_worker.detect", args=(sid, "rtmdet_tiny", 0.25),
+        kwargs={"classes": [], "max_detections": 5}, job_id=sid)
+    status = queue.status(sid)
+    assert status.state is JobState.QUEUED and status.job.model == "rtmdet_tiny"
+    assert status.job.options.threshold == 0.25 and status.job.options.max_detections == 5
+    rq_worker.RQJobWorker(settings).work(burst=True)
+    status = queue.collect(queue.status(sid))
+    assert status.state is JobState.DONE, status
+    assert status.result["max_detections"] == 5 and len(status.result["detections"]) <= 5

@@ -1,6 +1,7 @@
 """Several workers on one machine: they share the spool, no job runs twice, and a dead worker's
 job is recovered while the live one keeps its own."""
 import concurrent.futures
+import json
 import os
 import re
 import signal
@@ -9,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.support import png_bytes, wait_until
+from tests.support import done_result, png_bytes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +63,8 @@ def test_two_workers_share_the_spool_and_a_kill_9_loses_and_repeats_nothing(live
 
 def state_of(worker):
     from detection.daemon_state import WorkerState
-    return WorkerState(worker.pid, worker.slot, "cuda:0", "a GPU", "test", ["rtmdet_tiny"],
-                       {"rtmdet_tiny": "torch"}, 0)
+    return WorkerState(worker.pid, worker.slot, device="cuda:0", gpu="a GPU", version="test",
+                       models_loaded=["rtmdet_tiny"], runtimes={"rtmdet_tiny": "torch"})
 
 
 def test_a_batch_over_its_time_limit_fails_every_job_of_it(make_config, fake_checkpoint):
@@ -83,7 +84,8 @@ def test_a_batch_over_its_time_limit_fails_every_job_of_it(make_config, fake_che
         supervisor.queue.records.files.input(job.sid).write_bytes(b"png")
         supervisor.queue.enqueue(job)
         jobs.append(supervisor.queue.claim_next())
-    supervisor.queue.records.files.result(jobs[2].sid).write_bytes(b"{}")  # this one finished in time
+    # This one finished in time:
+    supervisor.queue.records.files.result(jobs[2].sid).write_text(json.dumps(done_result(jobs[2])))
     slot = Slot(0)
     slot.worker = worker = WorkerProcess(settings, 0)
     try:

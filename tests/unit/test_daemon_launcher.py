@@ -37,3 +37,41 @@ def test_a_process_that_keeps_dying_is_started_later_and_later_and_at_once_after
     assert backoff.after(lifetime=61) == 0  # lived long enough
     assert backoff.after(lifetime=1) == 1
     assert backoff.after(lifetime=1, healthy=True) == 0  # a clean exit
+
+
+def test_a_daemon_of_an_earlier_version_is_stopped_not_run_beside(tmp_path):
+    """It held uploads/.worker.lock; the new one holds .daemon.lock: both on one spool would
+    each prune and recover."""
+    import subprocess
+    import sys
+
+    from detection.jobs.locks import holder_pid
+    lock = tmp_path / ".worker.lock"
+    old = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(15))\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, str(os.getpid()).encode())\n"
+        "time.sleep(60)\n")])
+    try:
+        deadline = time.monotonic() + 10
+        while holder_pid(lock) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        launcher = DaemonLauncher(SimpleNamespace(uploads_dir=tmp_path))
+        assert launcher.retire_legacy_daemon() == old.pid
+        assert old.wait(10) == 15  # asked to stop (SIGTERM): its workers finish their jobs
+    finally:
+        old.kill()
+    assert DaemonLauncher(SimpleNamespace(uploads_dir=tmp_path)).retire_legacy_daemon() is None
+
+
+
+def test_health_lists_a_worker_still_starting_and_the_first_one_at_the_top():
+    from detection.daemon_state import DaemonState, WorkerState
+    state = DaemonState(pid=10, state="running", version="1", restarts=0, slots=2, unusable=None,
+                        workers=[WorkerState(11, 0, starting=True)])
+    health = DaemonState.from_json(state.to_json()).health_fields()
+    assert health["pid"] == 10 and health["worker_pid"] == 11 and health["starting"]
+    assert health["workers"] == [state.to_json()["workers"][0]]
+    assert DaemonState(10, "running", "1", 0, 2, None).health_fields()["worker_pid"] is None

@@ -7,6 +7,7 @@ import pytest
 
 from detection.jobs.job import BadJob, Job, JobKind, JobState, Progress, new_sid
 from detection.jobs.records import JobRecords, Outcome, worker_died
+from tests.support import done_result
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_a_damaged_record_reads_as_a_failure_not_a_crash(records):
 
 def test_an_end_handed_over_the_wire_is_recorded_as_the_worker_would(records):
     job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
-    done = Outcome(result={**job.to_fields(), "detections": []}, output=b"\x89PNG drawn")
+    done = Outcome(result=done_result(job), output=b"\x89PNG drawn")
     records.record(job, Outcome.from_wire(done.to_wire()), durable=True)
     assert records.files.output(job.sid).read_bytes() == b"\x89PNG drawn"
     assert records.final_status(job.sid).state is JobState.DONE
@@ -81,5 +82,54 @@ def test_progress_is_a_hint_while_it_runs_and_gone_when_it_ends(records):
     assert records.progress(job.sid) is None
     records.write_progress(job.sid, Progress(0.25, "downloading: 1.0 of 4.0 MB"))
     assert records.progress(job.sid) == Progress(0.25, "downloading: 1.0 of 4.0 MB")
-    records.write_result(job.sid, {**job.to_fields(), "bytes": 4})
+    records.write_result(job.sid, {**job.to_fields(), "checkpoint": "m.pth", "bytes": 4,
+                                   "sha256": "ab", "timings": {}})
+    assert records.final_status(job.sid).state is JobState.DONE
     assert records.progress(job.sid) is None and not records.files.progress(job.sid).exists()
+
+
+@pytest.mark.parametrize("damage", [
+    {}, {"detections": "none"}, {"timings": {"inference_ms": "fast"}}, {"image": None},
+    {"detections": [{"label": "dog", "score": 0.9, "bbox": [1, 2, 3]}]},
+    {"detections": [{"label": 7, "score": 0.9, "bbox": [1, 2, 3, 4]}]},
+    {"kind": "download", "bytes": "many"}, {"kind": "mine"}])
+def test_a_result_of_the_wrong_shape_reads_as_damaged_not_done(records, damage):
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    result = {**done_result(job), **damage} if damage else {}
+    records.files.result(job.sid).write_text(json.dumps(result))
+    status = records.final_status(job.sid)
+    assert status.state is JobState.FAILED and "damaged" in status.error
+
+
+def test_a_record_that_is_a_directory_or_a_json_bomb_reads_as_damaged(records):
+    bomb, folder = new_sid(), new_sid()
+    records.files.error(bomb).write_bytes(b"[" * 100_000)
+    records.files.result(folder).mkdir()
+    for sid in (bomb, folder):
+        status = records.final_status(sid)
+        assert status.state is JobState.FAILED and "damaged" in status.error
+
+
+def test_a_damaged_download_record_keeps_its_kind(records):
+    sid = new_sid()
+    records.files.result(sid).write_text(json.dumps({"kind": "download", "model": 5}))
+    assert records.final_status(sid).job.kind is JobKind.DOWNLOAD
+
+
+def test_progress_from_disk_is_checked(records):
+    sid = new_sid()
+    for raw, expected in [('{"progress": NaN, "stage": "x"}', None),
+                          ('{"progress": 7, "stage": "x"}', Progress(1.0, "x")),
+                          ('{"progress": -3, "stage": "' + "s" * 500 + '"}',
+                           Progress(0.0, "s" * Progress.MAX_STAGE)),
+                          ('{"progress": "0.5", "stage": "x"}', None), ("[1, 2]", None)]:
+        records.files.progress(sid).write_text(raw)
+        assert records.progress(sid) == expected, raw
+
+
+def test_a_planted_symbolic_link_is_not_served_as_a_record(records, tmp_path):
+    sid = new_sid()
+    (tmp_path / "secret").write_text("not yours")
+    records.files.result(sid).symlink_to(tmp_path / "secret")
+    assert records.public_file(f"{sid}.json") is None
+    assert records.public_file(f"{new_sid()}.json") is not None

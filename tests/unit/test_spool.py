@@ -11,10 +11,12 @@ from detection.images import encode_png, read_png
 from detection.jobs import boot, records, spool
 from detection.jobs.atomic import write_atomically
 from detection.jobs.errors import QueueFull
-from detection.jobs.job import Job, JobState, new_sid
+from detection.jobs.job import Job, JobKind, JobState, Progress, new_sid
 from detection.jobs.queue import Upload
+from detection.jobs.recovery import fail_queued, recover_abandoned, recover_own_slot
 from detection.jobs.spool import SpoolQueue
 from detection.jobs.storage import prune_storage
+from tests.support import done_result
 
 
 @pytest.fixture
@@ -48,8 +50,7 @@ def test_status_follows_the_lifecycle(queue):
     claimed = queue.claim_next()
     assert queue.status(first.sid).state is JobState.RUNNING
     assert queue.status(second.sid).queue_position == 1
-    queue.records.files.result(claimed.sid).write_text(json.dumps(
-        {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))
+    queue.records.files.result(claimed.sid).write_text(json.dumps(done_result(claimed)))
     queue.finish(claimed)
     done = queue.status(first.sid)
     assert done.state is JobState.DONE and done.result["detections"] == []
@@ -71,11 +72,11 @@ def test_the_queue_is_bounded(queue):
 def test_an_abandoned_job_is_retried_once_then_failed(queue):
     job = accept(queue)
     queue.claim_next()  # ... and the worker dies
-    assert [j.sid for j in queue.recover_abandoned()] == [job.sid]
+    assert [j.sid for j in recover_abandoned(queue)] == [job.sid]
     assert queue.status(job.sid).state is JobState.QUEUED
     assert queue.status(job.sid).queue_position == 1
     assert queue.claim_next().attempts == 2  # ... and the next worker dies too
-    queue.recover_abandoned()
+    recover_abandoned(queue)
     status = queue.status(job.sid)
     assert status.state is JobState.FAILED and "died 2 times" in status.error
 
@@ -84,15 +85,14 @@ def test_recovered_job_keeps_its_place_at_the_front(queue):
     first = accept(queue)
     queue.claim_next()
     later = accept(queue)
-    queue.recover_abandoned()
+    recover_abandoned(queue)
     assert [queue.claim_next().sid, queue.claim_next().sid] == [first.sid, later.sid]
 
 
 def test_a_finished_job_reads_done_even_before_its_running_ticket_is_dropped(queue):
     job = accept(queue)
     claimed = queue.claim_next()
-    queue.records.files.result(claimed.sid).write_text(json.dumps(
-        {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))
+    queue.records.files.result(claimed.sid).write_text(json.dumps(done_result(claimed)))
     # The worker has written the result but not yet called finish().
     assert queue.records.is_finished(job.sid)
     assert queue.status(job.sid).state is JobState.DONE
@@ -127,7 +127,7 @@ def test_reading_a_status_never_writes_the_worker_that_meets_a_torn_ticket_does(
 def test_a_torn_running_ticket_is_set_aside_on_recovery(queue):
     torn = new_sid()
     (queue.running_dir / f"{torn}.1.json").write_bytes(b'{"sid": "')
-    assert queue.recover_abandoned() == []
+    assert recover_abandoned(queue) == []
     assert queue.status(torn).state is JobState.FAILED and queue.depth() == 0
 
 
@@ -171,12 +171,12 @@ def test_only_the_jobs_of_dead_workers_are_recovered(tmp_path):
     assert live.acquire()  # worker 1 lives ...
     try:
         dead_job, live_job = spool[0].claim_next(), spool[1].claim_next()  # ... worker 0 died
-        assert [j.sid for j in spool[0].recover_abandoned()] == [dead_job.sid]
+        assert [j.sid for j in recover_abandoned(spool[0])] == [dead_job.sid]
         assert spool[0].status(live_job.sid).state is JobState.RUNNING
         assert spool[0].status(dead_job.sid).state is JobState.QUEUED
     finally:
         live.release()  # now worker 1 dies too
-    assert [j.sid for j in spool[0].recover_abandoned()] == [live_job.sid]
+    assert [j.sid for j in recover_abandoned(spool[0])] == [live_job.sid]
     assert {j.sid for j in jobs} == {dead_job.sid, live_job.sid}
 
 
@@ -213,7 +213,7 @@ def test_the_bound_holds_across_web_processes(tmp_path):
 def test_waiting_jobs_can_be_failed_all_at_once(queue):
     waiting = [accept(queue) for _ in range(3)]
     running = queue.claim_next()
-    queue.fail_queued("the detection worker could not start")
+    fail_queued(queue, "the detection worker could not start")
     assert queue.status(running.sid).state is JobState.RUNNING
     for job in waiting[1:]:
         status = queue.status(job.sid)
@@ -226,13 +226,12 @@ def test_a_new_worker_takes_back_what_its_slot_left_and_skips_finished_jobs(tmp_
     earlier = SpoolQueue(uploads, uploads / ".queue", max_queue=5, slot=1)
     unfinished, finished = accept(earlier), accept(earlier)
     earlier.claim_next(), earlier.claim_next()  # ... its worker dies, unseen by any recovery
-    earlier.records.files.result(finished.sid).write_text(json.dumps(
-        {"model": "rtmdet_tiny", "threshold": 0.3, "detections": []}))  # after its result
+    earlier.records.files.result(finished.sid).write_text(json.dumps(done_result(finished)))  # after its result
     successor = SpoolQueue(uploads, uploads / ".queue", max_queue=5, slot=1)
     lock = successor.slot_lock(1)
     assert lock.acquire()
     try:
-        assert [j.sid for j in successor.recover_own_slot()] == [unfinished.sid]
+        assert [j.sid for j in recover_own_slot(successor)] == [unfinished.sid]
     finally:
         lock.release()
     assert successor.status(unfinished.sid).state is JobState.QUEUED
@@ -348,7 +347,7 @@ def test_a_dead_workers_result_counts_unless_written_in_an_earlier_boot(queue, w
         path.write_bytes(b"written, maybe not on disk")
     if written == "in an earlier boot":
         monkeypatch.setattr(boot, "boot_tag", lambda: "0123456789ab")  # the machine restarted
-    recovered = queue.recover_abandoned()
+    recovered = recover_abandoned(queue)
     if written == "in an earlier boot":
         assert [j.sid for j in recovered] == [job.sid]
         assert queue.status(job.sid).state is JobState.QUEUED
@@ -373,3 +372,75 @@ def test_coco_classes_are_mmdets():
 
     from detection.coco import COCO_CLASSES
     assert COCO_CLASSES == tuple(CocoDataset.METAINFO["classes"])
+
+
+@pytest.mark.parametrize("kind", ["download", "detect"])
+def test_a_job_that_ends_while_its_status_is_read_reads_as_ended_not_unknown(queue, kind):
+    """Between the look at its records and the listing of running/, the job ends: a download
+    has no <sid>.png to tell that it existed, and must not read as 'no such job'."""
+    job = Job.download(new_sid(), "m") if kind == "download" else accept(queue)
+    if kind == "download":
+        queue.enqueue(job)
+    claimed = queue.claim_next()
+    real, ended = queue.running_names, []
+
+    def ending_meanwhile():
+        if not ended:
+            ended.append(True)
+            result = {**claimed.to_fields(), "checkpoint": "m.pth", "bytes": 1, "sha256": "a",
+                      "timings": {}} if kind == "download" else done_result(claimed)
+            queue.records.write_result(claimed.sid, result)
+            queue.finish(claimed)
+        return real()
+    queue.running_names = ending_meanwhile
+    assert queue.status(job.sid).state is JobState.DONE
+
+
+@pytest.mark.parametrize("ticket", ["bomb", "directory", "huge", "nan"])
+def test_a_ticket_no_worker_can_read_fails_its_job_alone_and_the_queue_goes_on(queue, ticket):
+    sid = new_sid()
+    path = queue.queued_dir / f"{1:020d}-{sid}.0.detect.json"
+    if ticket == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes({"bomb": b"[" * 100_000, "huge": b" " * 100_000 + b"{}",
+                          "nan": json.dumps({"sid": sid, "model": "m", "threshold": float("nan"),
+                                             "enqueued_ns": 1}).encode()}[ticket])
+    good = accept(queue)
+    assert queue.status(sid).state is JobState.FAILED  # read, not moved
+    assert queue.claim_next().sid == good.sid
+    failed = queue.records.final_status(sid)
+    assert failed.state is JobState.FAILED and "the job was lost" in failed.error
+    assert queue.depth() == 1 and len(list(queue.damaged_dir.iterdir())) == 1
+    assert [job.sid for job in recover_own_slot(queue)] == [good.sid]  # and no crash
+
+
+def test_a_requeued_job_starts_its_progress_again(queue):
+    job = Job.download(new_sid(), "m")
+    queue.enqueue(job)
+    queue.claim_next()
+    queue.records.write_progress(job.sid, Progress(0.6, "downloading"))
+    recover_abandoned(queue)  # its worker died
+    assert queue.records.progress(job.sid) is None
+    assert queue.status(job.sid).state is JobState.QUEUED
+
+
+def test_each_lane_claims_only_its_kinds_and_sees_what_waits(queue):
+    download = Job.download(new_sid(), "m")
+    queue.enqueue(download)
+    detection = accept(queue)
+    assert queue.waiting({JobKind.DOWNLOAD}) and queue.waiting({JobKind.DETECT})
+    assert queue.claim_next({JobKind.DETECT}).sid == detection.sid  # past the older download
+    assert queue.claim_next({JobKind.DETECT}) is None
+    assert [job.sid for job in queue.pending_jobs(JobKind.DOWNLOAD)] == [download.sid]
+    assert queue.claim_next({JobKind.DOWNLOAD}).sid == download.sid
+    assert not queue.waiting({JobKind.DOWNLOAD})
+    assert [job.sid for job in queue.pending_jobs(JobKind.DOWNLOAD)] == [download.sid]  # running
+
+
+def test_pixels_named_before_boot_tags_are_pruned_at_once(queue):
+    legacy = queue.pixels.directory / f"{new_sid()}.npy"
+    legacy.write_bytes(b"pixels of version 1.0")
+    report = prune_storage(queue.records.uploads_dir, pending=set(), retention_hours=24,
+                           max_bytes=None)
+    assert report.removed_temp_files == 1 and not legacy.exists()

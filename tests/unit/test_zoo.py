@@ -1,4 +1,5 @@
 """The zoo: metafile lookups, and downloads with progress, hash check and atomic writes."""
+import concurrent.futures
 import functools
 import hashlib
 import http.server
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from detection.models import ModelsFile, load_registry, mmdet_configs_dir
-from detection.zoo import DownloadError, download, find_metafile_entry
-from tests.support import ROOT, free_port
+from detection.zoo import DownloadError, download, find_metafile_entry, install
+from tests.support import ROOT, FileServer, free_port
 
 
 def test_shipped_models_resolve_to_mmdet_configs_and_zoo_urls(tmp_path):
@@ -83,3 +84,70 @@ def test_no_network_names_the_url_and_where_to_put_the_file(tmp_path):
         download(url, target, timeout=5)
     assert url in str(error.value) and str(target) in str(error.value)
     assert not Path(target).exists()
+
+
+def test_a_download_cut_short_is_refused_and_installs_nothing(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "model.pth").write_bytes(b"w" * 100_000)  # no hash in the name to catch it
+    server = FileServer(served, chunk_bytes=4096, truncate=True)
+    try:
+        with pytest.raises(DownloadError, match="truncated: 5.... of 100000 bytes"):
+            download(f"{server.url}/model.pth", tmp_path / "checkpoints" / "model.pth")
+    finally:
+        server.stop()
+    assert not any((tmp_path / "checkpoints").iterdir())
+
+
+class Redirecting(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", "ftp://127.0.0.1:9/model.pth")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_redirect_is_followed_to_http_only(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DownloadError, match="only http"):
+            download(f"http://127.0.0.1:{server.server_address[1]}/m.pth", tmp_path / "m.pth")
+    finally:
+        server.shutdown()
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_installs_of_one_file_wait_for_each_other_and_fetch_it_once(tmp_path):
+    """The command line and download jobs install through the same lock."""
+    served = tmp_path / "served"
+    served.mkdir()
+    content = b"weights" * 50_000
+    (served / "model.pth").write_bytes(content)
+    server = FileServer(served, chunk_bytes=8192, pause=0.005)  # about a quarter second
+    target = tmp_path / "checkpoints" / "model.pth"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".model.pth.0123abcd.tmp").write_bytes(b"a killed download's")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            installed = list(pool.map(lambda _: install(f"{server.url}/model.pth", target),
+                                      range(3)))
+    finally:
+        server.stop()
+    assert server.requests == 1 and target.read_bytes() == content
+    assert sum(result is not None for result in installed) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == [".model.pth.lock", "model.pth"]
+
+
+def test_a_weights_url_names_the_checkpoint_only_with_a_plain_file_name(tmp_path):
+    table = '[{0}]\nconfig = "rtmdet/rtmdet_tiny_8xb32-300e_coco.py"\nweights_url = "{1}"\n'
+    (tmp_path / "models.toml").write_text("".join(table.format(name, url) for name, url in [
+        ("up", "http://example.org/w/.."), ("query", "http://example.org/get?f=x.pth"),
+        ("plain", "https://example.org/w/m_20240101-ab12cd34.pth")]))
+    registry = load_registry(tmp_path / "models.toml", tmp_path / "checkpoints")
+    assert {name: spec.checkpoint.relative_to(tmp_path / "checkpoints").as_posix()
+            for name, spec in registry.items()} == {
+        "up": "up.pth", "query": "query.pth", "plain": "m_20240101-ab12cd34.pth"}
+    assert all(spec.downloadable for spec in registry.values())

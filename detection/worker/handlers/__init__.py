@@ -8,12 +8,14 @@ records each job's ``Outcome``; the handler knows nothing of queues or records.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
 from ...jobs.job import Job, JobKind, Progress
 from ...jobs.records import Outcome
+from ...models import UnknownModel
 from ..model_cache import ModelCache
 
 
@@ -35,10 +37,12 @@ class Handler(Protocol):
 
 
 def failure_reason(error: Exception, kind: JobKind = JobKind.DETECT) -> str:
-    """Why a job failed, in a line, for an exception of its work."""
-    from ...models import UnknownModel
-    if isinstance(error, (FileNotFoundError, UnknownModel)):
+    """Why a job failed, in a line, for an exception of its work (no server paths in it)."""
+    if isinstance(error, UnknownModel):
         return str(error)
+    if isinstance(error, FileNotFoundError):
+        gone = Path(error.filename).name if error.filename else None
+        return f"{gone} is gone (pruned or deleted)" if gone else str(error)
     what = "detection" if kind is JobKind.DETECT else f"the {kind.value}"
     return f"{what} failed: {type(error).__name__}: {error}"
 

@@ -1,15 +1,15 @@
-"""Download jobs: fetch a zoo model's weights into checkpoints/ (``zoo.download``: hash-checked,
-written atomically), reporting the bytes as they come. One download of a model at a time: a
-second job for it waits, then finds it installed."""
+"""Download jobs: fetch a zoo model's weights into checkpoints/ (``zoo.install``: checked for
+length and hash, written atomically, one download of a file at a time), reporting the bytes as
+they come. A second job for the same model waits, then finds it installed."""
 from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 from ...jobs.job import Job, Progress
-from ...jobs.locks import FileLock
 from ...jobs.records import DownloadResult, Outcome
-from ...zoo import DownloadError, download
+from ...zoo import Downloaded, DownloadError, install
 from . import Work
 
 PROGRESS_EVERY_SECONDS = 0.5
@@ -33,24 +33,17 @@ class DownloadHandler:
             return Outcome.failed(f"mmdet's zoo publishes no checkpoint for model {job.model}; "
                                   f"put one at {spec.checkpoint}")
         started = time.perf_counter()
-        spec.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(spec.checkpoint.with_name(f".{spec.checkpoint.name}.lock"))
-        lock.acquire(blocking=True)  # another job downloading it: wait, then find it there
         try:
-            if not spec.available:
-                for stale in spec.checkpoint.parent.glob(f".{spec.checkpoint.name}.*.tmp"):
-                    stale.unlink(missing_ok=True)  # a download killed half way (the lock is ours)
-                work.report_progress(job, Progress(0.0, "connecting"))
-                download(spec.weights_url, spec.checkpoint, progress=_reporter(job, work))
-            work.report_progress(job, Progress(1.0, "checking"))
-            size, digest = _measure(spec.checkpoint)
+            work.report_progress(job, Progress(0.0, "connecting"))
+            fetched = install(spec.weights_url, spec.checkpoint, progress=_reporter(job, work))
+            if fetched is None:  # another job (or the command line) installed it meanwhile
+                work.report_progress(job, Progress(1.0, "checking what is installed"))
+                fetched = _measure(spec.checkpoint)
         except DownloadError as error:
             return Outcome.failed(str(error), error)
-        finally:
-            lock.release()
         return Outcome(result=DownloadResult(
             sid=job.sid, kind=job.kind.value, model=job.model, checkpoint=spec.checkpoint.name,
-            bytes=size, sha256=digest,
+            bytes=fetched.bytes, sha256=fetched.sha256,
             timings={"download_ms": round((time.perf_counter() - started) * 1000, 1)}))
 
 
@@ -69,9 +62,9 @@ def _reporter(job: Job, work: Work):
     return report
 
 
-def _measure(path) -> tuple[int, str]:
+def _measure(path: Path) -> Downloaded:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    return path.stat().st_size, digest.hexdigest()
+    return Downloaded(path, path.stat().st_size, digest.hexdigest())
