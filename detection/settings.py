@@ -212,7 +212,7 @@ SETTINGS: dict[str, Setting] = {
     "redis_url": Setting("redis://127.0.0.1:6379/0", redis_url),
     "workers": Setting("1", worker_count),
     "device": Setting("auto", text),
-    "runtime": Setting("onnxruntime", choice("onnxruntime", "torch")),
+    "runtime": Setting("auto", choice("auto", "onnxruntime", "torch")),
     "torch_threads": Setting("0", number(int, 0, 1024)),
     "gpu_batch_size": Setting("8", number(int, 1, 256)),
     "idle_exit_seconds": Setting("600", number(float, 0, 10**9)),

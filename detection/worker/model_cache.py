@@ -53,6 +53,13 @@ class ModelCache:
         with self._lock:
             return {name: detector.runtime for name, detector in self._loaded.items()}
 
+    @property
+    def runtime_ms(self) -> dict[str, dict[str, float]]:
+        """Loaded model names -> each runtime's time on the probe, where they were timed."""
+        with self._lock:
+            return {name: detector.runtime_ms for name, detector in self._loaded.items()
+                    if detector.runtime_ms}
+
     def get(self, name: str) -> DetectorBackend:
         models = self.models_file.models  # as models.toml is now (fine-tuned models added)
         if name not in models:
@@ -71,7 +78,9 @@ class ModelCache:
         with self._lock:
             self._loaded[name] = detector
         MODEL_LOAD_SECONDS.labels(name).observe(time.perf_counter() - started)
-        log.info("loaded model %s on %s (%s) in %.1f s", name, self.device, detector.runtime,
+        timed = ", ".join(f"{runtime} {ms:g} ms" for runtime, ms in detector.runtime_ms.items())
+        log.info("loaded model %s on %s (%s%s) in %.1f s", name, self.device, detector.runtime,
+                 f", the faster here: {timed} at 640x480" if timed else "",
                  time.perf_counter() - started)
         self._evict(keep=self.max_models, memory_bound=True)
         return self._loaded[name]

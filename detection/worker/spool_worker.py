@@ -155,7 +155,8 @@ class SpoolWorker:
         return WorkerState(worker_pid=os.getpid(), slot=self.queue.slot, lane=self.lane.name,
                            device=self.models.device, gpu=self.models.gpu_name,
                            version=__version__, models_loaded=sorted(self.models.loaded),
-                           runtimes=self.models.loaded, jobs_done=self.jobs_done)
+                           runtimes=self.models.loaded, runtime_ms=self.models.runtime_ms,
+                           jobs_done=self.jobs_done)
 
     def run(self) -> None:
         """Take jobs until stopped; when none waits, sleep until a ticket appears (inotify: the

@@ -205,6 +205,36 @@ def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatc
     assert detector.detect(image, 0.0), "the PyTorch model is intact after the export"
 
 
+@pytest.mark.parametrize("faster", ["torch", "onnxruntime"])
+def test_auto_keeps_the_runtime_timed_faster_here_and_times_once_per_machine(
+        worker, monkeypatch, tmp_path, faster):
+    """Which runtime is faster depends on the model and the machine: auto times both on the
+    whole detection (here with a stand-in clock, so that the choice is the test's) and keeps
+    the timings beside the export for the next load."""
+    from detection.worker.detectors import runtime_choice
+    from detection.worker.detectors.mmdet_detector import MMDetDetector
+    spec = worker.models.models_file.models["rtmdet_tiny"]
+    timed = []
+
+    def median_ms(detect, image):  # the real detection runs; its time is the test's
+        detect(image)
+        timed.append(len(timed))
+        first = {"torch": 100.0, "onnxruntime": 200.0}[faster]
+        return first if len(timed) == 1 else 150.0
+    monkeypatch.setattr(runtime_choice, "median_ms", median_ms)
+    cache = tmp_path / "onnx"
+    detector = MMDetDetector(spec, "cpu", runtime="auto", cache_dir=cache)
+    assert detector.runtime == faster and len(timed) == 2
+    assert set(detector.runtime_ms) == {"torch", "onnxruntime"}
+    image = np.asarray(Image.new("RGB", (320, 240), (90, 140, 60)))
+    assert detector.detect(image, 0.0), "the model chosen detects (its features were checked)"
+    torch_only = MMDetDetector(spec, "cpu", runtime="torch", cache_dir=cache)
+    assert torch_only.runtime_ms == {} and torch_only.runtime == "torch"
+    again = MMDetDetector(spec, "cpu", runtime="auto", cache_dir=cache)
+    assert len(timed) == 2, "timed once on this machine"
+    assert again.runtime == faster and again.runtime_ms == detector.runtime_ms
+
+
 def test_an_idle_worker_is_woken_by_a_new_ticket_not_by_its_poll(make_config, rtmdet_checkpoint):
     import threading
     import time

@@ -52,6 +52,7 @@ class FaceDetector:
     """MTCNN, as the worker uses every detector: ``detect_batch`` in RGB pixels."""
 
     runtime = "torch"
+    runtime_ms: dict[str, float] = {}  # one runtime: nothing to time
 
     def __init__(self, spec: ModelSpec, device: str, **_):
         spec.require_checkpoint()  # facenet-pytorch's weights are there

@@ -2,7 +2,7 @@
 
 mmdet's heads and post-processing stay as they are; only ``model.extract_feat`` is replaced, after
 a check that ONNX Runtime's features match PyTorch's on an input of another shape than the export.
-Measured on 2 cores: RTMDet-tiny's backbone+neck 106 -> 61 ms, Faster R-CNN R50-FPN's 1.9 -> 1.2 s.
+Whether that is faster depends on the model and the machine: ``runtime_choice.py`` times both.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -49,13 +50,16 @@ def _export(model, path: Path) -> None:
                           dynamic_axes={"inputs": {0: "batch", 2: "height", 3: "width"}})
 
 
-def use_onnxruntime(model, checkpoint: Path, config: Path, cache_dir: Path, threads: int) -> bool:
-    """Replace ``model.extract_feat`` with an ONNX Runtime session; False if it cannot be trusted."""
+def onnx_features(model, checkpoint: Path, config: Path, cache_dir: Path,
+                  threads: int) -> Callable | None:
+    """An ONNX Runtime stand-in for ``model.extract_feat`` (exported once, cached), checked
+    against PyTorch's features on an input of another shape than the export's; None if it
+    cannot be trusted."""
     import onnxruntime
     import torch
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{checkpoint.stem}-{_export_key(checkpoint, config)}.onnx"
+    path = export_path(checkpoint, config, cache_dir)
     if not path.exists():
         _export(model, path)
     options = onnxruntime.SessionOptions()
@@ -79,10 +83,18 @@ def use_onnxruntime(model, checkpoint: Path, config: Path, cache_dir: Path, thre
         if difference > RELATIVE_TOLERANCE * max(1.0, float(theirs.abs().max())):
             log.warning("ONNX Runtime features differ from PyTorch's by %.3g; using PyTorch",
                         difference)
-            return False
+            return None
+    return extract_feat
+
+
+def export_path(checkpoint: Path, config: Path, cache_dir: Path) -> Path:
+    return cache_dir / f"{checkpoint.stem}-{_export_key(checkpoint, config)}.onnx"
+
+
+def use_features(model, extract_feat: Callable) -> None:
+    """Run ``model``'s backbone and neck with ``extract_feat`` from now on, and free PyTorch's."""
+    import torch
     model.extract_feat = extract_feat
-    # The PyTorch backbone and neck are no longer used: free their memory.
     model.backbone = torch.nn.Identity()
     if getattr(model, "neck", None) is not None:
         model.neck = torch.nn.Identity()
-    return True
