@@ -72,7 +72,7 @@ class DaemonLauncher:
         """Stop a daemon of an earlier version (it holds ``uploads/.worker.lock``) rather than run
         beside it on the same spool: SIGTERM, so that its workers finish their jobs. Its pid."""
         pid = holder_pid(self.settings.uploads_dir / LEGACY_LOCK)
-        if pid is None:
+        if pid is None or pid <= 0:  # none, or one that has not yet written its pid
             return None
         log.warning("a detection daemon of an earlier version (pid %d) runs here: stopping it",
                     pid)
@@ -129,6 +129,8 @@ class DaemonLauncher:
         return now - self._touch[1] > self.settings.heartbeat_timeout_seconds
 
     def _kill(self, pid: int) -> None:
+        if pid <= 0:  # a holder that has not yet written its pid: never signal "-1" (everyone)
+            return
         log.error("the detection daemon %d sent no heartbeat for %g s (stopped or hung): "
                   "killing it and its workers", pid, self.settings.heartbeat_timeout_seconds)
         try:

@@ -56,7 +56,7 @@ def test_a_daemon_of_an_earlier_version_is_stopped_not_run_beside(tmp_path):
         "time.sleep(60)\n")])
     try:
         deadline = time.monotonic() + 10
-        while holder_pid(lock) is None and time.monotonic() < deadline:
+        while holder_pid(lock) != old.pid and time.monotonic() < deadline:
             time.sleep(0.01)
         launcher = DaemonLauncher(SimpleNamespace(uploads_dir=tmp_path))
         assert launcher.retire_legacy_daemon() == old.pid
