@@ -29,3 +29,4 @@ clean:
 bench: install
 	$(PYTHON) bench/benchmark.py --output docs/benchmarks.md
 	$(PYTHON) bench/scaling.py --output docs/scaling.md
+	$(PYTHON) bench/runtimes.py --output docs/runtimes.md

@@ -10,6 +10,7 @@ so that both see the same machine.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -34,10 +35,11 @@ def load(config: str, checkpoint: str):
 
 
 def main(config: str, checkpoint: str, paths: list[str]) -> None:
-    detect, prepare = load(config, checkpoint)
-    images = [prepare(np.asarray(Image.open(path).convert("RGB"))) for path in paths]
-    for image in images * 2:
-        detect(image)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout answers the benchmark; mmdet talks
+        detect, prepare = load(config, checkpoint)
+        images = [prepare(np.asarray(Image.open(path).convert("RGB"))) for path in paths]
+        for image in images * 2:
+            detect(image)
     print("ready", flush=True)
     for line in sys.stdin:
         image = images[int(line)]
@@ -71,6 +73,7 @@ class PlainMMDet:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(30)
+        self.process.stdout.close()
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ def report(results: list[dict]) -> str:
     import onnxruntime
     import psutil
     import torch
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), platform.processor())
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
         f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime "

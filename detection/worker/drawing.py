@@ -56,10 +56,7 @@ def draw_detections(pixels: np.ndarray, detections: list[Detection]) -> np.ndarr
 
     Drawn with numpy on one copy of the pixels (Pillow renders each label once)."""
     canvas = np.array(pixels)
-    for detection in reversed([d for d in detections if d.mask is not None]):
-        color = np.array(class_color(detection.class_id), dtype=np.float32)
-        region = detection.mask
-        canvas[region] = canvas[region] * (1 - MASK_OPACITY) + color * MASK_OPACITY
+    _tint_masks(canvas, [d for d in detections if d.mask is not None])
     height, width = canvas.shape[:2]
     line_width = max(2, round(min(width, height) / 300))
     font_size = max(12, round(min(width, height) / 40))
@@ -76,6 +73,24 @@ def draw_detections(pixels: np.ndarray, detections: list[Detection]) -> np.ndarr
             _dot(canvas, x, y, line_width + 1, class_color(detection.class_id))
         _paste(canvas, label, int(rectangle[0]), int(rectangle[1]))
     return canvas
+
+
+def _tint_masks(canvas: np.ndarray, masked: list[Detection]) -> None:
+    """Blend each pixel under a mask with the colour of the best-scoring mask there, in one pass
+    over the picture (blending mask by mask took 0.5 s for 100 masks of a 1280x960 photo). Each
+    mask is read within its own rows and columns only."""
+    if not masked:
+        return
+    top = np.full(canvas.shape[:2], -1, np.int16)  # the best mask over each pixel
+    for index in range(len(masked) - 1, -1, -1):  # best first in the list: it ends on top
+        mask = masked[index].mask
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows):
+            window = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+            top[window][mask[window]] = index
+    covered = top >= 0
+    colors = np.array([class_color(d.class_id) for d in masked], np.float32)
+    canvas[covered] = canvas[covered] * (1 - MASK_OPACITY) + colors[top[covered]] * MASK_OPACITY
 
 
 def _dot(canvas: np.ndarray, x: float, y: float, radius: int, color) -> None:

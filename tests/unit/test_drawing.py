@@ -32,6 +32,29 @@ def test_masks_tint_only_their_pixels():
     assert drawn[20, 20].sum() > 0 and drawn[50, 60].sum() == 0
 
 
+def test_where_masks_overlap_the_best_scoring_one_shows_over_the_others():
+    image = np.full((80, 100, 3), 100, np.uint8)
+    best, worse = np.zeros((80, 100), bool), np.zeros((80, 100), bool)
+    best[10:40, 10:40], worse[30:60, 30:60] = True, True
+    detections = [Detection("cat", 15, 0.9, (70, 70, 75, 75), best),
+                  Detection("dog", 16, 0.5, (70, 70, 75, 75), worse)]
+    drawn = draw_detections(image, detections).astype(int)
+    tinted = {name: np.rint(100 * 0.55 + np.array(class_color(i)) * 0.45)
+              for name, i in (("cat", 15), ("dog", 16))}
+    assert np.abs(drawn[35, 35] - tinted["cat"]).max() <= 1  # under both: the best one
+    assert np.abs(drawn[50, 50] - tinted["dog"]).max() <= 1
+    assert (drawn[5, 5] == 100).all()
+
+
+def test_a_mask_in_either_memory_order_encodes_the_same_run_lengths():
+    mask = np.zeros((48, 64), bool)
+    mask[5:20, 7:50] = True
+    mask[30, 3] = True
+    columns_first = np.asfortranarray(mask)
+    assert (Detection("cat", 15, 0.9, (0, 0, 1, 1), mask).to_json()["mask"]
+            == Detection("cat", 15, 0.9, (0, 0, 1, 1), columns_first).to_json()["mask"])
+
+
 def test_labels_at_the_right_edge_stay_in_the_picture():
     image = np.full((200, 300, 3), 255, np.uint8)
     edge = Detection("donut", 54, 0.9, (280.0, 80.0, 300.0, 150.0))

@@ -32,7 +32,7 @@ class Detection:
 def _rle(mask: np.ndarray) -> dict:
     """COCO run-length encoding, as pycocotools.mask.decode reads it."""
     from pycocotools import mask as coco_mask
-    encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    encoded = coco_mask.encode(np.asfortranarray(mask.view(np.uint8)))  # bool is a byte: one copy
     return {"size": list(encoded["size"]), "counts": encoded["counts"].decode("ascii")}
 
 

@@ -104,7 +104,10 @@ class MMDetDetector:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # mmdet clips to the padded network input
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         labels = instances.labels[keep].cpu().numpy()
-        masks = instances.masks[keep].cpu().numpy() if "masks" in instances else None
+        # Masks column by column (Fortran order), as COCO's run-length encoding reads them: one
+        # transpose here, in torch's threads, rather than a copy of each mask there.
+        masks = (instances.masks[keep].transpose(1, 2).contiguous().cpu().numpy()
+                 .transpose(0, 2, 1) if "masks" in instances else None)
         order = np.argsort(-scores, kind="stable")
         return [Detection(label=self.classes[int(labels[i])], class_id=int(labels[i]),
                           score=float(scores[i]), bbox=tuple(float(v) for v in boxes[i]),
