@@ -80,7 +80,7 @@ def outcome_of(rq_job: RQJob, job: Job) -> Outcome:
         if outcome is not None:
             return outcome
     failure = (result.exc_string if result is not None else None) or ""
-    if "AbandonedJobError" in failure:
+    if "AbandonedJobError" in failure or "stuck in intermediate queue" in failure:
         return Outcome.failed(worker_died(job.attempts))
     # RQ's own failure: its last line names the exception, without the traceback
     last_line = failure.strip().splitlines()[-1:] or ["no reason recorded"]

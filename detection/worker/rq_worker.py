@@ -6,7 +6,7 @@ It is an RQ ``SimpleWorker``: jobs run in its own process, so its models stay lo
 no model load per job). A thread beats while a job runs, so RQ sees a worker that dies (kill -9,
 out of memory) within ``heartbeat_timeout_seconds``; RQ then retries the job once, elsewhere.
 (A worker that dies between taking a job and starting it leaves it in RQ's intermediate queue,
-which RQ's maintenance requeues after a minute.) A job past its time limit is failed by an
+which RQ's maintenance retries after a minute: ``LaneQueue``.) A job past its time limit is failed by an
 alarm (SIGALRM, as RQ's own); one stuck where no alarm reaches (inside a native call) ends the
 process, so that its job is treated as abandoned.
 """
@@ -22,9 +22,11 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from redis.exceptions import RedisError
-from rq import SimpleWorker, get_current_job
+from rq import Queue, SimpleWorker, get_current_job
+from rq.exceptions import DequeueTimeout
 from rq.results import Result
 from rq.timeouts import JobTimeoutException
+from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from ..images import decode_image, limit_decoding
@@ -40,6 +42,8 @@ from .handlers import Work, failure_reason, handler_for
 from .model_cache import ModelCache
 
 log = logging.getLogger(__name__)
+
+LANE_POLL_SECONDS = 1.0  # how often a worker waiting on its first lane looks at the others
 
 _models: ModelCache | None = None  # this process's warm models (RQJobWorker sets them)
 
@@ -139,6 +143,52 @@ def detect(sid: str, model: str, threshold: float, classes: list[str] = (),
                     "classes": list(classes), "max_detections": max_detections})
 
 
+class LaneQueue(Queue):
+    """RQ's queue, taken lane by lane through RQ's intermediate queue.
+
+    RQ moves a job into its intermediate queue as it takes it (LMOVE) only for a worker on one
+    queue; from several it pops the job (BLPOP), so a worker killed between taking a job and
+    starting it loses the job: "queued" forever, in no list. Here every lane is taken with
+    LMOVE, in order; a wait blocks on the first lane (detections are taken at once) and looks
+    at the others every ``LANE_POLL_SECONDS``. RQ's maintenance then retries such a job."""
+
+    @classmethod
+    def dequeue_any(cls, queues, timeout, connection, job_class=None, serializer=None,
+                    death_penalty_class=None):
+        queues = list(queues)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            taken = cls._take(queues, deadline, connection)
+            if taken is None:
+                if deadline is None:
+                    return None
+                raise DequeueTimeout(timeout, [queue.key for queue in queues])
+            # RQ's own step after taking (pinned rq: see requirements.txt)
+            found = cls._fetch_dequeued_job(connection, *taken, job_class=job_class,
+                                            serializer=serializer,
+                                            death_penalty_class=death_penalty_class)
+            if found is not None:  # else its job is gone: RQ's maintenance drops the id
+                return found
+
+    @staticmethod
+    def _take(queues: list[Queue], deadline: float | None, connection) -> tuple[str, str] | None:
+        """(queue key, job id) of the first job in the lanes, moved into its queue's
+        intermediate queue; waiting until ``deadline`` (None: not waiting)."""
+        while True:
+            for queue in queues:
+                job_id = connection.lmove(queue.key, queue.intermediate_queue_key)
+                if job_id is not None:
+                    return queue.key, as_text(job_id)
+            wait = 0 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                return None
+            first = queues[0]
+            job_id = connection.blmove(first.key, first.intermediate_queue_key,
+                                       min(wait, LANE_POLL_SECONDS))
+            if job_id is not None:
+                return first.key, as_text(job_id)
+
+
 class RQJobWorker(SimpleWorker):
     """An RQ worker that keeps the models loaded and beats while a job runs."""
 
@@ -153,7 +203,7 @@ class RQJobWorker(SimpleWorker):
         # run RQ's maintenance: that is what requeues the jobs of workers that died.
         super().__init__([QUEUE_NAMES[lane] for lane in lanes], connection=connect(settings),
                          worker_ttl=heartbeat + 15,
-                         maintenance_interval=heartbeat)
+                         maintenance_interval=heartbeat, queue_class=LaneQueue)
         self.settings = settings
         limit_decoding(settings.max_pixels)
         _models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
@@ -163,6 +213,11 @@ class RQJobWorker(SimpleWorker):
         self._unreachable_since: float | None = None
         self._running: tuple | None = None  # (job, execution, started) while a job runs
         threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
+        # RQ leaves the id in the intermediate queue when the worker has several queues (it
+        # popped the job there); LaneQueue took it through it from each lane
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return max(1, int(self.settings.heartbeat_timeout_seconds))

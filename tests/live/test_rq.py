@@ -216,6 +216,40 @@ def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_ser
     assert queue.depth() == 0
 
 
+def test_a_job_whose_worker_dies_between_taking_and_starting_it_is_retried(
+        tmp_path, redis_server, rtmdet_checkpoint):
+    """RQ pops a job off several queues (BLPOP): a worker killed before it starts the job lost
+    it, "queued" in no list (CI saw it once, under kill -9 mid-burst). Taken through RQ's
+    intermediate queue, it is found by a surviving worker's maintenance and retried."""
+    from redis import Redis
+
+    from detection.jobs.job import Job, JobState, new_sid
+    from detection.jobs.queue import Upload
+    from detection.jobs.rq_queue import QUEUE_NAMES, RQQueue
+    from detection.settings import load_settings
+    from detection.worker import rq_worker
+    ini = write_config(tmp_path, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
+                       redis_url=redis_server.url)
+    settings = load_settings(ini)
+    queue = RQQueue(settings)
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    settings.uploads_dir.mkdir()
+    queue.records.files.input(job.sid).write_bytes(b"png")
+    queue.enqueue(job, Upload(png_bytes(), np.zeros((240, 320, 3), np.uint8)))
+    connection = Redis.from_url(redis_server.url)
+    lanes = [rq_worker.LaneQueue(name, connection=connection) for name in QUEUE_NAMES.values()]
+    taken, lane = rq_worker.LaneQueue.dequeue_any(lanes, 1, connection)
+    assert taken.id == job.sid and lane.intermediate_queue.get_job_ids() == [job.sid]
+    # ... and its worker is killed here. RQ retries it once seen there for a minute:
+    connection.set(lane.intermediate_queue.get_first_seen_key(job.sid), time.time() - 120)
+    assert queue.status(job.sid).state is JobState.QUEUED
+
+    rq_worker.RQJobWorker(settings).work(burst=True)  # its maintenance runs first
+    status = queue.status(job.sid)
+    assert status.state is JobState.DONE, status
+    assert status.job.attempts == 2 and lane.intermediate_queue.get_job_ids() == []
+
+
 def test_a_job_over_its_time_limit_fails_with_the_reason(tmp_path, redis_server,
                                                          rtmdet_checkpoint, monkeypatch):
     """The worker in this process (RQ's burst mode), with detection made to hang: RQ's alarm,
