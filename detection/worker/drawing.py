@@ -77,20 +77,21 @@ def draw_detections(pixels: np.ndarray, detections: list[Detection]) -> np.ndarr
 
 def _tint_masks(canvas: np.ndarray, masked: list[Detection]) -> None:
     """Blend each pixel under a mask with the colour of the best-scoring mask there, in one pass
-    over the picture (blending mask by mask took 0.5 s for 100 masks of a 1280x960 photo). Each
-    mask is read within its own rows and columns only."""
-    if not masked:
+    over the part of the picture the masks' windows cover (blending mask by mask took 0.5 s for
+    100 masks of a 1280x960 photo; picking the covered pixels out, 0.1 s)."""
+    windows = [d.mask.window for d in masked if d.mask.pixels.size]
+    if not windows:
         return
+    area = (slice(min(w[0].start for w in windows), max(w[0].stop for w in windows)),
+            slice(min(w[1].start for w in windows), max(w[1].stop for w in windows)))
     top = np.full(canvas.shape[:2], -1, np.int16)  # the best mask over each pixel
     for index in range(len(masked) - 1, -1, -1):  # best first in the list: it ends on top
         mask = masked[index].mask
-        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if len(rows):
-            window = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
-            top[window][mask[window]] = index
-    covered = top >= 0
+        np.copyto(top[mask.window], index, where=mask.pixels)
+    top, region = top[area], canvas[area]
     colors = np.array([class_color(d.class_id) for d in masked], np.float32)
-    canvas[covered] = canvas[covered] * (1 - MASK_OPACITY) + colors[top[covered]] * MASK_OPACITY
+    blended = region * (1 - MASK_OPACITY) + colors[top] * MASK_OPACITY  # top -1: not copied
+    np.copyto(region, blended, casting="unsafe", where=(top >= 0)[..., None])
 
 
 def _dot(canvas: np.ndarray, x: float, y: float, radius: int, color) -> None:

@@ -5,10 +5,10 @@ as the spool's workers do.
 It is an RQ ``SimpleWorker``: jobs run in its own process, so its models stay loaded (no fork,
 no model load per job). A thread beats while a job runs, so RQ sees a worker that dies (kill -9,
 out of memory) within ``heartbeat_timeout_seconds``; RQ then retries the job once, elsewhere.
-(A worker that dies between taking a job and starting it leaves it in RQ's intermediate queue,
-which RQ's maintenance retries after a minute: ``LaneQueue``.) A job past its time limit is failed by an
-alarm (SIGALRM, as RQ's own); one stuck where no alarm reaches (inside a native call) ends the
-process, so that its job is treated as abandoned.
+(A worker that dies between taking a job and starting it leaves it in RQ's intermediate
+queue, which RQ's maintenance retries after a minute: ``LaneQueue``.) A job past its time
+limit is failed by an alarm (SIGALRM, as RQ's own); one stuck where no alarm reaches (inside a
+native call) ends the process, so that its job is treated as abandoned.
 """
 from __future__ import annotations
 

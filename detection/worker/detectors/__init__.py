@@ -1,6 +1,7 @@
 """Detector backends: load a model once, run it many times, return plain detections.
 
-    base.py             Detection, and the DetectorBackend protocol every backend follows
+    base.py             Detection (and its Mask), and the DetectorBackend protocol every backend
+                        follows
     mmdet_detector.py   mmdet's models (models.toml's backend "mmdet")
     face_detector.py    faces with facenet-pytorch's MTCNN (backend "mtcnn")
     onnx_backbone.py    an mmdet model's backbone and neck on ONNX Runtime, on the CPU
@@ -10,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...models import ModelSpec
-from .base import Detection, DetectorBackend
+from .base import Detection, DetectorBackend, Mask
 
-__all__ = ["Detection", "DetectorBackend", "load_detector", "resolve_device"]
+__all__ = ["Detection", "DetectorBackend", "Mask", "load_detector", "resolve_device"]
 
 
 def resolve_device(setting: str, slot: int = 0) -> str:

@@ -11,29 +11,79 @@ from ...models import ModelSpec
 
 
 @dataclass(frozen=True)
+class Mask:
+    """An instance's pixels in an image of ``height`` x ``width``: ``pixels`` (bool) covers its
+    rows from ``top`` and columns from ``left``, and none is set outside them. Drawing and
+    encoding read this window only: most masks cover a few per cent of the photo."""
+    pixels: np.ndarray
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @classmethod
+    def within(cls, full: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> Mask:
+        """The mask ``full`` (H x W bool) whose rows and columns with a pixel set are ``rows``
+        and ``columns`` (H and W bools; a backend computes them for all its masks at once)."""
+        ys, xs = np.flatnonzero(rows), np.flatnonzero(columns)
+        if not len(ys):
+            return cls(full[:0, :0], 0, 0, *full.shape)
+        return cls(full[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1], int(ys[0]), int(xs[0]),
+                   *full.shape)
+
+    @classmethod
+    def of(cls, full: np.ndarray) -> Mask:
+        return cls.within(full, full.any(axis=1), full.any(axis=0))
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        return (slice(self.top, self.top + self.pixels.shape[0]),
+                slice(self.left, self.left + self.pixels.shape[1]))
+
+    def full(self) -> np.ndarray:
+        """The whole image's H x W bools."""
+        full = np.zeros((self.height, self.width), bool)
+        full[self.window] = self.pixels
+        return full
+
+    def rle(self) -> dict:
+        """COCO's compressed run-length encoding, as ``pycocotools.mask.encode`` gives for the
+        whole mask (runs down each column in turn), counted from the window's pixels alone."""
+        from pycocotools import mask as coco_mask
+        rows = self.pixels.shape[0]
+        inside = np.flatnonzero(self.pixels.T)  # column by column, as the runs go
+        at = (self.left + inside // max(rows, 1)) * self.height + self.top + inside % max(rows, 1)
+        breaks = np.flatnonzero(np.diff(at) != 1)
+        starts = at[np.r_[0, breaks + 1]] if len(at) else at
+        ends = at[np.r_[breaks, len(at) - 1]] + 1 if len(at) else at
+        edges = np.empty(2 * len(starts) + 2, np.int64)  # where each run begins, and the end
+        edges[1:-1:2], edges[2:-1:2] = starts, ends
+        edges[0], edges[-1] = 0, self.height * self.width
+        counts = np.diff(edges)
+        if len(counts) > 1 and counts[-1] == 0:  # the last pixel is set: no zeros after it
+            counts = counts[:-1]
+        encoded = coco_mask.frPyObjects({"size": [self.height, self.width],
+                                         "counts": counts.tolist()}, self.height, self.width)
+        return {"size": [self.height, self.width], "counts": encoded["counts"].decode("ascii")}
+
+
+@dataclass(frozen=True)
 class Detection:
     label: str
     class_id: int
     score: float
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in the input image's pixels
-    mask: np.ndarray | None = None  # HxW bool, for instance-segmentation models
+    mask: Mask | None = None  # for instance-segmentation models
     landmarks: tuple[tuple[float, float], ...] | None = None  # (x, y) points, for faces
 
     def to_json(self) -> dict:
         document = {"label": self.label, "class_id": self.class_id,
                     "score": round(self.score, 4), "bbox": [round(v, 2) for v in self.bbox]}
         if self.mask is not None:
-            document["mask"] = _rle(self.mask)
+            document["mask"] = self.mask.rle()
         if self.landmarks is not None:
             document["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
         return document
-
-
-def _rle(mask: np.ndarray) -> dict:
-    """COCO run-length encoding, as pycocotools.mask.decode reads it."""
-    from pycocotools import mask as coco_mask
-    encoded = coco_mask.encode(np.asfortranarray(mask.view(np.uint8)))  # bool is a byte: one copy
-    return {"size": list(encoded["size"]), "counts": encoded["counts"].decode("ascii")}
 
 
 class DetectorBackend(Protocol):

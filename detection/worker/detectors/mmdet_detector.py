@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...models import ModelSpec
-from .base import Detection
+from .base import Detection, Mask
 
 
 def _test_pipeline(cfg):
@@ -104,10 +104,11 @@ class MMDetDetector:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # mmdet clips to the padded network input
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         labels = instances.labels[keep].cpu().numpy()
-        # Masks column by column (Fortran order), as COCO's run-length encoding reads them: one
-        # transpose here, in torch's threads, rather than a copy of each mask there.
-        masks = (instances.masks[keep].transpose(1, 2).contiguous().cpu().numpy()
-                 .transpose(0, 2, 1) if "masks" in instances else None)
+        masks = None
+        if "masks" in instances:  # each within its rows and columns, found for all at once
+            kept = instances.masks[keep].cpu()
+            rows, columns, pixels = kept.any(dim=2).numpy(), kept.any(dim=1).numpy(), kept.numpy()
+            masks = [Mask.within(pixels[i], rows[i], columns[i]) for i in range(len(pixels))]
         order = np.argsort(-scores, kind="stable")
         return [Detection(label=self.classes[int(labels[i])], class_id=int(labels[i]),
                           score=float(scores[i]), bbox=tuple(float(v) for v in boxes[i]),
