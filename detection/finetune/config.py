@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .schedule import BATCH_SIZE, MIN_GAIN, MONITOR, PATIENCE, Schedule
+
 if TYPE_CHECKING:  # imported by the functions: the device is chosen before mmengine loads
     from mmengine.config import Config
 
@@ -37,12 +39,21 @@ def _adapt_model(node, count: int) -> None:
 
 
 def _pipelines(image_size: int, masks: bool) -> tuple[list, list, list]:
-    """Training (plain resize and flip: Mosaic and big jitter suit 300 epochs of COCO, not a
-    few of 200 photos), validation and test pipelines."""
+    """Training (scale jitter, crop, colour jitter and flips: what a few hundred batches of a
+    small dataset can use; Mosaic suits 300 epochs of COCO), validation and test pipelines."""
     resize = dict(type="Resize", scale=(image_size, image_size), keep_ratio=True)
     load = dict(type="LoadAnnotations", with_bbox=True, with_mask=masks)
-    train = [dict(type="LoadImageFromFile"), load, resize, dict(type="RandomFlip", prob=0.5),
-             PAD, dict(type="PackDetInputs")]
+    side = -(-image_size // 32) * 32  # a multiple of 32, as PAD makes them
+    train = [dict(type="LoadImageFromFile"), load,
+             dict(type="RandomResize", scale=(image_size, image_size), ratio_range=(0.6, 1.4),
+                  keep_ratio=True),
+             dict(type="RandomCrop", crop_size=(image_size, image_size),
+                  allow_negative_crop=True),
+             dict(type="YOLOXHSVRandomAug"), dict(type="RandomFlip", prob=0.5),
+             dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False),
+             # every image (and its masks) one size: a batch's masks are stacked as they are
+             dict(type="Pad", size=(side, side), pad_val=dict(img=(114, 114, 114))),
+             dict(type="PackDetInputs")]
     val = [dict(type="LoadImageFromFile"), resize, PAD, load,
            dict(type="PackDetInputs", meta_keys=META_KEYS)]
     test = [dict(type="LoadImageFromFile"), resize, PAD,
@@ -51,17 +62,19 @@ def _pipelines(image_size: int, masks: bool) -> tuple[list, list, list]:
 
 
 def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path, val: Path,
-                 epochs: int, image_size: int, seed: int, load_from: Path, work_dir: Path) -> None:
+                 schedule: Schedule, image_size: int, seed: int, load_from: Path,
+                 work_dir: Path) -> None:
     """Make the base model's config ``cfg`` train on ``classes`` (and with ``masks``, their
     masks) from the annotation files ``train`` and ``val``: AdamW with a short warm-up and
-    cosine decay, validation once at the end, weights from ``load_from``, randomness from
-    ``seed``."""
+    cosine decay, an average of the weights (EMA), validated every few epochs and the best
+    validation kept, stopped early when it stops improving; weights from ``load_from``,
+    randomness from ``seed``."""
     _adapt_model(cfg.model, len(classes))
     cfg.model.data_preprocessor.pop("batch_augments", None)  # YOLOX's multi-scale resizing
     pipelines = _pipelines(image_size, masks)
 
     def loader(annotations: Path, pipeline: list, shuffle: bool) -> dict:
-        return dict(batch_size=8, num_workers=0, persistent_workers=False, drop_last=False,
+        return dict(batch_size=BATCH_SIZE, num_workers=0, persistent_workers=False, drop_last=False,
                     sampler=dict(type="DefaultSampler", shuffle=shuffle),
                     dataset=dict(type="CocoDataset", data_root=str(annotations.parent),
                                  ann_file=annotations.name, data_prefix=dict(img=""),
@@ -72,18 +85,29 @@ def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path
     cfg.test_dataloader = loader(val, pipelines[2], shuffle=False)
     cfg.test_pipeline = pipelines[2]
     cfg.val_evaluator = cfg.test_evaluator = dict(
-        type="CocoMetric", ann_file=str(val), metric=["bbox", "segm"] if masks else "bbox")
-    # The loop validates at its last epoch unless told to begin later: validated once, after.
-    cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs, val_begin=epochs + 1)
+        type="CocoMetric", ann_file=str(val), metric=["bbox", "segm"] if masks else "bbox",
+        classwise=True)
+    epochs = schedule.epochs
+    cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs,
+                         val_interval=schedule.validate_every)
     cfg.param_scheduler = [
         dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
         dict(type="CosineAnnealingLR", eta_min=1e-4, begin=0, end=epochs, T_max=epochs,
              by_epoch=True)]
     cfg.optim_wrapper = dict(type="OptimWrapper",
                              optimizer=dict(type="AdamW", lr=2e-3, weight_decay=0.05))
-    cfg.custom_hooks = []  # the base's (EMA, Mosaic switches) are for 300 epochs of COCO
+    # Not the base's hooks (an EMA and Mosaic switches made for 300 epochs of COCO): YOLOX's
+    # EMA, that follows the weights closely at first, made to average over about the last 100
+    # batches after a few hundred; and a stop after PATIENCE validations without gain.
+    cfg.custom_hooks = [
+        dict(type="EMAHook", ema_type="ExpMomentumEMA", momentum=0.01, gamma=100,
+             update_buffers=True, priority=49),
+        dict(type="EarlyStoppingHook", monitor=MONITOR, rule="greater", min_delta=MIN_GAIN,
+             patience=PATIENCE)]
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=5)
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=epochs)
+    cfg.default_hooks.checkpoint = dict(  # the best validation's weights (EMA), only
+        type="CheckpointHook", interval=-1, save_last=False, save_best=MONITOR, rule="greater",
+        save_optimizer=False, save_param_scheduler=False)
     cfg.load_from = str(load_from)
     cfg.work_dir = str(work_dir)
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=64)

@@ -17,19 +17,24 @@ from ..jobs.locks import FileLock, holder_pid
 from ..models import ModelSpec, load_registry
 from ..settings import Settings
 from .dataset import Dataset, FinetuneError, check_dataset, training_files
+from .report import Trained
+from .schedule import Schedule
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a file name in checkpoints/, a URL segment
 WORK_PREFIX = "finetune-"  # training's own folder in checkpoints/, removed after
 
 
 def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
-             val_json: Path | None, epochs: int, image_size: int, seed: int = 0) -> dict:
-    """Train ``name`` from ``base_name`` on the dataset; register it; return what was
-    measured (mAP, training seconds, classes). One fine-tuning at a time per checkpoints
+             val_json: Path | None, epochs: int | None = None, image_size: int = 320,
+             seed: int = 0, time_budget: float | None = None) -> dict:
+    """Train ``name`` from ``base_name`` on the dataset (``epochs``, or as many as the
+    dataset's size asks for: ``schedule.py``; within ``time_budget`` seconds if given); register
+    it; return what was measured (``Trained``). One fine-tuning at a time per checkpoints
     folder: training takes the machine, and models.toml has one writer."""
-    if not 1 <= epochs <= 1000 or not 64 <= image_size <= 2048 or not 0 <= seed < 2**32:
-        raise FinetuneError("epochs must be 1 to 1000, the image size 64 to 2048 pixels, and "
-                            "the seed 0 to 4294967295")
+    if (epochs is not None and not 1 <= epochs <= 1000) or not 64 <= image_size <= 2048 \
+            or not 0 <= seed < 2**32 or (time_budget is not None and not time_budget > 0):
+        raise FinetuneError("epochs must be 1 to 1000, the image size 64 to 2048 pixels, the "
+                            "seed 0 to 4294967295, and the time budget more than 0 s")
     if not NAME.fullmatch(name):
         raise FinetuneError(f"{name!r} cannot name a model: use letters, digits, _ and - "
                             "(at most 64)")
@@ -50,7 +55,8 @@ def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
         masks = learns_masks(cfg)
         train = check_dataset(train_json, masks)
         val = check_dataset(val_json, masks) if val_json else None
-        return _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed)
+        return _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed,
+                      time_budget)
     finally:
         lock.release()
 
@@ -93,41 +99,54 @@ def _choose_device(setting: str) -> None:
 
 
 def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, train: Dataset,
-           val: Dataset | None, epochs: int, image_size: int, seed: int) -> dict:
+           val: Dataset | None, epochs: int | None, image_size: int, seed: int,
+           time_budget: float | None) -> dict:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
+    from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
 
     from .config import build_config, served_config
+    from .hooks import TimeBudget, ValidationCurve
     work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name}-",
                                      dir=settings.checkpoints_dir))
     checkpoint, config = _outputs(settings, name)
     try:
         train_path, val_path, trained_on = training_files(train, val, work_dir)
+        schedule = Schedule.plan(trained_on, epochs, time_budget)
         register_all_modules()
-        build_config(cfg, train.classes, masks, train_path, val_path, epochs, image_size, seed,
-                     base.require_checkpoint(), work_dir)
+        build_config(cfg, train.classes, masks, train_path, val_path, schedule, image_size,
+                     seed, base.require_checkpoint(), work_dir)
         started = time.monotonic()
         runner = Runner.from_cfg(cfg)
+        curve = ValidationCurve()
+        runner.register_hook(curve)
+        if time_budget:
+            runner.register_hook(TimeBudget(time_budget))
         runner.train()
+        if curve.last_epoch != runner.epoch:  # stopped between validations: where it ended too
+            runner.val_loop.run()
         seconds = time.monotonic() - started
-        save_weights(work_dir / f"epoch_{epochs}.pth", checkpoint)
+        best = next(hook for hook in runner.hooks if isinstance(hook, CheckpointHook))
+        if best.best_ckpt_path is None:  # no validation found anything: the last weights
+            runner.save_checkpoint(str(work_dir), "last.pth", save_optimizer=False,
+                                   save_param_scheduler=False)
+        save_weights(Path(best.best_ckpt_path or work_dir / "last.pth"), checkpoint)
         write_atomically(config, served_config(cfg, train.classes).pretty_text.encode(),
                          durable=True)
-        metrics = runner.val_loop.run()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    measured = {kind: round(float(metrics[f"coco/{kind}_mAP_50"]), 3)
-                for kind in ("bbox", "segm") if f"coco/{kind}_mAP_50" in metrics}
-    scores = ", ".join(f"{kind} mAP@0.5 {value:.2f}" for kind, value in measured.items())
+    outcome = Trained.of(name, train.classes, masks, curve.points, seconds, trained_on,
+                         (runner.epoch, schedule.epochs))
+    outcome.plot(checkpoint.with_suffix(".curve.png"))
+    scores = ", ".join(f"{kind} mAP@0.5 {value:.2f}" for kind, value in outcome.map50.items())
     register(settings.models_file, name, {
         "config": str(config), "checkpoint": str(checkpoint), "classes": list(train.classes),
-        "masks": masks, "validation_map50": measured,
+        "masks": masks, "validation_map50": outcome.map50,
         "hint": f"fine-tuned from {base.name} on {trained_on} images: "
                 + (scores or "no detections on its validation images"),
         **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})})
-    return {"name": name, "classes": train.classes, "seconds": seconds, "images": trained_on,
-            "validation_map50": measured}
+    return outcome
 
 
 def save_weights(trained: Path, checkpoint: Path) -> None:

@@ -208,8 +208,15 @@ def test_a_fine_tuned_model_learns_the_shapes_and_is_served_by_name(tmp_path, da
         assert run.returncode == 0, run.stderr[-3000:]
         assert "loss_cls" in run.stdout and "eta:" in run.stdout  # progress as it trains
         outcome = run.stdout.splitlines()[-1]
-        measured = float(outcome.split("bbox mAP@0.5 ")[1].split()[0])
+        measured = float(outcome.split("bbox mAP@0.5 ")[1].split(",")[0])
         assert measured >= 0.5, outcome
+        # The validation curve, printed (the kept one marked) and plotted; AP per class.
+        curve = run.stdout[run.stdout.index("validation: epoch"):].splitlines()
+        assert sum("<- kept" in line for line in curve) == 1
+        assert "AP per class: circle" in run.stdout
+        assert "warning:" not in run.stdout
+        checkpoints = load_settings(ini).checkpoints_dir
+        assert Image.open(checkpoints / "shapes.curve.png").format == "PNG"
         # The running service offers it at once, with its classes and its mAP.
         listed = {m["name"]: m for m in requests.get(server.url + "/models",
                                                      timeout=10).json()["models"]}
@@ -274,15 +281,21 @@ def test_a_fine_tuned_mask_model_draws_and_returns_the_shapes_masks(tmp_path, da
 def test_other_models_fine_tune_and_serve_their_classes(tmp_path, base_name):
     """A short run from random weights: the config each base needs is built, trained, saved and
     loaded by the service's detector with the new classes (learning is the YOLOX and RTMDet-Ins
-    tests' job)."""
+    tests' job). A time budget spent by the first epoch stops it there, and the weak result
+    comes with a warning."""
     from detection.models import load_registry
     from detection.worker.detectors import load_detector
     small = make_dataset(tmp_path / "small", 8, seed=2, size=(320, 240))
     base = build_random_checkpoint(CONFIGS[base_name], tmp_path / "base.pth")
     ini = write_config(tmp_path, {base_name: base})
     # 4:3 photos at 160 px are 160x120: padded to a multiple of 32 for the feature pyramid.
-    run = run_finetune(ini, "mine", base_name, small, "--epochs", "1", "--image-size", "160")
+    run = run_finetune(ini, "mine", base_name, small, "--epochs", "2", "--time-budget", "0.001",
+                       "--image-size", "160")
     assert run.returncode == 0, run.stderr[-3000:]
+    outcome = run.stdout.splitlines()[-1]
+    assert "(1 of 2 epochs, the best at 1 kept)" in outcome
+    measured = float(outcome.split("bbox mAP@0.5 ")[1].split(",")[0])  # of 2 images: may be 1
+    assert ("warning: weak result: bbox mAP@0.5" in run.stdout) == (measured < 0.5)
     settings = load_settings(ini)
     spec = load_registry(settings.models_file, settings.checkpoints_dir)["mine"]
     masks = base_name == "mask_rcnn_r50"
