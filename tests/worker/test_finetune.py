@@ -167,6 +167,9 @@ def test_bad_names_and_bases_are_refused_before_any_training(tmp_path, dataset, 
         finetune(settings, "mine", "yolox_nano", train, None, epochs=0, image_size=128)
     with pytest.raises(FinetuneError, match="the seed 0 to 4294967295"):
         finetune(settings, "mine", "yolox_nano", train, None, epochs=1, image_size=128, seed=-1)
+    for budget in (0.0, -5.0, float("nan")):
+        with pytest.raises(FinetuneError, match="the time budget more than 0 s"):
+            finetune(settings, "mine", "yolox_nano", train, None, time_budget=budget)
     with FileLock(settings.checkpoints_dir / ".finetune.lock"):  # another one is running
         with pytest.raises(FinetuneError, match="another fine-tuning is running"):
             finetune(settings, "mine", "yolox_nano", train, None, epochs=1, image_size=128)
