@@ -26,7 +26,7 @@ WORK_PREFIX = "finetune-"  # training's own folder in checkpoints/, removed afte
 
 def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
              val_json: Path | None, epochs: int | None = None, image_size: int = 320,
-             seed: int = 0, time_budget: float | None = None) -> dict:
+             seed: int = 0, time_budget: float | None = None) -> Trained:
     """Train ``name`` from ``base_name`` on the dataset (``epochs``, or as many as the
     dataset's size asks for: ``schedule.py``; within ``time_budget`` seconds if given); register
     it; return what was measured (``Trained``). One fine-tuning at a time per checkpoints
@@ -100,7 +100,7 @@ def _choose_device(setting: str) -> None:
 
 def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, train: Dataset,
            val: Dataset | None, epochs: int | None, image_size: int, seed: int,
-           time_budget: float | None) -> dict:
+           time_budget: float | None) -> Trained:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
     from mmengine.hooks import CheckpointHook
@@ -121,8 +121,8 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
         runner = Runner.from_cfg(cfg)
         curve = ValidationCurve()
         runner.register_hook(curve)
-        if time_budget:
-            runner.register_hook(TimeBudget(time_budget))
+        if schedule.time_budget:
+            runner.register_hook(TimeBudget(schedule.time_budget))
         runner.train()
         if curve.last_epoch != runner.epoch:  # stopped between validations: where it ended too
             runner.val_loop.run()
@@ -143,8 +143,7 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
     register(settings.models_file, name, {
         "config": str(config), "checkpoint": str(checkpoint), "classes": list(train.classes),
         "masks": masks, "validation_map50": outcome.map50,
-        "hint": f"fine-tuned from {base.name} on {trained_on} images: "
-                + (scores or "no detections on its validation images"),
+        "hint": f"fine-tuned from {base.name} on {trained_on} images: {scores}",
         **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})})
     return outcome
 

@@ -181,23 +181,32 @@ def test_a_web_host_starts_its_own_rq_worker_and_waits_out_its_model_load(rq_set
     assert server.worker_pid() and "Job OK" in (server.uploads / ".daemon.log").read_text()
 
 
+def queued_detection(directory, redis_url: str, checkpoint, **settings):
+    """A detection as a web process of the RQ backend accepts it (its input stored here, its
+    upload in Redis): the settings, that web's queue and the job."""
+    from detection.jobs.job import Job, new_sid
+    from detection.jobs.queue import Upload
+    from detection.jobs.rq_queue import RQQueue
+    from detection.settings import load_settings
+    loaded = load_settings(write_config(directory, {"rtmdet_tiny": checkpoint}, queue="rq",
+                                        redis_url=redis_url, **settings))
+    queue = RQQueue(loaded)
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    loaded.uploads_dir.mkdir()
+    queue.records.files.input(job.sid).write_bytes(b"png")
+    queue.enqueue(job, Upload(png_bytes(), np.zeros((240, 320, 3), np.uint8)))
+    return loaded, queue, job
+
+
 def test_a_job_whose_worker_died_twice_fails_with_the_reason(tmp_path, redis_server,
                                                               fake_checkpoint):
     """RQ's own cleanup, as a surviving worker's maintenance runs it, after two deaths."""
     from redis import Redis
     from rq import SimpleWorker
 
-    from detection.jobs.job import Job, JobState, new_sid
-    from detection.jobs.queue import Upload
-    from detection.jobs.rq_queue import QUEUE_NAMES, RQQueue, upload_key
-    from detection.settings import load_settings
-    ini = write_config(tmp_path, {"rtmdet_tiny": fake_checkpoint}, queue="rq",
-                       redis_url=redis_server.url)
-    queue = RQQueue(load_settings(ini))
-    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
-    queue.records.files.uploads_dir.mkdir()
-    queue.records.files.input(job.sid).write_bytes(b"png")
-    queue.enqueue(job, Upload(b"upload", np.zeros((1, 1, 3), np.uint8)))
+    from detection.jobs.job import JobState
+    from detection.jobs.rq_queue import QUEUE_NAMES, upload_key
+    _, queue, job = queued_detection(tmp_path, redis_server.url, fake_checkpoint)
     connection = Redis.from_url(redis_server.url)
     for attempt in (1, 2):
         worker = SimpleWorker([QUEUE_NAMES["detect"]], connection=connection)
@@ -223,19 +232,10 @@ def test_a_job_whose_worker_dies_between_taking_and_starting_it_is_retried(
     intermediate queue, it is found by a surviving worker's maintenance and retried."""
     from redis import Redis
 
-    from detection.jobs.job import Job, JobState, new_sid
-    from detection.jobs.queue import Upload
-    from detection.jobs.rq_queue import QUEUE_NAMES, RQQueue
-    from detection.settings import load_settings
+    from detection.jobs.job import JobState
+    from detection.jobs.rq_queue import QUEUE_NAMES
     from detection.worker import rq_worker
-    ini = write_config(tmp_path, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
-                       redis_url=redis_server.url)
-    settings = load_settings(ini)
-    queue = RQQueue(settings)
-    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
-    settings.uploads_dir.mkdir()
-    queue.records.files.input(job.sid).write_bytes(b"png")
-    queue.enqueue(job, Upload(png_bytes(), np.zeros((240, 320, 3), np.uint8)))
+    settings, queue, job = queued_detection(tmp_path, redis_server.url, rtmdet_checkpoint)
     connection = Redis.from_url(redis_server.url)
     lanes = [rq_worker.LaneQueue(name, connection=connection) for name in QUEUE_NAMES.values()]
     taken, lane = rq_worker.LaneQueue.dequeue_any(lanes, 1, connection)
@@ -254,21 +254,12 @@ def test_a_job_over_its_time_limit_fails_with_the_reason(tmp_path, redis_server,
                                                          rtmdet_checkpoint, monkeypatch):
     """The worker in this process (RQ's burst mode), with detection made to hang: RQ's alarm,
     set again once the model is loaded, ends the job at its limit; it is failed, not retried."""
-    from detection.jobs.job import Job, JobState, new_sid
-    from detection.jobs.queue import Upload
-    from detection.jobs.rq_queue import RQQueue
-    from detection.settings import load_settings
+    from detection.jobs.job import JobState
     from detection.worker import rq_worker
     from detection.worker.handlers import detect
-    ini = write_config(tmp_path, {"rtmdet_tiny": rtmdet_checkpoint}, queue="rq",
-                       redis_url=redis_server.url, job_timeout_seconds=1,
-                       model_load_timeout_seconds=600)
-    settings = load_settings(ini)
-    queue = RQQueue(settings)
-    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
-    settings.uploads_dir.mkdir()
-    queue.records.files.input(job.sid).write_bytes(b"png")
-    queue.enqueue(job, Upload(png_bytes(), np.zeros((240, 320, 3), np.uint8)))
+    settings, queue, job = queued_detection(tmp_path, redis_server.url, rtmdet_checkpoint,
+                                            job_timeout_seconds=1,
+                                            model_load_timeout_seconds=600)
     worker = rq_worker.RQJobWorker(settings)  # loads the model first: not counted
 
     def hang(*args, **kwargs):
