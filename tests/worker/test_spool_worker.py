@@ -1,4 +1,5 @@
 """The worker with real models from random-weights checkpoints: results, the oracle, failures."""
+import io
 import json
 
 import numpy as np
@@ -192,6 +193,30 @@ def test_instance_masks_are_drawn_and_encoded(make_config, checkpoints_dir, rtmd
     decoded = coco_mask.decode({"size": detections[0]["mask"]["size"],
                                 "counts": detections[0]["mask"]["counts"].encode()})
     assert decoded.shape == (240, 320)
+
+
+def test_instance_masks_equal_mmdet_inference_detector_pixel_for_pixel(make_config, checkpoints_dir,
+                                                                        rtmdet_checkpoint):
+    """The masks thresholded on their logits (no full-size sigmoid) are mmdet's own, on an image
+    that its pipeline scales up (both of the head's upsamplings run)."""
+    from mmdet.apis import inference_detector, init_detector
+    from pyramid.paster import get_appsettings
+    from detection.models import load_registry
+    from detection.worker.detectors.mmdet_detector import MMDetDetector
+    checkpoint = build_random_checkpoint("rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py",
+                                         checkpoints_dir / "rtmdet_ins_random.pth")
+    ini = make_config({"rtmdet_tiny": rtmdet_checkpoint, "rtmdet_ins_tiny": checkpoint})
+    settings = parse_settings(get_appsettings(str(ini)), str(ini))
+    spec = load_registry(settings.models_file, settings.checkpoints_dir)["rtmdet_ins_tiny"]
+    image = np.asarray(Image.open(io.BytesIO(png_bytes(size=(300, 200)))).convert("RGB"))
+    ours = MMDetDetector(spec, "cpu").detect(image, 0.0)
+    model = init_detector(str(spec.config), str(checkpoint), device="cpu")
+    theirs = inference_detector(model, image[:, :, ::-1].copy()).pred_instances
+    order = theirs.scores.argsort(descending=True, stable=True)
+    assert len(ours) == len(theirs) > 0
+    for detection, i in zip(ours, order.tolist()):
+        assert detection.score == pytest.approx(float(theirs.scores[i]), abs=1e-6)
+        assert np.array_equal(detection.mask.full(), theirs.masks[i].numpy())
 
 
 def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatch, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...models import ModelSpec
 from .base import Detection, Mask
+from .mask_logits import threshold_mask_logits
 
 
 def _test_pipeline(cfg):
@@ -46,6 +47,7 @@ class MMDetDetector:
                              "...): give it its `classes` there")
         self.classes: tuple[str, ...] = spec.classes
         self.pipeline = _test_pipeline(self.model.cfg)
+        threshold_mask_logits(self.model)
         self.runtime = "torch"
         self.runtime_ms: dict[str, float] = {}  # each runtime timed on the probe ("auto")
         if runtime != "torch" and device == "cpu" and cache_dir is not None:
