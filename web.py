@@ -47,6 +47,7 @@ def main(global_config: dict, **app_settings: str):
         config.include("detection.web.exposition")  # after routes: it adds a view to one
         config.scan("detection.web.views")
         config.scan("detection.web.deepstack")
+        config.scan("detection.web.dataset_views")
         config.scan("detection.web.errors")
     return config.make_wsgi_app()
 

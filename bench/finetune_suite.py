@@ -5,6 +5,7 @@ with one clear object.
 
     .venv/bin/python bench/finetune_suite.py --label new                  (the defaults)
     .venv/bin/python bench/finetune_suite.py --label old -- --epochs 20   (options passed on)
+    .venv/bin/python bench/finetune_suite.py --ablate no-ema              (bench/finetune_ablation.py)
 
 Each run adds its rows to artifacts/finetune-suite/results.json; ``--output`` writes them all
 as a table into docs/finetuning.md (between its suite markers).
@@ -15,6 +16,7 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.finetune_ablation import CHOICES  # noqa: E402
 from bench.synthetic import SUITE, clear_photo, make_suite_dataset  # noqa: E402
-from tests.shapes import run_finetune  # noqa: E402
 from tests.support import SHARED_CHECKPOINT, write_config  # noqa: E402
 
 WORK = ROOT / "artifacts" / "finetune-suite"
@@ -48,7 +50,16 @@ def clear_object_score(ini: Path, name: str, photo: bytes, label: str) -> float:
     return max((d.score for d in detector.detect(image, 0.05) if d.label == label), default=0.0)
 
 
-def run(name: str, label: str, options: list[str]) -> dict:
+def run_finetune(ini: Path, name: str, train: Path, val: Path, options: list[str],
+                 ablate: str | None) -> subprocess.CompletedProcess:
+    """``mmdetectionl.py finetune`` as a user runs it (or with one choice changed)."""
+    program = ["bench/finetune_ablation.py", ablate] if ablate else ["mmdetectionl.py"]
+    return subprocess.run([sys.executable, *program, "--config", str(ini), "finetune", name,
+                           "--base", "yolox_nano", "--train", str(train), "--val", str(val),
+                           *options], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def run(name: str, label: str, options: list[str], ablate: str | None) -> dict:
     data = WORK / "data" / name
     if not (data / "val" / "annotations.json").exists():
         make_suite_dataset(name, data)
@@ -57,9 +68,8 @@ def run(name: str, label: str, options: list[str]) -> dict:
     directory.mkdir(parents=True)
     ini = write_config(directory, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano")
     started = time.monotonic()
-    done = run_finetune(ini, name.replace("-", "_"), "yolox_nano",
-                        data / "train" / "annotations.json", "--val",
-                        str(data / "val" / "annotations.json"), *options)
+    done = run_finetune(ini, name.replace("-", "_"), data / "train" / "annotations.json",
+                        data / "val" / "annotations.json", options, ablate)
     seconds = time.monotonic() - started
     if done.returncode:
         print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
@@ -68,7 +78,9 @@ def run(name: str, label: str, options: list[str]) -> dict:
     found = re.search(r"bbox mAP@0.5 ([\d.]+)", done.stdout)
     overall = re.search(r"bbox mAP ([\d.]+)", done.stdout)
     photo, cls = clear_photo(name)
-    return {"dataset": name, "label": label, "options": " ".join(options) or "(defaults)",
+    changed = [f"ablate {ablate}"] if ablate else []
+    return {"dataset": name, "label": label,
+            "options": " ".join(changed + options) or "(defaults)",
             "train": SUITE[name].train, "seconds": round(seconds),
             "map50": float(found.group(1)) if found else 0.0,
             "map": float(overall.group(1)) if overall else None,
@@ -87,19 +99,21 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--label", required=True, help="the row's name (old, new, ...)")
+    parser.add_argument("--label", help="the row's name (old, new, ...; default: the ablation)")
+    parser.add_argument("--ablate", choices=CHOICES, help="one choice of the defaults changed")
     parser.add_argument("--datasets", nargs="+", default=list(SUITE), choices=list(SUITE))
     parser.add_argument("--output", type=Path, help="write the table into this markdown file")
     parser.add_argument("options", nargs="*", help="finetune options (after --)")
     args = parser.parse_args()
+    label = args.label or args.ablate or parser.error("give --label or --ablate")
     if not SHARED_CHECKPOINT.is_file():
         sys.exit(f"needs the real YOLOX-Nano checkpoint at {SHARED_CHECKPOINT}")
     results_file = WORK / "results.json"
     WORK.mkdir(parents=True, exist_ok=True)
     rows = json.loads(results_file.read_text()) if results_file.exists() else []
     for name in args.datasets:
-        row = run(name, args.label, args.options)
-        rows = [r for r in rows if (r["dataset"], r["label"]) != (name, args.label)] + [row]
+        row = run(name, label, args.options, args.ablate)
+        rows = [r for r in rows if (r["dataset"], r["label"]) != (name, label)] + [row]
         results_file.write_text(json.dumps(rows, indent=1))
     report = table(rows)
     print(report)

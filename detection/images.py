@@ -72,6 +72,8 @@ def limit_decoding(max_pixels: int) -> None:
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode an upload into upright 8-bit RGB pixels (height x width x 3), or raise
     ``BadImage``."""
+    if not data:
+        raise BadImage("the file is empty")
     check_container(data, max_pixels)
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
@@ -169,6 +171,11 @@ def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1, compress_type=Z_RLE)
     return buffer.getvalue()
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """The width and height of a PNG this service stored (from its header)."""
+    return struct.unpack(">II", png[16:24])
 
 
 def read_png(path: Path) -> np.ndarray:

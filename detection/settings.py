@@ -18,6 +18,7 @@ PREFIX = "detection."
 ENVIRONMENT_OVERRIDES = {
     "DETECTION_UPLOADS_DIR": "uploads_dir",
     "DETECTION_CHECKPOINTS_DIR": "checkpoints_dir",
+    "DETECTION_DATASETS_DIR": "datasets_dir",
     "DETECTION_MODELS_FILE": "models_file",
     "DETECTION_DEFAULT_MODEL": "default_model",
     "DETECTION_DEVICE": "device",
@@ -37,6 +38,7 @@ class Settings:
     config_file: Path | None
     uploads_dir: Path
     checkpoints_dir: Path
+    datasets_dir: Path
     models_file: Path
     default_model: str
     default_threshold: float
@@ -63,6 +65,10 @@ class Settings:
     model_load_timeout_seconds: float
     heartbeat_timeout_seconds: float
     max_storage_mb: int
+    max_datasets: int
+    max_dataset_images: int
+    max_dataset_classes: int
+    max_datasets_mb: int
     prune_interval_seconds: float
     public_url: str
     allowed_origins: tuple[str, ...]
@@ -202,6 +208,7 @@ def urls(raw: str, key: str, base: Path) -> tuple[str, ...]:
 SETTINGS: dict[str, Setting] = {
     "uploads_dir": Setting("uploads", path),
     "checkpoints_dir": Setting("checkpoints", path),
+    "datasets_dir": Setting("datasets", path),
     "models_file": Setting("", models_path),
     "default_model": Setting("rtmdet_tiny", text),
     "default_threshold": Setting("0.3", number(float, 0.0, 1.0)),
@@ -229,6 +236,10 @@ SETTINGS: dict[str, Setting] = {
     "heartbeat_timeout_seconds": Setting("30", number(float, 1, 10**6)),
     "max_storage_mb": Setting("10240", number(int, 0, 2**40)),
     "prune_interval_seconds": Setting("60", number(float, 1, 10**6)),
+    "max_datasets": Setting("100", number(int, 1, 100_000)),
+    "max_dataset_images": Setting("5000", number(int, 1, 1_000_000)),
+    "max_dataset_classes": Setting("100", number(int, 1, 10_000)),
+    "max_datasets_mb": Setting("2048", number(int, 1, 2**40)),
     "public_url": Setting("", url),
     "allowed_origins": Setting("", urls),
     "api_keys": Setting("", words),

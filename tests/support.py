@@ -51,6 +51,7 @@ def write_config(directory: Path, checkpoints: dict[str, Path], extra_models: st
     app = parser["app:main"]
     app["detection.uploads_dir"] = str(directory / "uploads")
     app["detection.checkpoints_dir"] = str(directory / "checkpoints")
+    app["detection.datasets_dir"] = str(directory / "datasets")
     app["detection.models_file"] = str(write_models_file(directory / "models.toml", checkpoints,
                                                          extra_models))
     for key, value in overrides.items():

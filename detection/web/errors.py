@@ -6,6 +6,14 @@ import logging
 from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
+from ..datasets.annotations import BadAnnotation
+from ..datasets.store import (
+    DatasetExists,
+    DatasetFull,
+    DatasetNotFound,
+    DatasetStorageFull,
+    ImageNotFound,
+)
 from ..images import BadImage, ImageTooLarge
 from ..jobs.errors import DiskFull, QueueFull, QueueUnavailable
 from ..jobs.storage import StorageFull
@@ -40,7 +48,9 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 ImageTooLarge: 413, BodyTooLarge: 413, JobNotFound: 404, ModelUnavailable: 400,
                 CrossSiteRequest: 403, QueueFull: 503, QueueUnavailable: 503, DetectionTimeout: 503,
                 ServerBusy: 503, JobGone: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500,
-                NothingToDownload: 409}
+                NothingToDownload: 409, BadAnnotation: 400, DatasetNotFound: 404,
+                ImageNotFound: 404, DatasetExists: 409, DatasetFull: 409,
+                DatasetStorageFull: 507}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

@@ -7,6 +7,7 @@ and ``request.upload_form`` (reified) is the only way views and the security pol
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -16,10 +17,13 @@ from ..jobs.job import MAX_DETECTIONS
 from ..models import ModelSpec
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
-TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections")
+TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections",
+               "annotations", "add_classes")
 IMAGE_FIELD = "image"
 MAX_PARTS = 16
 MAX_TEXT_FIELD_BYTES = 4096  # COCO's 80 class names, comma-separated, are 700 bytes
+MAX_JSON_BYTES = 1 << 20  # a JSON body; a dataset image's 1000 boxes are ~60 KB
+FIELD_BYTES = {"annotations": MAX_JSON_BYTES}  # text fields allowed more than the others
 MAX_DETECTIONS_LIMIT = 1000
 MAX_STATUS_WAIT = 60.0  # seconds a ?wait= long-poll may ask for
 MAX_PART_HEADERS = 8
@@ -131,6 +135,41 @@ def read_upload_form(request) -> UploadForm:
     return form
 
 
+def read_json(request) -> dict:
+    """The request's JSON object body (at most ``MAX_JSON_BYTES``), or a clear error."""
+    if request.content_type != "application/json":
+        raise BadParameter("send a JSON object (Content-Type: application/json)")
+    body = request.body_file.read(MAX_JSON_BYTES + 1)
+    if len(body) > MAX_JSON_BYTES:
+        raise BodyTooLarge(f"the JSON body is over {MAX_JSON_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BadParameter(f"the body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise BadParameter("the body must be a JSON object")
+    return document
+
+
+def parse_json_field(raw: str | None, name: str) -> object:
+    """A form field that holds JSON (a dataset image's ``annotations``); absent: None."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise BadParameter(f"the {name} field is not JSON: {error}") from None
+
+
+def parse_flag(raw: object, name: str) -> bool:
+    """true/false (JSON), or a form field's true, false, 1, 0; absent: false."""
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "false", "0", ""):
+        return raw.strip().lower() in ("true", "1")
+    raise BadParameter(f"{name} must be true or false, got {raw!r:.40}")
+
+
 def require_image(form: UploadForm) -> bytes:
     if form.image is None:
         raise BadParameter("send the image as a multipart/form-data file field named 'image'")
@@ -146,8 +185,9 @@ def _take_part(form: UploadForm, part: multipart.MultipartPart, limit: int) -> N
     elif part.name in TEXT_FIELDS:
         if part.name in form.fields:
             raise BadParameter(f"send the {part.name} field once, not several times")
-        if part.size > MAX_TEXT_FIELD_BYTES:
-            raise BadParameter(f"the {part.name} field is over {MAX_TEXT_FIELD_BYTES} bytes")
+        limit = FIELD_BYTES.get(part.name, MAX_TEXT_FIELD_BYTES)
+        if part.size > limit:
+            raise BadParameter(f"the {part.name} field is over {limit} bytes")
         try:
             form.fields[part.name] = part.value
         except (UnicodeDecodeError, LookupError):  # not in its charset, or no such charset

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import __version__
+from ..datasets.annotations import MAX_BOXES, MAX_LABEL_CHARS
 from ..jobs.job import MAX_DETECTIONS, JobKind
 from .forms import MAX_DETECTIONS_LIMIT, MAX_STATUS_WAIT
 
@@ -29,7 +30,8 @@ def _errors(schema: str, *codes: int) -> dict:
     meaning = {400: "a bad parameter", 401: "a missing or wrong API key",
                403: "a POST from a page of another origin", 404: "not found",
                410: "the job failed: its results will never exist",
-               409: "the model has no weights to download",
+               409: "the model has no weights to download; a dataset exists already or is "
+                    "at a limit",
                413: "the body or the image is too large",
                422: "not an image, empty, truncated or corrupt",
                500: "the detection itself failed",
@@ -125,6 +127,7 @@ def _schemas() -> dict:
                                  "default_model": string, "worker_alive": {"type": "boolean"},
                                  "model_loaded": {"type": "boolean", "nullable": True},
                                  "error": string}},
+        **_dataset_schemas(),
         "DeepStackResult": {"type": "object", "required": ["success", "predictions", "duration"],
                             "properties": {
                                 "success": {"type": "boolean", "enum": [True]}, "sid": string,
@@ -141,6 +144,130 @@ def _schemas() -> dict:
                                     "properties": {"label": string, "confidence": number,
                                                    "x_min": integer, "y_min": integer,
                                                    "x_max": integer, "y_max": integer}}}}},
+    }
+
+
+LABEL = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_CHARS,
+         "description": "printable, no comma, no space at either end"}
+BOX = {"type": "object", "required": ["label", "box"], "additionalProperties": False,
+       "properties": {"label": LABEL, "box": {
+           "type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+           "description": "x1, y1, x2, y2 in the image's pixels: within it, at least a pixel "
+                          "wide and high"}}}
+ANNOTATIONS = {"type": "array", "items": BOX, "maxItems": MAX_BOXES}
+
+
+def _dataset_schemas() -> dict:
+    string, integer = {"type": "string"}, {"type": "integer"}
+    return {
+        "Dataset": {"type": "object", "required": ["name", "classes", "images", "boxes", "split"],
+                    "properties": {"name": string, "classes": {"type": "array", "items": string},
+                                   "images": integer, "bytes": integer,
+                                   "created": {"type": "number"},
+                                   "boxes": {"type": "object", "additionalProperties": integer,
+                                             "description": "boxes per class"},
+                                   "split": {"type": "object", "properties": {
+                                       "train": integer, "held_out": integer}},
+                                   "url": string, "images_url": string, "coco_url": string}},
+        "DatasetImage": {"type": "object", "required": ["id", "width", "height", "annotations",
+                                                        "split"],
+                         "properties": {"id": string, "width": integer, "height": integer,
+                                        "annotations": ANNOTATIONS,
+                                        "split": {"type": "string",
+                                                  "enum": ["train", "held_out"]},
+                                        "added": {"type": "number"},
+                                        "source": {"type": "string", "nullable": True},
+                                        "url": string, "image_url": string}},
+        "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": string}},
+    }
+
+
+def _dataset_paths() -> dict:
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    image_id = {"name": "image_id", "in": "path", "required": True,
+                "schema": {"type": "string"}}
+    dataset = _json("Dataset", "the dataset")
+    image = _json("DatasetImage", "the image and its boxes")
+    deleted = _json("Deleted", "deleted")
+    changed = ("Error", 400, 401, 403, 404, 409, 413)
+    return {
+        "/datasets": {
+            "get": {"summary": "The datasets kept for fine-tuning", "security": KEYED,
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "datasets": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Dataset"}}}}, "the datasets"),
+                        **_errors("Error", 401)}},
+            "post": {"summary": "Create a dataset", "security": KEYED,
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"type": "object", "required": ["name"],
+                                    "additionalProperties": False, "properties": {
+                                        "name": {"type": "string",
+                                                 "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                                        "classes": {"type": "array", "items": LABEL,
+                                                    "uniqueItems": True}}}}}},
+                     "responses": {"201": dataset, **_errors("Error", 400, 401, 403, 409,
+                                                             413)}}},
+        "/datasets/{name}": {
+            "get": {"summary": "A dataset: classes, images, boxes per class, split sizes",
+                    "security": KEYED, "parameters": [name],
+                    "responses": {"200": dataset, **_errors("Error", 401, 404)}},
+            "delete": {"summary": "Delete a dataset and its images", "security": KEYED,
+                       "parameters": [name],
+                       "responses": {"200": deleted, **_errors("Error", 401, 403, 404)}}},
+        "/datasets/{name}/coco.json": {"get": {
+            "summary": "The dataset as COCO annotations (what `finetune` reads)",
+            "description": "Each image's `file_name` is its URL relative to this one. Optional "
+                           "query parameter `split`: `train` or `held_out` only.",
+            "security": KEYED, "parameters": [name],
+            "responses": {"200": _json({"type": "object"}, "COCO detection annotations"),
+                          **_errors("Error", 400, 401, 404)}}},
+        "/datasets/{name}/images": {
+            "get": {"summary": "A dataset's images and their boxes", "security": KEYED,
+                    "parameters": [name],
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "images": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/DatasetImage"}}}}, "the images"),
+                        **_errors("Error", 401, 404)}},
+            "post": {"summary": "Add an image with its boxes: sent, or an upload already here",
+                     "description": "A label not in the dataset's classes is a 400 that names "
+                                    "it, unless `add_classes` is true.",
+                     "security": KEYED, "parameters": [name],
+                     "requestBody": {"required": True, "content": {
+                         "multipart/form-data": {"schema": {
+                             "type": "object", "required": ["image"], "properties": {
+                                 "image": {"type": "string", "format": "binary"},
+                                 "annotations": {"type": "string",
+                                                 "description": "the boxes, as JSON"},
+                                 "add_classes": {"type": "string",
+                                                 "enum": ["true", "false", "1", "0"]}}}},
+                         "application/json": {"schema": {
+                             "type": "object", "required": ["sid"],
+                             "additionalProperties": False, "properties": {
+                                 "sid": {"type": "string", "description": "an upload's id"},
+                                 "annotations": ANNOTATIONS,
+                                 "add_classes": {"type": "boolean"}}}}}},
+                     "responses": {"201": image, **_errors(*changed, 422, 503, 507)}}},
+        "/datasets/{name}/images/{image_id}.png": {"get": {
+            "summary": "An image's pixels, as the dataset keeps them", "security": KEYED,
+            "parameters": [name, image_id],
+            "responses": {"200": {"description": "the image", "content": {"image/png": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                **_errors("Error", 401, 404)}}},
+        "/datasets/{name}/images/{image_id}": {
+            "get": {"summary": "An image's boxes", "security": KEYED,
+                    "parameters": [name, image_id],
+                    "responses": {"200": image, **_errors("Error", 401, 404)}},
+            "put": {"summary": "Correct an image's boxes", "security": KEYED,
+                    "parameters": [name, image_id],
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["annotations"],
+                                   "additionalProperties": False, "properties": {
+                                       "annotations": ANNOTATIONS,
+                                       "add_classes": {"type": "boolean"}}}}}},
+                    "responses": {"200": image, **_errors(*changed)}},
+            "delete": {"summary": "Remove an image", "security": KEYED,
+                       "parameters": [name, image_id],
+                       "responses": {"200": deleted, **_errors("Error", 401, 403, 404)}}},
     }
 
 
@@ -238,5 +365,6 @@ def openapi_document(service) -> dict:
                 "requestBody": _upload_form(models, "min_confidence", 0.4),
                 "responses": {"200": _json("DeepStackResult", "the faces (no labels)"),
                               **_errors("DeepStackError", 404), **deepstack_errors}}},
+            **_dataset_paths(),
         },
     }

@@ -16,6 +16,12 @@ ROUTES = {
     "models": ("/models", "GET, HEAD"),
     "model_download": ("/models/{name}/download", "POST"),
     "openapi": ("/openapi.json", "GET, HEAD"),
+    "datasets": ("/datasets", "GET, HEAD, POST"),
+    "dataset": ("/datasets/{name}", "GET, HEAD, DELETE"),
+    "dataset_coco": ("/datasets/{name}/coco.json", "GET, HEAD"),
+    "dataset_images": ("/datasets/{name}/images", "GET, HEAD, POST"),
+    "dataset_image_file": ("/datasets/{name}/images/{image_id}.png", "GET, HEAD"),  # before:
+    "dataset_image": ("/datasets/{name}/images/{image_id}", "GET, HEAD, PUT, DELETE"),
     "deepstack_detection": ("/v1/vision/detection", "POST"),
     "deepstack_custom": ("/v1/vision/custom/{model}", "POST"),
     "deepstack_face": ("/v1/vision/face", "POST"),

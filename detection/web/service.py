@@ -5,9 +5,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..images import BadImage, decode_image, encode_png, limit_decoding
+from ..datasets.store import DatasetLimits, DatasetStore
+from ..images import decode_image, encode_png, limit_decoding, png_size
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
 from ..jobs.job import Job, JobKind, JobStatus, new_sid
 from ..jobs.layout import SID_PATTERN
@@ -80,6 +83,9 @@ class DetectionService:
         self.launcher = DaemonLauncher(settings)
         self.launcher.retire_legacy_daemon()
         # With RQ, a job ends in Redis, not in uploads/: waiters ask the queue.
+        self.datasets = DatasetStore(settings.datasets_dir, DatasetLimits(
+            settings.max_datasets, settings.max_dataset_images, settings.max_dataset_classes,
+            settings.max_datasets_mb * 2**20))
         self.waiter = JobWaiter(settings.uploads_dir, self.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_daemon,
                                 watch_files=settings.queue == "spool")
@@ -128,20 +134,13 @@ class DetectionService:
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:  # refuse before spending time on decoding
             raise QueueFull(depth)
-        if not data:
-            raise BadImage("the file is empty")
-        if not self._decoding.acquire(timeout=DECODE_WAIT_SECONDS):
-            raise ServerBusy(f"the server is busy decoding other uploads; try again in "
-                             f"{ServerBusy.retry_after} s")
         timings = Stopwatch()
-        try:
+        with self._decoding_slot():
             pixels = decode_image(data, self.settings.max_pixels)
             timings.lap("decode")
             # At most the stored PNG and the drawn one, each no bigger than the raw pixels.
             self.storage.reserve(2 * pixels.nbytes)
             sid = self._store(Upload(data, pixels), job, timings)
-        finally:
-            self._decoding.release()
         height, width = pixels.shape[:2]
         log.info("enqueued %s (%dx%d, model %s, threshold %s)",
                  sid, width, height, job.model.name, job.threshold,
@@ -153,6 +152,36 @@ class DetectionService:
         JOBS.labels(job.model.name, "accepted").inc()
         observe_stages(job.model.name, {WEB_STAGES[step]: ms for step, ms in timings.laps.items()})
         return Accepted(sid, timings.laps)
+
+    @contextmanager
+    def _decoding_slot(self) -> Iterator[None]:
+        if not self._decoding.acquire(timeout=DECODE_WAIT_SECONDS):
+            raise ServerBusy(f"the server is busy decoding other uploads; try again in "
+                             f"{ServerBusy.retry_after} s")
+        try:
+            yield
+        finally:
+            self._decoding.release()
+
+    def image_for_dataset(self, data: bytes) -> tuple[bytes, int, int]:
+        """An image sent for a dataset as the dataset keeps it: decoded (and turned upright) as
+        uploads are, as a PNG; and its width and height."""
+        with self._decoding_slot():
+            pixels = decode_image(data, self.settings.max_pixels)
+            height, width = pixels.shape[:2]
+            return encode_png(pixels), width, height
+
+    def stored_upload(self, sid: str) -> tuple[bytes, int, int] | None:
+        """The PNG upload ``sid`` was stored as (what its boxes were found in), its width and
+        height; None when there is no such upload (or it was pruned)."""
+        if not SID_PATTERN.fullmatch(sid):
+            return None
+        try:
+            png = self.records.files.input(sid).read_bytes()
+        except FileNotFoundError:
+            return None
+        width, height = png_size(png)
+        return png, width, height
 
     def _store(self, upload: Upload, request: JobRequest, timings: Stopwatch) -> str:
         """Save the image and queue its job; on any failure, neither."""

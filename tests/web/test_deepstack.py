@@ -166,7 +166,11 @@ def test_the_openapi_document_names_every_route(deepstack_app):
     assert set(document["paths"]) == {"/upload", "/status/{sid}", "/uploads/{name}", "/models",
                                       "/models/{name}/download", "/health", "/health/live",
                                       "/health/ready", "/metrics", "/v1/vision/detection",
-                                      "/v1/vision/custom/{model}", "/v1/vision/face"}
+                                      "/v1/vision/custom/{model}", "/v1/vision/face",
+                                      "/datasets", "/datasets/{name}",
+                                      "/datasets/{name}/coco.json", "/datasets/{name}/images",
+                                      "/datasets/{name}/images/{image_id}.png",
+                                      "/datasets/{name}/images/{image_id}"}
     assert set(document["paths"]) == {pattern for pattern, _ in ROUTES.values()} - {
         "/", "/openapi.json"}
     form = document["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]

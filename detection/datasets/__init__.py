@@ -1,0 +1,1 @@
+"""Datasets the service keeps for fine-tuning (``store.py``), and the checks of their boxes."""
