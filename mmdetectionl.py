@@ -15,11 +15,13 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
 
+from detection.finetune.schedule import DEFAULT_TIME_BUDGET
 from detection.jobs.job import Job
 from detection.jobs.layout import SID_PATTERN
 from detection.jobs.records import JobRecords
@@ -27,8 +29,7 @@ from detection.models import ModelsFile, load_registry
 from detection.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "production.ini"
-COMMANDS = ("detect", "worker", "download", "list", "finetune")
-DEFAULT_TIME_BUDGET = 240.0  # seconds of training: ~50 images end in about 5 minutes on 2 cores
+COMMANDS = ("detect", "worker", "download", "list", "finetune", "dataset", "train", "promote")
 
 
 def detect(settings: Settings, sid: str, threshold: float | None, model: str | None) -> int:
@@ -88,6 +89,69 @@ def list_models(settings: Settings) -> int:
     return 0
 
 
+def dataset_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    from detection.datasets.annotations import BadAnnotation
+    from detection.datasets.coco_files import export_coco, import_coco
+    from detection.datasets.store import DatasetLimits, DatasetStore
+    from detection.finetune import FinetuneError
+    from detection.image_checks import BadImage
+    store = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
+    try:
+        if arguments.action == "import":
+            added = import_coco(store, arguments.name, arguments.path.resolve(),
+                                settings.max_pixels)
+            print(f"{arguments.name}: {added} images added")
+        elif arguments.action == "export":
+            print(export_coco(store, arguments.name, arguments.path))
+        else:
+            for name in store.names():
+                summary = store.summary(name)
+                print(f"{name:24} {summary['images']:6} images  classes: "
+                      f"{', '.join(summary['classes'])}")
+    except (FinetuneError, BadAnnotation, BadImage, LookupError, ValueError, OSError) as error:
+        sys.exit(f"dataset {arguments.action}: {error}")
+    return 0
+
+
+def train_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    """A training job run in the foreground (no queue): the version it makes, as JSON."""
+    from detection.jobs.job import BadJob, JobKind, TrainOptions, new_sid
+    from detection.worker.handlers import Work, handler_for
+    from detection.worker.model_cache import ModelCache
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        options = TrainOptions.from_fields({
+            "dataset": arguments.dataset, "name": arguments.name, "epochs": arguments.epochs,
+            "time_budget": arguments.time_budget or None, "seed": arguments.seed})
+    except BadJob as error:
+        sys.exit(f"train: {str(error).replace('its ', 'the ', 1)}")
+    job = Job.train(new_sid(), arguments.base, options)
+    models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir), settings)
+    work = Work(models, read_input=lambda job: None,
+                report_progress=lambda job, progress: print(
+                    f"{progress.fraction:4.0%} {progress.stage}", file=sys.stderr, flush=True))
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the result's; mmengine talks
+        [outcome] = handler_for(JobKind.TRAIN).run([job], work)
+    if outcome.error is not None:
+        sys.exit(f"train: {outcome.error}")
+    print(json.dumps(outcome.result, indent=2))
+    return 0
+
+
+def promote_command(settings: Settings, name: str, number: int) -> int:
+    from detection.finetune.versions import NotTaught, UnknownVersion, Versions
+    from detection.worker.handlers.train import served_table
+    versions = Versions(settings.checkpoints_dir, settings.models_file)
+    try:
+        info = json.loads(versions.files(name, number).record.read_bytes())
+        base = load_registry(settings.models_file, settings.checkpoints_dir).get(info["base"])
+        versions.promote(name, number, served_table(base, info["images"], info["metrics"]))
+    except (OSError, ValueError, KeyError, UnknownVersion, NotTaught) as error:
+        sys.exit(f"promote: {name}@{number}: {error}")
+    print(f"{name}: serving {name}@{number}")
+    return 0
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     first = 2 if argv[:1] == ["--config"] else 1 if argv[:1] and argv[0].startswith("--config=") else 0
     rest = argv[first:]
@@ -128,7 +192,29 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     tune.add_argument("--image-size", type=int, default=320, help="training and serving size")
     tune.add_argument("--seed", type=int, default=0, help="the same seed and data train the "
                       "same model; another seed, another try")
-    return parser.parse_args(argv)
+    data = commands.add_parser("dataset", help="the service's datasets: import or export "
+                               "COCO files, list them")
+    data.add_argument("action", choices=("import", "export", "list"))
+    data.add_argument("name", nargs="?", help="the dataset (import creates it if needed)")
+    data.add_argument("path", nargs="?", type=Path, help="import: a COCO annotation file; "
+                      "export: a folder for annotations.json and images/")
+    teach = commands.add_parser("train", help="train a dataset into a new version NAME@K of a "
+                                "model (in the foreground; the API queues it as a job)")
+    teach.add_argument("name", help="the taught model (new, or one taught before)")
+    teach.add_argument("--dataset", required=True)
+    teach.add_argument("--base", required=True, help="the model to start from")
+    teach.add_argument("--epochs", type=int, help="default: from the dataset's size")
+    teach.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET,
+                       metavar="SECONDS", help=f"default {DEFAULT_TIME_BUDGET:.0f}; 0: no limit")
+    teach.add_argument("--seed", type=int, default=0)
+    promote = commands.add_parser("promote", help="serve version VERSION of a taught model")
+    promote.add_argument("name")
+    promote.add_argument("version", type=int)
+    arguments = parser.parse_args(argv)
+    if arguments.command == "dataset" and arguments.action != "list" and (
+            not arguments.name or (arguments.path is None)):
+        parser.error(f"dataset {arguments.action} needs a NAME and a PATH")
+    return arguments
 
 
 def finetune(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -173,6 +259,12 @@ def main(argv: list[str]) -> int:
         return download(settings, arguments.name, arguments.force)
     if arguments.command == "finetune":
         return finetune(settings, arguments)
+    if arguments.command == "dataset":
+        return dataset_command(settings, arguments)
+    if arguments.command == "train":
+        return train_command(settings, arguments)
+    if arguments.command == "promote":
+        return promote_command(settings, arguments.name, arguments.version)
     return list_models(settings)
 
 

@@ -48,6 +48,7 @@ def main(global_config: dict, **app_settings: str):
         config.scan("detection.web.views")
         config.scan("detection.web.deepstack")
         config.scan("detection.web.dataset_views")
+        config.scan("detection.web.teaching_views")
         config.scan("detection.web.errors")
     return config.make_wsgi_app()
 

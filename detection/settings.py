@@ -62,6 +62,8 @@ class Settings:
     max_waiting_requests: int
     job_timeout_seconds: float
     download_timeout_seconds: float
+    training_timeout_seconds: float
+    auto_promote: bool
     model_load_timeout_seconds: float
     heartbeat_timeout_seconds: float
     max_storage_mb: int
@@ -232,6 +234,8 @@ SETTINGS: dict[str, Setting] = {
     "max_waiting_requests": Setting("16", number(int, 1, 100_000)),
     "job_timeout_seconds": Setting("120", number(float, 1, 10**6)),
     "download_timeout_seconds": Setting("3600", number(float, 1, 10**6)),
+    "training_timeout_seconds": Setting("3600", number(float, 1, 10**7)),
+    "auto_promote": Setting("false", flag),
     "model_load_timeout_seconds": Setting("600", number(float, 1, 10**6)),
     "heartbeat_timeout_seconds": Setting("30", number(float, 1, 10**6)),
     "max_storage_mb": Setting("10240", number(int, 0, 2**40)),

@@ -30,6 +30,15 @@ async function api(url) {
   return response;
 }
 
+async function sendJson(method, url, body) {
+  const response = await fetch(url, {
+    method, cache: "no-store", body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json", ...keyHeaders() },
+  });
+  if (response.status === 401 && askForKey()) return sendJson(method, url, body);
+  return response;
+}
+
 // A URL the page can show or offer for download: with a key, the file is fetched with it.
 async function fileUrl(url) {
   if (!apiKey()) return url;
@@ -133,6 +142,11 @@ class JobCard {
     const rows = $("tbody", this.el);
     rows.replaceChildren(...status.detections.map((d, i) => this.row(d, i, status.image)));
     $(".details", this.el).hidden = false;
+    const correct = $(".correct", this.el);
+    correct.onclick = () => {
+      if (this.el.classList.contains("editing")) return;
+      new BoxEditor(this, status, { api, fileUrl, sendJson }).open();
+    };
   }
   row(detection, index, size) {
     const tr = document.createElement("tr");

@@ -34,6 +34,7 @@ from .annotations import BadAnnotation, Box, check_classes, parse_boxes
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 IMAGE_ID = re.compile(r"[0-9a-f]{16}")
 HELD_OUT_EVERY = 5  # a fifth of the images: the held-out split
+MIN_IMAGES_PER_CLASS = 2  # training images with a box of each class, to train on a dataset
 TRASH_PREFIX = ".trash-"
 RECORD, IMAGES = "dataset.json", "images"
 TRAIN, HELD_OUT = "train", "held_out"
@@ -65,6 +66,11 @@ class DatasetLimits:
     images: int  # per dataset
     classes: int  # per dataset
     total_bytes: int  # every dataset's images together
+
+    @classmethod
+    def of(cls, settings) -> DatasetLimits:
+        return cls(settings.max_datasets, settings.max_dataset_images,
+                   settings.max_dataset_classes, settings.max_datasets_mb * 2**20)
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,27 @@ class DatasetStore:
             self._read_image(folder, image_id)
             (folder / IMAGES / f"{image_id}.json").unlink()
             (folder / IMAGES / f"{image_id}.png").unlink(missing_ok=True)
+
+    def training_problem(self, name: str) -> str | None:
+        """Why dataset ``name`` cannot be trained on yet (None: it can)."""
+        classes = self._record(name)["classes"]
+        images = self.images(name)
+        if not classes:
+            return f"dataset {name!r} has no classes"
+        counts = dict.fromkeys(classes, 0)
+        for image in images:
+            if image.split == TRAIN:
+                for label in {box.label for box in image.boxes}:
+                    counts[label] += 1
+        short = [label for label, count in counts.items() if count < MIN_IMAGES_PER_CLASS]
+        if short:
+            return (f"dataset {name!r} needs at least {MIN_IMAGES_PER_CLASS} training images "
+                    f"with a box of each class; too few of: {', '.join(short)} (every "
+                    f"{HELD_OUT_EVERY}th image added is held out)")
+        if not any(image.split == HELD_OUT and image.boxes for image in images):
+            return (f"dataset {name!r} has no held-out image with a box (every "
+                    f"{HELD_OUT_EVERY}th image added is held out): add more images")
+        return None
 
     def coco(self, name: str, file_name: Callable[[DatasetImage], str],
              split: str | None = None) -> dict:

@@ -110,6 +110,12 @@ def build_config(cfg: Config, classes: tuple[str, ...], masks: bool, train: Path
         save_optimizer=False, save_param_scheduler=False)
     cfg.load_from = str(load_from)
     cfg.work_dir = str(work_dir)
+    # mmengine keeps a visualizer and a logger per name for the life of the process: names of
+    # this run's own, or a second training in one process (a worker's) would write to the
+    # first one's (deleted) folder.
+    cfg.experiment_name = work_dir.name
+    if "visualizer" in cfg:
+        cfg.visualizer.name = work_dir.name
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=64)
     # Shuffling, flips and the new heads' first weights: the same data and options train the
     # same model on the same machine, so that a result can be reproduced and compared.

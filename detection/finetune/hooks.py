@@ -1,8 +1,11 @@
-"""mmengine hooks of a fine-tuning: its time budget, and the validation curve it reports."""
+"""mmengine hooks of a fine-tuning: its time budget, the validation curve it reports, and how
+far it is (for a training job's /status)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
+from typing import Callable
 
 from mmengine.hooks import Hook
 
@@ -47,3 +50,41 @@ class ValidationCurve(Hook):
     @property
     def last_epoch(self) -> int | None:
         return self.points[-1][0] if self.points else None
+
+
+class ProgressReport(Hook):
+    """Tell ``report(fraction, stage, details)`` how far training is, at most once every
+    ``EVERY_SECONDS``: the share of its iterations done, or of its time budget spent if more;
+    details: epoch, epochs, iteration, iterations, loss, eta_seconds."""
+
+    priority = "VERY_LOW"
+    EVERY_SECONDS = 1.0
+
+    def __init__(self, report: Callable[[float, str, dict], None], budget: float | None):
+        self.report = report
+        self.budget = budget
+        self.started = self.last = 0.0
+
+    def before_train(self, runner) -> None:
+        self.started = time.monotonic()
+        self.report(0.0, "training", {"epochs": runner.max_epochs})
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        now = time.monotonic()
+        if now - self.last < self.EVERY_SECONDS:
+            return
+        self.last = now
+        elapsed = now - self.started
+        done = runner.iter + 1
+        fraction = done / runner.max_iters
+        if self.budget:
+            fraction = max(fraction, elapsed / self.budget)
+        fraction = min(fraction, 0.99)  # the last validation and saving are still to come
+        loss = float(outputs["loss"]) if outputs and "loss" in outputs else math.nan
+        eta = elapsed / fraction - elapsed
+        self.report(fraction, f"epoch {runner.epoch + 1} of {runner.max_epochs}, loss "
+                              f"{loss:.3f}, about {eta:.0f} s left",
+                    {"epoch": runner.epoch + 1, "epochs": runner.max_epochs,
+                     "iteration": done, "iterations": runner.max_iters,
+                     "loss": round(loss, 4) if math.isfinite(loss) else None,
+                     "eta_seconds": round(eta)})

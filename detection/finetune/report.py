@@ -44,6 +44,10 @@ class Trained:
                         for epoch, metrics in points))
 
     @property
+    def masks(self) -> bool:
+        return "segm" in self.map50
+
+    @property
     def warning(self) -> str | None:
         """What to try, when the model finds too little of its validation images."""
         score = self.map50.get("bbox", 0.0)

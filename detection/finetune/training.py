@@ -8,6 +8,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import tomllib
@@ -29,15 +31,37 @@ def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
              seed: int = 0, time_budget: float | None = None) -> Trained:
     """Train ``name`` from ``base_name`` on the dataset (``epochs``, or as many as the
     dataset's size asks for: ``schedule.py``; within ``time_budget`` seconds if given); register
-    it; return what was measured (``Trained``). One fine-tuning at a time per checkpoints
-    folder: training takes the machine, and models.toml has one writer."""
+    it; return what was measured (``Trained``)."""
+    check_options(epochs, image_size, seed, time_budget)
+    if not NAME.fullmatch(name):
+        raise FinetuneError(f"{name!r} cannot name a model: use letters, digits, _ and - "
+                            "(at most 64)")
+    with one_at_a_time(settings):
+        base = _base_model(settings, name, base_name)
+        checkpoint, config = _outputs(settings, name)
+        outcome = train_model(settings, name, base, train_json, val_json, checkpoint, config,
+                              epochs, image_size, seed, time_budget)
+    scores = ", ".join(f"{kind} mAP@0.5 {value:.2f}" for kind, value in outcome.map50.items())
+    register(settings.models_file, name, {
+        "config": str(config), "checkpoint": str(checkpoint), "classes": list(outcome.classes),
+        "masks": outcome.masks, "validation_map50": outcome.map50,
+        "hint": f"fine-tuned from {base.name} on {outcome.images} images: {scores}",
+        **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})})
+    return outcome
+
+
+def check_options(epochs: int | None, image_size: int, seed: int,
+                  time_budget: float | None) -> None:
     if (epochs is not None and not 1 <= epochs <= 1000) or not 64 <= image_size <= 2048 \
             or not 0 <= seed < 2**32 or (time_budget is not None and not time_budget > 0):
         raise FinetuneError("epochs must be 1 to 1000, the image size 64 to 2048 pixels, the "
                             "seed 0 to 4294967295, and the time budget more than 0 s")
-    if not NAME.fullmatch(name):
-        raise FinetuneError(f"{name!r} cannot name a model: use letters, digits, _ and - "
-                            "(at most 64)")
+
+
+@contextmanager
+def one_at_a_time(settings: Settings) -> Iterator[None]:
+    """One fine-tuning at a time per checkpoints folder: training takes the machine, and
+    models.toml has one writer."""
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(settings.checkpoints_dir / ".finetune.lock")
     if not lock.acquire(attempts=1):
@@ -46,19 +70,32 @@ def finetune(settings: Settings, name: str, base_name: str, train_json: Path,
     try:
         for stale in settings.checkpoints_dir.glob(f"{WORK_PREFIX}*"):  # of a killed run
             shutil.rmtree(stale, ignore_errors=True)
-        base = _base_model(settings, name, base_name)
-        _choose_device(settings.device)
-        from mmengine.config import Config
-
-        from .config import learns_masks
-        cfg = Config.fromfile(str(base.config))
-        masks = learns_masks(cfg)
-        train = check_dataset(train_json, masks)
-        val = check_dataset(val_json, masks) if val_json else None
-        return _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed,
-                      time_budget)
+        yield
     finally:
         lock.release()
+
+
+def train_model(settings: Settings, name: str, base: ModelSpec, train_json: Path,
+                val_json: Path | None, checkpoint: Path, config: Path,
+                epochs: int | None = None, image_size: int = 320, seed: int = 0,
+                time_budget: float | None = None,
+                progress: Callable[[float, str, dict], None] | None = None) -> Trained:
+    """Train from ``base`` on the annotation files, and write the weights (the best
+    validation's) to ``checkpoint`` and the served config to ``config``, each whole or not at
+    all; ``progress(fraction, stage, details)`` is told how far it is. The caller holds
+    ``one_at_a_time``."""
+    _choose_device(settings.device)
+    from mmengine.config import Config
+
+    from .config import learns_masks
+    cfg = Config.fromfile(str(base.config))
+    masks = learns_masks(cfg)
+    train = check_dataset(train_json, masks)
+    val = check_dataset(val_json, masks) if val_json else None
+    outcome = _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed,
+                     time_budget, checkpoint, config, progress)
+    outcome.plot(checkpoint.with_suffix(".curve.png"))
+    return outcome
 
 
 def _base_model(settings: Settings, name: str, base_name: str) -> ModelSpec:
@@ -100,17 +137,17 @@ def _choose_device(setting: str) -> None:
 
 def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, train: Dataset,
            val: Dataset | None, epochs: int | None, image_size: int, seed: int,
-           time_budget: float | None) -> Trained:
+           time_budget: float | None, checkpoint: Path, config: Path,
+           progress: Callable[[float, str, dict], None] | None) -> Trained:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
     from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
 
     from .config import build_config, served_config
-    from .hooks import TimeBudget, ValidationCurve
-    work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name}-",
+    from .hooks import ProgressReport, TimeBudget, ValidationCurve
+    work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name.replace('@', '-v')}-",
                                      dir=settings.checkpoints_dir))
-    checkpoint, config = _outputs(settings, name)
     try:
         train_path, val_path, trained_on = training_files(train, val, work_dir)
         schedule = Schedule.plan(trained_on, epochs, time_budget)
@@ -123,6 +160,8 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
         runner.register_hook(curve)
         if schedule.time_budget:
             runner.register_hook(TimeBudget(schedule.time_budget))
+        if progress is not None:
+            runner.register_hook(ProgressReport(progress, schedule.time_budget))
         runner.train()
         if curve.last_epoch != runner.epoch:  # stopped between validations: where it ended too
             runner.val_loop.run()
@@ -136,16 +175,8 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
                          durable=True)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    outcome = Trained.of(name, train.classes, masks, curve.points, seconds, trained_on,
-                         (runner.epoch, schedule.epochs))
-    outcome.plot(checkpoint.with_suffix(".curve.png"))
-    scores = ", ".join(f"{kind} mAP@0.5 {value:.2f}" for kind, value in outcome.map50.items())
-    register(settings.models_file, name, {
-        "config": str(config), "checkpoint": str(checkpoint), "classes": list(train.classes),
-        "masks": masks, "validation_map50": outcome.map50,
-        "hint": f"fine-tuned from {base.name} on {trained_on} images: {scores}",
-        **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})})
-    return outcome
+    return Trained.of(name, train.classes, masks, curve.points, seconds, trained_on,
+                      (runner.epoch, schedule.epochs))
 
 
 def save_weights(trained: Path, checkpoint: Path) -> None:
@@ -177,3 +208,40 @@ def register(models_file: Path, name: str, table: dict) -> None:
     with atomic_path(models_file, durable=True) as temp:
         temp.write_text(text)
         os.chmod(temp, models_file.stat().st_mode & 0o7777)  # as the operator set it
+
+
+def evaluate(settings: Settings, config: Path, checkpoint: Path, annotations: Path,
+             classes: tuple[str, ...]) -> dict[str, float]:
+    """A trained model's (its served config and weights) bbox mAP@0.5, mAP and AP per class on
+    the images of a COCO annotation file, by mmdet's CocoMetric: how a new version and the
+    served one are compared on the same held-out images."""
+    _choose_device(settings.device)
+    import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    register_all_modules()
+    cfg = Config.fromfile(str(config))
+    work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}evaluate-",
+                                     dir=settings.checkpoints_dir))
+    try:
+        cfg.test_dataloader = dict(
+            batch_size=8, num_workers=0, persistent_workers=False, drop_last=False,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            dataset=dict(type="CocoDataset", data_root=str(annotations.parent),
+                         ann_file=annotations.name, data_prefix=dict(img=""),
+                         metainfo=dict(classes=classes), pipeline=cfg.test_pipeline,
+                         test_mode=True))
+        cfg.test_evaluator = dict(type="CocoMetric", ann_file=str(annotations), metric="bbox",
+                                  classwise=True)
+        cfg.test_cfg = dict(type="TestLoop")
+        cfg.load_from = str(checkpoint)
+        cfg.work_dir = str(work_dir)
+        cfg.experiment_name = work_dir.name  # its own logger and visualizer (config.py)
+        metrics = Runner.from_cfg(cfg).test()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return {"bbox_map50": round(float(metrics.get("coco/bbox_mAP_50", 0.0)), 3),
+            "bbox_map": round(float(metrics.get("coco/bbox_mAP", 0.0)), 3),
+            "per_class": {c: round(float(metrics[f"coco/{c}_precision"]), 3) for c in classes
+                          if f"coco/{c}_precision" in metrics}}

@@ -1,13 +1,14 @@
 """A job as web, queues and workers share it: its id, kind, options and state.
 
 A job is of one kind (``JobKind``): ``detect`` finds the objects of an upload, ``download`` fetches
-a zoo model's weights. Its fields travel as one flat JSON object (``to_fields`` / ``from_fields``,
+a zoo model's weights, ``train`` fine-tunes a model on a dataset into a new version of a model. Its fields travel as one flat JSON object (``to_fields`` / ``from_fields``,
 as rq's ``Job.to_dict`` / ``Job.restore``): in a spool ticket, in an RQ message, and in the job's
 records in uploads/, which add their own fields beside them.
 """
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class JobState(str, Enum):
 class JobKind(str, Enum):
     DETECT = "detect"
     DOWNLOAD = "download"
+    TRAIN = "train"
 
 
 class BadJob(ValueError):
@@ -79,8 +81,44 @@ class DownloadOptions:
         return cls()
 
 
-Options = Union[DetectOptions, DownloadOptions]
-OPTIONS: dict[JobKind, type] = {JobKind.DETECT: DetectOptions, JobKind.DOWNLOAD: DownloadOptions}
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a dataset's or a model's name
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a training learns from (``dataset``), what it makes (a new version of model
+    ``name``), and its length: ``epochs`` and ``time_budget`` (seconds), None for the schedule's
+    own; ``seed``. The job's model is the one it starts from."""
+    dataset: str = ""
+    name: str = ""
+    epochs: int | None = None
+    time_budget: float | None = None
+    seed: int = 0
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "name": self.name, "epochs": self.epochs,
+                "time_budget": self.time_budget, "seed": self.seed}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "TrainOptions":
+        dataset, name = fields.get("dataset"), fields.get("name")
+        epochs, budget, seed = fields.get("epochs"), fields.get("time_budget"), fields.get("seed", 0)
+        if not all(isinstance(v, str) and NAME.fullmatch(v) for v in (dataset, name)):
+            raise BadJob("its dataset or model name is not a name")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                                   or not 1 <= epochs <= 1000):
+            raise BadJob(f"its epochs is not a whole number from 1 to 1000: {epochs!r}")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 < budget <= 10**6):  # NaN included
+            raise BadJob(f"its time budget is not a number of seconds above 0: {budget!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise BadJob(f"its seed is not a whole number from 0 to 4294967295: {seed!r}")
+        return cls(dataset, name, epochs, None if budget is None else float(budget), seed)
+
+
+Options = Union[DetectOptions, DownloadOptions, TrainOptions]
+OPTIONS: dict[JobKind, type] = {JobKind.DETECT: DetectOptions, JobKind.DOWNLOAD: DownloadOptions,
+                                JobKind.TRAIN: TrainOptions}
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,10 @@ class Job:
     @classmethod
     def download(cls, sid: str, model: str) -> "Job":
         return cls(sid, JobKind.DOWNLOAD, model, DownloadOptions(), time.time_ns())
+
+    @classmethod
+    def train(cls, sid: str, base: str, options: TrainOptions) -> "Job":
+        return cls(sid, JobKind.TRAIN, base, options, time.time_ns())
 
     def to_fields(self) -> dict[str, Any]:
         """The job as one flat JSON object (its attempts excepted)."""
@@ -134,21 +176,32 @@ class Job:
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a long job is: ``fraction`` 0..1, and a short ``stage`` text."""
+    """How far a long job is: ``fraction`` 0..1, a short ``stage`` text, and ``details``
+    (numbers by name: a training's epoch, loss, ETA...)."""
     fraction: float
     stage: str
+    details: dict[str, float | None] = field(default_factory=dict)
 
     MAX_STAGE: ClassVar[int] = 120
+    MAX_DETAILS: ClassVar[int] = 12
 
     @classmethod
-    def checked(cls, fraction: Any, stage: Any) -> "Progress | None":
+    def checked(cls, fraction: Any, stage: Any, details: Any = None) -> "Progress | None":
         """A progress from what a record or a message holds; None unless it is one (a finite
-        number, clamped to 0..1; a text, cut short)."""
+        number, clamped to 0..1; a text, cut short; details that are not short names of
+        finite numbers or nulls are dropped)."""
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
             return None
         if not math.isfinite(fraction) or not isinstance(stage, str):
             return None
-        return cls(min(1.0, max(0.0, float(fraction))), stage[:cls.MAX_STAGE])
+        kept = {}
+        if isinstance(details, Mapping):
+            kept = {key: value for key, value in list(details.items())[:cls.MAX_DETAILS]
+                    if isinstance(key, str) and len(key) <= 32 and NAME.fullmatch(key)
+                    and (value is None or (isinstance(value, (int, float))
+                                           and not isinstance(value, bool)
+                                           and math.isfinite(value)))}
+        return cls(min(1.0, max(0.0, float(fraction))), stage[:cls.MAX_STAGE], kept)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,21 @@ class DownloadResult(TypedDict):
     timings: dict[str, float]
 
 
+class TrainResult(TypedDict):
+    """A done training's ``<sid>.json``: the version it made, its scores on the dataset's
+    held-out images, the served version's on the same images (None: none served, or other
+    classes), and whether it was promoted."""
+    sid: str
+    kind: str
+    model: str
+    version: str  # NAME@K
+    metrics: dict[str, float]
+    served: dict | None
+    promoted: bool
+    warning: str | None
+    timings: dict[str, float]
+
+
 class JobFailure(TypedDict, total=False):
     """A failed job's ``<sid>.error.json``: its fields (a detection's options too), its attempts
     and why it failed."""
@@ -71,6 +86,7 @@ class JobFailure(TypedDict, total=False):
 RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "detect": {"detections": list, "timings": dict, "image": dict},
     "download": {"checkpoint": str, "bytes": int, "sha256": str, "timings": dict},
+    "train": {"version": str, "metrics": dict, "timings": dict},
 }
 
 
@@ -145,7 +161,8 @@ class JobRecords:
     def write_progress(self, sid: str, progress: Progress) -> None:
         """How far a running job is (never durable: a hint for whoever polls)."""
         write_atomically(self.files.progress(sid), json.dumps(
-            {"progress": round(progress.fraction, 4), "stage": progress.stage}).encode())
+            {"progress": round(progress.fraction, 4), "stage": progress.stage,
+             "details": progress.details}).encode())
 
     def clear_progress(self, sid: str) -> None:
         """A job that starts again starts from nothing."""
@@ -233,7 +250,8 @@ class JobRecords:
         """What a running job last said of its progress, if anything."""
         try:
             document = json.loads(self.files.progress(sid).read_bytes())
-            return Progress.checked(document["progress"], document["stage"])
+            return Progress.checked(document["progress"], document["stage"],
+                                    document.get("details"))
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 

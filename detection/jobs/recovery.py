@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from . import boot
-from .job import MAX_ATTEMPTS, BadJob, Job
+from .job import BadJob, Job
+from .kinds import max_attempts
 from .records import worker_died
 from .spool import SpoolQueue
 from .tickets import (
@@ -88,7 +89,7 @@ def _recover(spool: SpoolQueue, name: str) -> Job | None:
         spool.finish(job)
         return None
     spool.records.clear_progress(sid)  # it starts again, or ends here
-    if job.attempts >= MAX_ATTEMPTS:
+    if job.attempts >= max_attempts(job.kind):
         spool.fail(job, worker_died(job.attempts))
     else:
         os.rename(spool.running_dir / name, spool.queued_dir / queued_name(job))

@@ -29,7 +29,7 @@ from rq.results import Result
 from ..models import ModelsFile
 from .errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
 from .job import MAX_ATTEMPTS, BadJob, Job, JobKind, JobState, JobStatus, Progress
-from .kinds import lane_of, time_limit
+from .kinds import lane_of, max_attempts, time_limit
 from .queue import Upload
 from .records import JobRecords, Outcome, worker_died
 
@@ -56,7 +56,9 @@ def connect(settings) -> Redis:
 
 def attempts_of(rq_job: RQJob) -> int:
     """The attempt a job is on (or was on when it ended): its first, or its retry."""
-    return MAX_ATTEMPTS - (rq_job.retries_left or 0)
+    if rq_job.retries_left is None:  # a kind not retried (kinds.max_attempts)
+        return 1
+    return MAX_ATTEMPTS - rq_job.retries_left
 
 
 def job_of(rq_job: RQJob) -> Job:
@@ -127,7 +129,8 @@ class RQQueue:
                         PERFORM, args=(job.to_fields(),), job_id=job.sid,
                         meta={"time_limit": limit}, timeout=limit + load,
                         result_ttl=self.retention_seconds, failure_ttl=self.retention_seconds,
-                        retry=Retry(max=MAX_ATTEMPTS - 1), pipeline=pipeline)
+                        retry=Retry(max=retries) if (retries := max_attempts(job.kind) - 1)
+                        else None, pipeline=pipeline)
                     if upload is not None:
                         pipeline.set(upload_key(job.sid), upload.data, ex=max(
                             self.retention_seconds, UNCLAIMED_UPLOAD_SECONDS))
@@ -198,7 +201,7 @@ class RQQueue:
         if state == RQStatus.STARTED:
             progress = rq_job.meta.get("progress")
             return JobStatus(job, JobState.RUNNING, progress=Progress.checked(*progress)
-                             if isinstance(progress, (list, tuple)) and len(progress) == 2
+                             if isinstance(progress, (list, tuple)) and len(progress) in (2, 3)
                              else None)
         outcome = outcome_of(rq_job, job)
         if outcome.error is not None:

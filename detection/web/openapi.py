@@ -179,6 +179,16 @@ def _dataset_schemas() -> dict:
                                         "source": {"type": "string", "nullable": True},
                                         "url": string, "image_url": string}},
         "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": string}},
+        "TrainingAccepted": {"type": "object", "required": ["sid", "kind", "model",
+                                                            "status_url", "json_url"],
+                             "properties": {"sid": string, "kind": string, "model": string,
+                                            "status_url": string, "json_url": string,
+                                            "model_url": string}},
+        "Model": {"type": "object", "required": ["name", "versions"], "properties": {
+            "name": string, "versions": {"type": "array", "items": {
+                "type": "object", "required": ["version", "number", "served"], "properties": {
+                    "version": string, "number": integer, "served": {"type": "boolean"},
+                    "metrics": {"type": "object"}, "base": string, "dataset": string}}}}},
     }
 
 
@@ -268,6 +278,44 @@ def _dataset_paths() -> dict:
             "delete": {"summary": "Remove an image", "security": KEYED,
                        "parameters": [name, image_id],
                        "responses": {"200": deleted, **_errors("Error", 401, 403, 404)}}},
+    }
+
+
+def _teaching_paths() -> dict:
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/training": {"post": {
+            "summary": "Train a dataset into a new version NAME@K of a model, as a job",
+            "description": "202 and a status URL: /status shows progress, epoch, loss and "
+                           "ETA while it trains, then the version's held-out scores beside the "
+                           "served version's. One training at a time per host; detections "
+                           "go on meanwhile.",
+            "security": KEYED,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["dataset", "base", "name"],
+                "additionalProperties": False, "properties": {
+                    "dataset": {"type": "string"}, "base": {"type": "string"},
+                    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                    "epochs": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "time_budget": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                    "maximum": 1000000},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}}}},
+            "responses": {"202": _json("TrainingAccepted", "queued; poll status_url",
+                                       {"Location": ACCEPTED_HEADERS["Location"]}),
+                          **_errors("Error", 400, 401, 403, 404, 409, 413, 503)}}},
+        "/models/{name}": {"get": {
+            "summary": "A model, and a taught one's versions with their held-out scores",
+            "security": KEYED, "parameters": [name],
+            "responses": {"200": _json("Model", "the model"), **_errors("Error", 401, 404)}}},
+        "/models/{name}/promote": {"post": {
+            "summary": "Serve one of a taught model's versions (a rollback: an older one)",
+            "security": KEYED, "parameters": [name],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["version"], "additionalProperties": False,
+                "properties": {"version": {"type": "integer", "minimum": 1,
+                                           "maximum": 999999}}}}}},
+            "responses": {"200": _json("Model", "served now"),
+                          **_errors("Error", 400, 401, 403, 404, 409, 413)}}},
     }
 
 
@@ -366,5 +414,6 @@ def openapi_document(service) -> dict:
                 "responses": {"200": _json("DeepStackResult", "the faces (no labels)"),
                               **_errors("DeepStackError", 404), **deepstack_errors}}},
             **_dataset_paths(),
+            **_teaching_paths(),
         },
     }

@@ -83,9 +83,7 @@ class DetectionService:
         self.launcher = DaemonLauncher(settings)
         self.launcher.retire_legacy_daemon()
         # With RQ, a job ends in Redis, not in uploads/: waiters ask the queue.
-        self.datasets = DatasetStore(settings.datasets_dir, DatasetLimits(
-            settings.max_datasets, settings.max_dataset_images, settings.max_dataset_classes,
-            settings.max_datasets_mb * 2**20))
+        self.datasets = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
         self.waiter = JobWaiter(settings.uploads_dir, self.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_daemon,
                                 watch_files=settings.queue == "spool")

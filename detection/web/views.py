@@ -171,6 +171,8 @@ def status_body(request, job_status: JobStatus) -> dict:
     elif job_status.progress is not None:
         body["progress"] = job_status.progress.fraction
         body["stage"] = job_status.progress.stage
+        body.update({key: value for key, value in job_status.progress.details.items()
+                     if key not in body})
     elif state is JobState.RUNNING and job.kind in REPORTS_PROGRESS:
         body["progress"], body["stage"] = 0.0, "starting"
     if state is JobState.DONE:

@@ -31,7 +31,7 @@ from rq.worker import WorkerStatus
 
 from ..images import decode_image, limit_decoding
 from ..jobs.job import MAX_DETECTIONS, Job, JobKind, Progress
-from ..jobs.kinds import over_time
+from ..jobs.kinds import LANES, over_time
 from ..jobs.records import Outcome
 from ..jobs.rq_queue import QUEUE_NAMES, attempts_of, connect, upload_key
 from ..memory import tune_malloc
@@ -128,7 +128,7 @@ def _read_upload(rq_job, job: Job):
 
 def _save_progress(rq_job, progress: Progress) -> None:
     """Progress is a hint: a Redis blip loses one, never the job."""
-    rq_job.meta["progress"] = [progress.fraction, progress.stage]
+    rq_job.meta["progress"] = [progress.fraction, progress.stage, progress.details]
     try:
         rq_job.save_meta()
     except RedisError:
@@ -272,5 +272,6 @@ def run(settings: Settings, max_idle_seconds: float = 0,
     """Work until stopped (SIGTERM: after the current job), or idle ``max_idle_seconds`` (then
     also when Redis stays unreachable that long: RQ itself would retry forever), on ``lanes``."""
     tune_malloc(one_heap=False)
+    os.nice(min(LANES[lane].niceness for lane in lanes))  # a worker of long jobs only: lower
     worker = RQJobWorker(settings, leave_after_unreachable=max_idle_seconds, lanes=lanes)
     worker.work(max_idle_time=int(max_idle_seconds) or None, logging_level="INFO")

@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     arguments = parser.parse_args(argv)
     reporter = Reporter(arguments.report_fd, arguments.parent_pid)  # first: die with the parent
+    os.nice(LANES[arguments.lane].niceness)  # before any thread: each inherits it
     tune_malloc(one_heap=False)
     settings = load_settings(arguments.config)
     handler = logging.StreamHandler(sys.stderr)  # the supervisor relays it into its log

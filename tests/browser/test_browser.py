@@ -1,62 +1,13 @@
 """The page as a person uses it: headless Chromium (Debian's) driven by Playwright against the live
 server with the real worker. Screenshots land in artifacts/ (not committed)."""
-import os
 import shutil
 
 import pytest
 import requests
 
-from tests.support import ROOT, png_bytes
+from tests.browser.support import ARTIFACTS, MARKS, open_page, wait_done, write_image
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "artifacts"
-
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytestmark.append(pytest.mark.skip(reason="Debian's chromium is not installed "
-                                              "(scripts/install-browser.sh installs it)"))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def write_image(tmp_path, name="photo.png", **kwargs):
-    path = tmp_path / name
-    path.write_bytes(png_bytes(**kwargs))
-    return path
-
-
-def open_page(page, server):
-    page.goto(server.url + "/")
-    page.wait_for_selector("#model option", state="attached")  # /models has answered
-    return page
-
-
-def wait_done(page, card, timeout=90_000):
-    card.locator(".state.done").wait_for(timeout=timeout)
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                           arg=card.locator("img.result").element_handle(), timeout=timeout)
+pytestmark = MARKS
 
 
 def test_upload_shows_the_result_and_a_table_matching_the_json(page, live_server, tmp_path):

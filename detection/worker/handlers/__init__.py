@@ -4,6 +4,7 @@ records each job's ``Outcome``; the handler knows nothing of queues or records.
 
     detect.py     objects on an upload: the result and the drawing
     download.py   a zoo model's weights, with progress
+    train.py      a new version of a taught model, from a dataset, with progress
 """
 from __future__ import annotations
 
@@ -50,4 +51,6 @@ def failure_reason(error: Exception, kind: JobKind = JobKind.DETECT) -> str:
 def handler_for(kind: JobKind) -> Handler:
     from .detect import DetectHandler
     from .download import DownloadHandler
-    return {JobKind.DETECT: DetectHandler, JobKind.DOWNLOAD: DownloadHandler}[kind]()
+    from .train import TrainHandler
+    return {JobKind.DETECT: DetectHandler, JobKind.DOWNLOAD: DownloadHandler,
+            JobKind.TRAIN: TrainHandler}[kind]()

@@ -1,0 +1,84 @@
+"""What the web process does to teach a model: check and queue a training of a dataset (a job
+of the long lane: one at a time per host, detections served meanwhile), and promote one of a
+taught model's versions to be the one served (models.toml, re-read live)."""
+from __future__ import annotations
+
+import json
+import logging
+
+from ..finetune.versions import NotTaught, UnknownVersion, Versions
+from ..jobs.errors import DISK_FULL, DiskFull
+from ..jobs.job import NAME, BadJob, Job, TrainOptions, new_sid
+from ..worker.handlers.train import served_table
+from .forms import BadParameter
+
+log = logging.getLogger(__name__)
+
+
+class CannotTrain(ValueError):
+    """The dataset or the names asked for cannot make a training (the message says why)."""
+
+
+def versions_of(service) -> Versions:
+    return Versions(service.settings.checkpoints_dir, service.settings.models_file)
+
+
+def queue_training(service, options: TrainOptions, base: str) -> Job:
+    """A training job of ``options`` from model ``base``, checked and queued."""
+    spec = service.models.get(base)
+    if spec is None or spec.backend != "mmdet":
+        raise CannotTrain(f"no mmdet model {base!r} to start from; choose one of "
+                          f"{sorted(n for n, s in service.models.items() if s.backend == 'mmdet')}")
+    if not spec.available:
+        raise CannotTrain(f"the base model {base!r} is not installed (POST "
+                          f"/models/{base}/download)")
+    if not versions_of(service).is_taught(options.name):
+        raise CannotTrain(f"model {options.name!r} exists and was not made by teaching; "
+                          "choose another name")
+    problem = service.datasets.training_problem(options.dataset)
+    if problem:
+        raise CannotTrain(problem)
+    job = Job.train(new_sid(), base, options)
+    try:
+        service.queue.enqueue(job)
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise DiskFull("the server's disk is full; try again later") from None
+        raise
+    log.info("enqueued %s (training %s from %s on dataset %s)", job.sid, options.name, base,
+             options.dataset, extra={"sid": job.sid, "event": "enqueued",
+                                     "kind": job.kind.value, "model": base})
+    service.ensure_daemon()
+    return job
+
+
+def training_options(body: dict) -> tuple[TrainOptions, str]:
+    """``{"dataset", "base", "name", "epochs", "time_budget", "seed"}`` as a training's options
+    and its base model, or a ``BadParameter`` that says which field is wrong."""
+    for key in ("dataset", "base", "name"):
+        if not isinstance(body.get(key), str) or not NAME.fullmatch(body[key]):
+            raise BadParameter(f"{key} must be a name: 1 to 64 letters, digits, _ or -")
+    fields = {"dataset": body["dataset"], "name": body["name"],
+              "epochs": body.get("epochs"), "time_budget": body.get("time_budget"),
+              "seed": body.get("seed", 0)}
+    try:
+        return TrainOptions.from_fields(fields), body["base"]
+    except BadJob as error:
+        raise BadParameter(str(error).replace("its ", "the ", 1)) from None
+
+
+def promote(service, name: str, number: int) -> None:
+    """Serve version ``number`` of taught model ``name`` as ``name``."""
+    versions = versions_of(service)
+    try:
+        info = json.loads(versions.files(name, number).record.read_bytes())
+    except (OSError, ValueError):
+        raise UnknownVersion(f"no trained version {name}@{number}") from None
+    base = service.models.get(info.get("base", ""))
+    try:
+        versions.promote(name, number, served_table(base, info.get("images", 0),
+                                                    info["metrics"]) if base else
+                         {"hint": f"taught version {name}@{number}"})
+    except NotTaught as error:
+        raise CannotTrain(str(error)) from None
+    log.info("promoted %s@%d", name, number, extra={"event": "promoted", "model": name})

@@ -1,0 +1,145 @@
+"""Training as a job of the long lane, run by a spool worker: a dataset's snapshot fine-tuned
+(the real YOLOX-Nano COCO checkpoint, a few epochs on 2 cores) into version NAME@1, progress
+reported as it goes, promoted through the API; a second version scored against the served one
+on the same held-out images and promoted by ``auto_promote`` only if better; a dataset that
+cannot be trained on, or a version lost to a failure, leaves nothing served changed."""
+import json
+
+import pytest
+import webtest
+
+from detection.datasets.store import DatasetLimits, DatasetStore
+from detection.jobs.job import Job, JobState, TrainOptions, new_sid
+from detection.jobs.kinds import LONG_LANE
+from detection.models import load_registry
+from detection.settings import load_settings
+from detection.worker.spool_worker import SpoolWorker
+from tests.shapes import CATEGORY_IDS, CLASSES, make_dataset
+from tests.support import SHARED_CHECKPOINT, app_for, write_config
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not SHARED_CHECKPOINT.is_file(),
+                                 reason="needs the real YOLOX-Nano checkpoint in ../shared")]
+
+
+def fill_dataset(settings, directory, images: int) -> DatasetStore:
+    """The tests' shapes as dataset ``shapes`` of the service."""
+    annotations = json.loads(make_dataset(directory, images).read_bytes())
+    store = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
+    store.create("shapes", list(CLASSES))
+    names = dict(zip(CATEGORY_IDS, CLASSES))
+    for entry in annotations["images"]:
+        boxes = [{"label": names[a["category_id"]],
+                  "box": [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                          a["bbox"][1] + a["bbox"][3]]}
+                 for a in annotations["annotations"] if a["image_id"] == entry["id"]]
+        store.add_image("shapes", (directory / entry["file_name"]).read_bytes(),
+                        entry["width"], entry["height"], boxes)
+    return store
+
+
+def run_training(ini, **options) -> tuple[dict, list]:
+    """Queue a training of dataset ``shapes`` into model ``shapes`` and run it in a long-lane
+    worker; its status and the progress it reported."""
+    settings = load_settings(ini)
+    worker = SpoolWorker(settings, lane=LONG_LANE)
+    reported = []
+    write_progress = worker.records.write_progress
+    worker.records.write_progress = lambda sid, p: (reported.append(p), write_progress(sid, p))
+    job = Job.train(new_sid(), "yolox_nano", TrainOptions("shapes", "shapes", **options))
+    worker.queue.enqueue(job)
+    worker.run_jobs([worker.queue.claim_next(LONG_LANE.kinds)])
+    status = worker.queue.status(job.sid)
+    worker.slot_lock.release()
+    return status, reported
+
+
+def test_a_training_job_makes_a_version_that_is_served_once_promoted(tmp_path):
+    ini = write_config(tmp_path, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
+                       spawn_worker="false")
+    settings = load_settings(ini)
+    fill_dataset(settings, tmp_path / "shapes", 20)
+    models_before = settings.models_file.read_text()
+    status, reported = run_training(ini, epochs=4, time_budget=120)
+    assert status.state is JobState.DONE, status.error
+    result = status.result
+    assert result["version"] == "shapes@1" and result["served"] is None
+    assert result["promoted"] is False and 0 <= result["metrics"]["bbox_map50"] <= 1
+    assert settings.models_file.read_text() == models_before, "nothing served changes"
+    trained = [p for p in reported if "epoch" in p.details]
+    assert trained, "the training said how far it was"
+    fractions = [p.fraction for p in trained]
+    assert fractions == sorted(fractions) and fractions[-1] <= 0.99
+    assert {"epoch", "epochs", "loss", "eta_seconds"} <= set(trained[-1].details)
+
+    app = webtest.TestApp(app_for(ini))
+    versions = app.get("/models/shapes").json["versions"]
+    assert [(v["version"], v["served"]) for v in versions] == [("shapes@1", False)]
+    assert versions[0]["dataset"] == "shapes" and versions[0]["base"] == "yolox_nano"
+    app.post_json("/models/shapes/promote", {"version": 2}, status=404)
+    promoted = app.post_json("/models/shapes/promote", {"version": 1}).json
+    assert promoted["served"] == "shapes@1" and promoted["versions"][0]["served"] is True
+    spec = load_registry(settings.models_file, settings.checkpoints_dir)["shapes"]
+    assert spec.classes == CLASSES and spec.checkpoint.is_file()
+    assert "shapes" in [m["name"] for m in app.get("/models").json["models"]]
+
+    # A second version is scored against the served one on the same held-out images, and
+    # auto_promote serves it only if it does better.
+    ini.write_text(ini.read_text().replace("[app:main]", "[app:main]\ndetection.auto_promote = true"))
+    status, _ = run_training(ini, epochs=1, time_budget=60, seed=1)
+    assert status.state is JobState.DONE, status.error
+    second = status.result
+    assert second["version"] == "shapes@2" and second["served"]["version"] == "shapes@1"
+    better = second["metrics"]["bbox_map50"] > second["served"]["bbox_map50"]
+    assert second["promoted"] is better
+    served = app.get("/models/shapes").json["versions"]
+    assert [v["served"] for v in served] == [not better, better]
+
+
+def test_a_dataset_that_cannot_be_trained_on_fails_the_job_and_leaves_no_version(tmp_path):
+    ini = write_config(tmp_path, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
+                       spawn_worker="false")
+    settings = load_settings(ini)
+    store = fill_dataset(settings, tmp_path / "shapes", 4)  # no held-out image yet
+    assert store.summary("shapes")["split"]["held_out"] == 0
+    status, _ = run_training(ini, epochs=1)
+    assert status.state is JobState.FAILED and "held-out image" in status.error
+    assert not (settings.checkpoints_dir / "versions" / "shapes").exists() or not list(
+        (settings.checkpoints_dir / "versions" / "shapes").glob("*.pth"))
+    assert "shapes" not in load_registry(settings.models_file, settings.checkpoints_dir)
+
+
+def test_the_command_line_imports_trains_promotes_and_exports(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+    ini = write_config(tmp_path, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano")
+
+    def command(*arguments) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "mmdetectionl.py", "--config", str(ini),
+                               *arguments], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+    annotations = make_dataset(tmp_path / "shapes", 10)
+    imported = command("dataset", "import", "shapes", str(annotations))
+    assert imported.returncode == 0, imported.stderr
+    assert "10 images added" in imported.stdout
+    assert "shapes" in command("dataset", "list").stdout
+    assert command("dataset", "import", "shapes").returncode == 2  # no path
+    trained = command("train", "shapes", "--dataset", "shapes", "--base", "yolox_nano",
+                      "--epochs", "1")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert json.loads(trained.stdout)["version"] == "shapes@1"
+    assert "epoch 1 of 1" in trained.stderr
+    assert command("promote", "shapes", "2").returncode == 1
+    promoted = command("promote", "shapes", "1")
+    assert promoted.returncode == 0 and "serving shapes@1" in promoted.stdout
+    settings = load_settings(ini)
+    assert "shapes" in load_registry(settings.models_file, settings.checkpoints_dir)
+    exported = command("dataset", "export", "shapes", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    original = json.loads(annotations.read_text())
+    assert len(coco["images"]) == 10 and len(coco["annotations"]) == len(
+        original["annotations"])
+    assert all((tmp_path / "out" / image["file_name"]).is_file() for image in coco["images"])
