@@ -139,8 +139,7 @@ def train_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def promote_command(settings: Settings, name: str, number: int) -> int:
-    from detection.finetune.versions import NotTaught, UnknownVersion, Versions
-    from detection.worker.handlers.train import served_table
+    from detection.finetune.versions import NotTaught, UnknownVersion, Versions, served_table
     versions = Versions(settings.checkpoints_dir, settings.models_file)
     try:
         info = json.loads(versions.files(name, number).record.read_bytes())

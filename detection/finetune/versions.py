@@ -131,6 +131,14 @@ class Versions:
         return info
 
 
+def served_table(base, images: int, metrics: dict) -> dict:
+    """What models.toml says of a promoted version, besides its files and classes."""
+    return {"hint": f"taught from {base.name} on {images} images: bbox mAP@0.5 "
+                    f"{metrics['bbox_map50']:.2f} on its dataset's held-out images",
+            "validation_map50": {"bbox": metrics["bbox_map50"]},
+            **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})}
+
+
 def replace_table(models_file: Path, name: str, table: dict) -> None:
     """``[name]`` in models.toml, replaced (or added) atomically: values as TOML (a JSON
     string, number or boolean is one; a dict an inline table). Other tables, and comments, stay

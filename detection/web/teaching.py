@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import logging
 
-from ..finetune.versions import NotTaught, UnknownVersion, Versions
+from ..finetune.versions import NotTaught, UnknownVersion, Versions, served_table
 from ..jobs.errors import DISK_FULL, DiskFull
 from ..jobs.job import NAME, BadJob, Job, TrainOptions, new_sid
-from ..worker.handlers.train import served_table
 from .forms import BadParameter
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,10 @@ from tests.support import ROOT
 MODEL_LIBRARIES = ("torch", "mmdet", "mmcv", "mmengine", "onnxruntime")
 
 
-@pytest.mark.parametrize("modules", ["web", "web, detection.jobs.rq_queue"])
+@pytest.mark.parametrize("modules", [
+    "web", "web, detection.jobs.rq_queue",
+    "web, detection.web.views, detection.web.deepstack, detection.web.dataset_views, "
+    "detection.web.teaching_views, detection.web.errors"])
 def test_importing_the_web_app_imports_no_model_or_worker_code(modules):
     check = (f"import sys, {modules}\n"
              f"bad = [m for m in sys.modules if m.split('.')[0] in {MODEL_LIBRARIES!r} "

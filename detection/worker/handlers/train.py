@@ -21,7 +21,7 @@ from ...datasets.store import HELD_OUT, TRAIN, DatasetLimits, DatasetStore
 from ...finetune.dataset import FinetuneError
 from ...finetune.schedule import DEFAULT_TIME_BUDGET
 from ...finetune.training import WORK_PREFIX, evaluate, one_at_a_time, train_model
-from ...finetune.versions import Versions
+from ...finetune.versions import Versions, served_table
 from ...jobs.job import Job, Progress
 from ...jobs.records import Outcome, TrainResult
 from ...settings import Settings
@@ -108,14 +108,6 @@ class TrainHandler:
         files = versions.files(name, number)
         return {"version": f"{name}@{number}",
                 **evaluate(settings, files.config, files.weights, held_out, classes)}
-
-
-def served_table(base, images: int, metrics: dict) -> dict:
-    """What models.toml says of a promoted version, besides its files and classes."""
-    return {"hint": f"taught from {base.name} on {images} images: bbox mAP@0.5 "
-                    f"{metrics['bbox_map50']:.2f} on its dataset's held-out images",
-            "validation_map50": {"bbox": metrics["bbox_map50"]},
-            **({"timeout_seconds": base.timeout_seconds} if base.timeout_seconds else {})}
 
 
 def take_snapshot(store: DatasetStore, name: str,
