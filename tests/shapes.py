@@ -96,3 +96,22 @@ def make_dataset(directory: Path, images: int, seed: int = 0,
     path.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": [
         {"id": i, "name": name} for i, name in zip(CATEGORY_IDS, CLASSES)]}))
     return path
+
+
+def save_dataset(url: str, directory: Path, images: int, name: str = "shapes") -> None:
+    """``images`` of the shapes saved as dataset ``name`` of the service at ``url``, image by
+    image with their boxes, as the page does."""
+    import requests
+    annotations = json.loads(make_dataset(directory, images).read_bytes())
+    names = dict(zip(CATEGORY_IDS, CLASSES))
+    requests.post(f"{url}/datasets", json={"name": name, "classes": list(CLASSES)},
+                  timeout=30).raise_for_status()
+    for entry in annotations["images"]:
+        boxes = [{"label": names[a["category_id"]],
+                  "box": [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                          a["bbox"][1] + a["bbox"][3]]}
+                 for a in annotations["annotations"] if a["image_id"] == entry["id"]]
+        saved = requests.post(f"{url}/datasets/{name}/images", files={
+            "image": ("shape.png", (directory / entry["file_name"]).read_bytes())},
+            data={"annotations": json.dumps(boxes)}, timeout=30)
+        assert saved.status_code == 201, saved.text

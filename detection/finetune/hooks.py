@@ -9,6 +9,8 @@ from typing import Callable
 
 from mmengine.hooks import Hook
 
+from ..jobs.errors import JobCancelled
+
 log = logging.getLogger(__name__)
 
 
@@ -55,14 +57,17 @@ class ValidationCurve(Hook):
 class ProgressReport(Hook):
     """Tell ``report(fraction, stage, details)`` how far training is, at most once every
     ``EVERY_SECONDS``: the share of its iterations done, or of its time budget spent if more;
-    details: epoch, epochs, iteration, iterations, loss, eta_seconds."""
+    details: epoch, epochs, iteration, iterations, loss, eta_seconds. As often, ask
+    ``cancelled()`` whether a client stopped it (then raise ``JobCancelled``)."""
 
     priority = "VERY_LOW"
     EVERY_SECONDS = 1.0
 
-    def __init__(self, report: Callable[[float, str, dict], None], budget: float | None):
+    def __init__(self, report: Callable[[float, str, dict], None], budget: float | None,
+                 cancelled: Callable[[], str | None] = lambda: None):
         self.report = report
         self.budget = budget
+        self.cancelled = cancelled
         self.started = self.last = 0.0
 
     def before_train(self, runner) -> None:
@@ -74,6 +79,8 @@ class ProgressReport(Hook):
         if now - self.last < self.EVERY_SECONDS:
             return
         self.last = now
+        if reason := self.cancelled():
+            raise JobCancelled(reason)
         elapsed = now - self.started
         done = runner.iter + 1
         fraction = done / runner.max_iters

@@ -79,11 +79,12 @@ def train_model(settings: Settings, name: str, base: ModelSpec, train_json: Path
                 val_json: Path | None, checkpoint: Path, config: Path,
                 epochs: int | None = None, image_size: int = 320, seed: int = 0,
                 time_budget: float | None = None,
-                progress: Callable[[float, str, dict], None] | None = None) -> Trained:
+                progress: Callable[[float, str, dict], None] | None = None,
+                cancelled: Callable[[], str | None] = lambda: None) -> Trained:
     """Train from ``base`` on the annotation files, and write the weights (the best
     validation's) to ``checkpoint`` and the served config to ``config``, each whole or not at
-    all; ``progress(fraction, stage, details)`` is told how far it is. The caller holds
-    ``one_at_a_time``."""
+    all; ``progress(fraction, stage, details)`` is told how far it is, and ``cancelled()``
+    asked whether to stop (``JobCancelled``). The caller holds ``one_at_a_time``."""
     _choose_device(settings.device)
     from mmengine.config import Config
 
@@ -93,7 +94,7 @@ def train_model(settings: Settings, name: str, base: ModelSpec, train_json: Path
     train = check_dataset(train_json, masks)
     val = check_dataset(val_json, masks) if val_json else None
     outcome = _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed,
-                     time_budget, checkpoint, config, progress)
+                     time_budget, checkpoint, config, progress, cancelled)
     outcome.plot(checkpoint.with_suffix(".curve.png"))
     return outcome
 
@@ -138,7 +139,8 @@ def _choose_device(setting: str) -> None:
 def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, train: Dataset,
            val: Dataset | None, epochs: int | None, image_size: int, seed: int,
            time_budget: float | None, checkpoint: Path, config: Path,
-           progress: Callable[[float, str, dict], None] | None) -> Trained:
+           progress: Callable[[float, str, dict], None] | None,
+           cancelled: Callable[[], str | None]) -> Trained:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
     from mmengine.hooks import CheckpointHook
@@ -161,7 +163,7 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
         if schedule.time_budget:
             runner.register_hook(TimeBudget(schedule.time_budget))
         if progress is not None:
-            runner.register_hook(ProgressReport(progress, schedule.time_budget))
+            runner.register_hook(ProgressReport(progress, schedule.time_budget, cancelled))
         runner.train()
         if curve.last_epoch != runner.epoch:  # stopped between validations: where it ended too
             runner.val_loop.run()

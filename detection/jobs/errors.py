@@ -24,3 +24,8 @@ class QueueUnavailable(RuntimeError):
 
 class DiskFull(OSError):
     """The disk itself is full (not just the storage budget): nothing more can be stored."""
+
+
+class JobCancelled(Exception):
+    """A client cancelled the job while it ran; the message is why (its handler stops at the
+    next point it looks, and the job fails with it)."""

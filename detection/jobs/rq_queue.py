@@ -44,6 +44,11 @@ LOST = ("the job was lost by the queue (Redis lost its data or its result expire
         "upload it again")
 
 
+def cancel_key(sid: str) -> str:
+    """Where a running job's cancellation waits for its worker (the reason)."""
+    return f"{KEY_PREFIX}cancel:{sid}"
+
+
 def upload_key(sid: str) -> str:
     """Where a job's upload waits for its worker."""
     return f"{KEY_PREFIX}upload:{sid}"
@@ -81,6 +86,8 @@ def outcome_of(rq_job: RQJob, job: Job) -> Outcome:
         outcome = Outcome.from_wire(result.return_value)
         if outcome is not None:
             return outcome
+    if rq_job.get_status() == RQStatus.CANCELED:
+        return Outcome.failed(str(rq_job.meta.get("cancelled") or "cancelled"))
     failure = (result.exc_string if result is not None else None) or ""
     if "AbandonedJobError" in failure or "stuck in intermediate queue" in failure:
         return Outcome.failed(worker_died(job.attempts))
@@ -170,6 +177,23 @@ class RQQueue:
                     for worker in Worker.all(connection=self.redis)
                     if ours & set(worker.queue_names())]
         return self._redis(look)
+
+    def request_cancel(self, job: Job, reason: str) -> None:
+        """A queued job fails with ``reason`` (RQ cancels it); a running one's worker is asked
+        to stop it (a key of its own: the worker rewrites the job's meta with its progress)."""
+        def cancel() -> None:
+            rq_job = RQJob.fetch(job.sid, connection=self.redis)
+            if rq_job.get_status() in WAITING:
+                rq_job.meta["cancelled"] = reason
+                rq_job.save_meta()
+                rq_job.cancel()
+            elif rq_job.get_status() == RQStatus.STARTED:
+                self.redis.set(cancel_key(job.sid), reason, ex=max(
+                    1, math.ceil(time_limit(job, self.models_file.models, self.settings))))
+        try:
+            self._redis(cancel)
+        except NoSuchJobError:
+            pass  # ended and collected meanwhile
 
     def is_finished(self, sid: str) -> bool:
         """Done or failed, here or in Redis (reads only)."""

@@ -57,13 +57,14 @@ class SpoolQueue:
         self.running_dir = spool_dir / "running"
         self.damaged_dir = spool_dir / "damaged"
         self.workers_dir = spool_dir / "workers"
+        self.cancel_dir = spool_dir / "cancel"  # <sid>: the reason a running job is to stop
         self.enqueue_lock_file = spool_dir / "enqueue.lock"
         self.max_queue = max_queue
         self.slot = slot
         self._enqueue_lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None  # writes pixels (web processes only)
         for directory in (uploads_dir, self.queued_dir, self.running_dir, self.damaged_dir,
-                          self.workers_dir):
+                          self.workers_dir, self.cancel_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.pixels = PixelHandoff(spool_dir / "pixels", max_pixels_bytes)
 
@@ -197,6 +198,24 @@ class SpoolQueue:
                     found.append(job)
         return found
 
+    def request_cancel(self, job: Job, reason: str) -> None:
+        """A queued job fails at once with ``reason`` (taken from the queue as a worker takes
+        one); a running one's worker is asked to stop it (``cancel_requested``)."""
+        for name in self.queued_names():
+            match = QUEUED_TICKET.fullmatch(name)
+            if match is not None and match["sid"] == job.sid and (claimed := self._claim(name)):
+                self.fail(claimed, reason)
+                return
+        if self._running_tickets(job.sid):
+            write_atomically(self.cancel_dir / job.sid, reason.encode())
+
+    def cancel_requested(self, sid: str) -> str | None:
+        """Why a running job is to stop, if a client asked (a worker looks now and then)."""
+        try:
+            return (self.cancel_dir / sid).read_text()[:300]
+        except FileNotFoundError:
+            return None
+
     # --- workers: claiming and ending ------------------------------------------------------
     def claim_next(self, kinds: Collection[JobKind] = tuple(JobKind)) -> Job | None:
         """Move the oldest queued ticket of ``kinds`` into running/ and return its job (None if
@@ -258,6 +277,7 @@ class SpoolQueue:
         pixels and ticket."""
         self.records.make_durable(job.sid)
         self.pixels.drop(job.sid)
+        (self.cancel_dir / job.sid).unlink(missing_ok=True)
         for ticket in self._running_tickets(job.sid):
             ticket.unlink(missing_ok=True)
         fsync_path(self.running_dir)  # gone for good: a power cut does not bring it back

@@ -22,7 +22,7 @@ from ..models import UnknownModel
 from .forms import BadParameter, BodyTooLarge
 from .guards import CrossSiteRequest
 from .routes import ROUTES
-from .teaching import CannotTrain
+from .teaching import CannotTrain, UnknownTraining
 from .service import (
     DetectionTimeout,
     JobGone,
@@ -52,7 +52,8 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 ServerBusy: 503, JobGone: 503, StorageFull: 507, DiskFull: 507, DetectionFailed: 500,
                 NothingToDownload: 409, BadAnnotation: 400, DatasetNotFound: 404,
                 ImageNotFound: 404, DatasetExists: 409, DatasetFull: 409,
-                DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404}
+                DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404,
+                UnknownTraining: 404}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

@@ -303,6 +303,13 @@ def _teaching_paths() -> dict:
             "responses": {"202": _json("TrainingAccepted", "queued; poll status_url",
                                        {"Location": ACCEPTED_HEADERS["Location"]}),
                           **_errors("Error", 400, 401, 403, 404, 409, 413, 503)}}},
+        "/training/{sid}": {"delete": {
+            "summary": "Cancel a training (queued: failed at once; running: within seconds)",
+            "security": KEYED,
+            "parameters": [{"name": "sid", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"202": _json("Status", "its status"),
+                          **_errors("Error", 401, 403, 404, 409)}}},
         "/models/{name}": {"get": {
             "summary": "A model, and a taught one's versions with their held-out scores",
             "security": KEYED, "parameters": [name],

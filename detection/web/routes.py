@@ -18,6 +18,7 @@ ROUTES = {
     "model_download": ("/models/{name}/download", "POST"),
     "model_promote": ("/models/{name}/promote", "POST"),
     "training": ("/training", "POST"),
+    "training_job": ("/training/{sid}", "DELETE"),
     "openapi": ("/openapi.json", "GET, HEAD"),
     "datasets": ("/datasets", "GET, HEAD, POST"),
     "dataset": ("/datasets/{name}", "GET, HEAD, DELETE"),

@@ -8,14 +8,19 @@ import logging
 
 from ..finetune.versions import NotTaught, UnknownVersion, Versions, served_table
 from ..jobs.errors import DISK_FULL, DiskFull
-from ..jobs.job import NAME, BadJob, Job, TrainOptions, new_sid
+from ..jobs.job import NAME, BadJob, Job, JobKind, JobStatus, TrainOptions, new_sid
 from .forms import BadParameter
 
 log = logging.getLogger(__name__)
 
 
 class CannotTrain(ValueError):
-    """The dataset or the names asked for cannot make a training (the message says why)."""
+    """The dataset or the names asked for cannot make a training, or a training cannot be
+    cancelled (the message says why)."""
+
+
+class UnknownTraining(LookupError):
+    pass
 
 
 def versions_of(service) -> Versions:
@@ -49,6 +54,19 @@ def queue_training(service, options: TrainOptions, base: str) -> Job:
                                      "kind": job.kind.value, "model": base})
     service.ensure_daemon()
     return job
+
+
+def cancel_training(service, sid: str) -> JobStatus:
+    """Stop training ``sid``: a queued one fails at once, a running one at its next look (its
+    status says ``cancelling`` meanwhile); its status."""
+    status = service.job_status(sid)
+    if status is None or status.job.kind is not JobKind.TRAIN:
+        raise UnknownTraining(f"no training with id {sid!r:.80}")
+    if status.state.finished:
+        raise CannotTrain(f"training {sid} has ended ({status.state.value}): nothing to cancel")
+    service.queue.request_cancel(status.job, f"cancelled by DELETE /training/{sid}")
+    log.info("cancelling %s", sid, extra={"sid": sid, "event": "cancelling"})
+    return service.job_status(sid) or status
 
 
 def training_options(body: dict) -> tuple[TrainOptions, str]:

@@ -9,7 +9,14 @@ from ..jobs.layout import RESULT
 from .errors import ModelNotFound
 from .forms import BadParameter, read_json
 from .security import API_PERMISSION
-from .teaching import promote, queue_training, training_options, versions_of
+from .teaching import (
+    cancel_training,
+    promote,
+    queue_training,
+    training_options,
+    versions_of,
+)
+from .views import status_body
 
 
 def _only(document: dict, allowed: set[str]) -> dict:
@@ -67,3 +74,15 @@ def promote_version(request):
     promote(request.service, name, number)
     return {"name": name, "served": f"{name}@{number}",
             "versions": versions_of(request.service).describe(name)}
+
+
+@view_config(route_name="training_job", request_method="DELETE", renderer="json",
+             permission=API_PERMISSION)
+def cancel(request):
+    """Stop a training: 202 and its status (failed at once if it was queued; a running one
+    stops at its next look, within seconds, and fails with the reason). Its version is never
+    made; the served model is unchanged."""
+    status = cancel_training(request.service, request.matchdict["sid"])
+    request.response.status_int = 202
+    request.response.cache_control = "no-store"
+    return status_body(request, status)

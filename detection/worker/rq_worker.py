@@ -33,7 +33,7 @@ from ..images import decode_image, limit_decoding
 from ..jobs.job import MAX_DETECTIONS, Job, JobKind, Progress
 from ..jobs.kinds import LANES, over_time
 from ..jobs.records import Outcome
-from ..jobs.rq_queue import QUEUE_NAMES, attempts_of, connect, upload_key
+from ..jobs.rq_queue import QUEUE_NAMES, attempts_of, cancel_key, connect, upload_key
 from ..memory import tune_malloc
 from ..models import ModelsFile
 from ..settings import Settings
@@ -69,7 +69,8 @@ def perform(fields: dict) -> dict:
         JOB_SECONDS.labels(job.model, "queue_wait").observe(max(0.0, waited.total_seconds()))
     handler = handler_for(job.kind)
     work = Work(_models, read_input=lambda job: _read_upload(rq_job, job),
-                report_progress=lambda job, progress: _save_progress(rq_job, progress))
+                report_progress=lambda job, progress: _save_progress(rq_job, progress),
+                cancelled=lambda job: _cancel_requested(rq_job, job))
     try:
         if handler.needs_model:
             _models.get(job.model)
@@ -124,6 +125,15 @@ def _read_upload(rq_job, job: Job):
     if upload is None:
         raise UploadExpired("the upload expired from the queue before a worker took it")
     return decode_image(upload, _models.settings.max_pixels)
+
+
+def _cancel_requested(rq_job, job: Job) -> str | None:
+    """Why a client cancelled the running job, if it did (a Redis blip: not now)."""
+    try:
+        reason = rq_job.connection.get(cancel_key(job.sid))
+    except RedisError:
+        return None
+    return None if reason is None else reason.decode(errors="replace")[:300]
 
 
 def _save_progress(rq_job, progress: Progress) -> None:

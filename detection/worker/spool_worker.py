@@ -67,7 +67,8 @@ class SpoolWorker:
         self.models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
                                  settings, slot)
         self.batch_size = settings.gpu_batch_size if self.models.device.startswith("cuda") else 1
-        self.work = Work(self.models, self.read_input, self.report_progress)
+        self.work = Work(self.models, self.read_input, self.report_progress,
+                         lambda job: self.queue.cancel_requested(job.sid))
         self.stop = threading.Event()
         self.jobs_done = 0
 

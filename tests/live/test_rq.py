@@ -351,3 +351,41 @@ def test_a_job_queued_before_job_kinds_is_still_done(tmp_path, redis_server, rtm
     status = queue.collect(queue.status(sid))
     assert status.state is JobState.DONE, status
     assert status.result["max_detections"] == 5 and len(status.result["detections"]) <= 5
+
+
+def test_a_training_runs_on_an_rq_worker_and_is_cancelled_queued_or_running(tmp_path,
+                                                                           redis_server):
+    """Training on RQ, by the web host's own worker (a training reads the datasets and writes
+    the versions of this host: its workers share its folders): cancelled while queued or as it
+    starts, then while it runs; each ends failed with the reason, no version made."""
+    from tests.shapes import save_dataset
+    from tests.support import SHARED_CHECKPOINT
+    if not SHARED_CHECKPOINT.is_file():
+        pytest.skip("needs the real YOLOX-Nano checkpoint in ../shared")
+    ini = write_config(tmp_path, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
+                       queue="rq", redis_url=redis_server.url, heartbeat_timeout_seconds=HEARTBEAT)
+    server = LiveServer(ini).start()
+    try:
+        save_dataset(server.url, tmp_path / "shapes", 10)
+        body = {"dataset": "shapes", "base": "yolox_nano", "name": "shapes", "time_budget": 300}
+        statuses = []
+        for wait_for_epoch in (False, True):
+            status_url = server.url + requests.post(f"{server.url}/training", json=body,
+                                                    timeout=30).json()["status_url"]
+            deadline = time.monotonic() + 300
+            while wait_for_epoch and "epoch" not in requests.get(status_url, timeout=30).json():
+                assert time.monotonic() < deadline, "the training did not start"
+                time.sleep(0.5)
+            sid = status_url.rsplit("/", 1)[1]
+            assert requests.delete(f"{server.url}/training/{sid}", timeout=30).status_code == 202
+            while (status := requests.get(status_url, timeout=30).json())["state"] not in (
+                    "done", "failed"):
+                assert time.monotonic() < deadline, status
+                time.sleep(0.5)
+            statuses.append(status)
+        assert [s["state"] for s in statuses] == ["failed", "failed"]
+        assert all(s["error"].startswith("cancelled by DELETE /training/") for s in statuses)
+        assert requests.get(f"{server.url}/models/shapes", timeout=30).status_code == 404
+    finally:
+        server.stop()
+        server.kill_worker()

@@ -12,29 +12,12 @@ import pytest
 import requests
 
 from tests.oracle import iou
-from tests.shapes import CATEGORY_IDS, CLASSES, make_dataset
+from tests.shapes import CATEGORY_IDS, CLASSES, make_dataset, save_dataset
 from tests.support import SHARED_CHECKPOINT
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED_CHECKPOINT.is_file(),
                                  reason="needs the real YOLOX-Nano checkpoint in ../shared")]
-
-
-def save_dataset(server, directory, images: int) -> None:
-    """The shapes as dataset ``shapes``, each image saved with its boxes, as the page does."""
-    annotations = json.loads(make_dataset(directory, images).read_bytes())
-    names = dict(zip(CATEGORY_IDS, CLASSES))
-    requests.post(f"{server.url}/datasets", json={"name": "shapes", "classes": list(CLASSES)},
-                  timeout=30).raise_for_status()
-    for entry in annotations["images"]:
-        boxes = [{"label": names[a["category_id"]],
-                  "box": [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                          a["bbox"][1] + a["bbox"][3]]}
-                 for a in annotations["annotations"] if a["image_id"] == entry["id"]]
-        saved = requests.post(f"{server.url}/datasets/shapes/images", files={
-            "image": ("shape.png", (directory / entry["file_name"]).read_bytes())},
-            data={"annotations": json.dumps(boxes)}, timeout=30)
-        assert saved.status_code == 201, saved.text
 
 
 def start_training(server, **options) -> str:
@@ -46,7 +29,7 @@ def start_training(server, **options) -> str:
 
 def test_a_model_is_taught_compared_promoted_and_served_through_the_api(live_server, tmp_path):
     server = live_server({"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano")
-    save_dataset(server, tmp_path / "shapes", 40)
+    save_dataset(server.url, tmp_path / "shapes", 40)
     status_url = server.url + start_training(server, time_budget=100)
     seen, deadline = [], time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -87,7 +70,7 @@ def test_a_model_is_taught_compared_promoted_and_served_through_the_api(live_ser
 def test_a_training_whose_worker_is_killed_fails_with_the_reason_and_changes_nothing(
         live_server, tmp_path):
     server = live_server({"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano")
-    save_dataset(server, tmp_path / "shapes", 12)
+    save_dataset(server.url, tmp_path / "shapes", 12)
     models_before = server.models_file.read_text()
     status_url = server.url + start_training(server, time_budget=300)
     deadline = time.monotonic() + 300

@@ -171,7 +171,8 @@ def test_the_openapi_document_names_every_route(deepstack_app):
                                       "/datasets/{name}/coco.json", "/datasets/{name}/images",
                                       "/datasets/{name}/images/{image_id}.png",
                                       "/datasets/{name}/images/{image_id}",
-                                      "/training", "/models/{name}", "/models/{name}/promote"}
+                                      "/training", "/training/{sid}", "/models/{name}",
+                                      "/models/{name}/promote"}
     assert set(document["paths"]) == {pattern for pattern, _ in ROUTES.values()} - {
         "/", "/openapi.json"}
     form = document["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]

@@ -83,3 +83,15 @@ def test_a_model_that_was_not_taught_has_no_versions_and_cannot_be_promoted(pets
     pets.get("/models/nothing_here", status=404)
     pets.post_json("/models/rtmdet_tiny/promote", {"version": 1}, status=404)
     pets.post_json("/models/rtmdet_tiny/promote", {"version": "1"}, status=400)
+
+
+def test_a_queued_training_is_cancelled_at_once_and_an_ended_one_cannot_be(pets):
+    add_images(pets, 5)
+    sid = train(pets).json["sid"]
+    cancelled = pets.delete(f"/training/{sid}", status=202).json
+    assert cancelled["state"] == "failed" and "cancelled by DELETE" in cancelled["error"]
+    assert pets.get(f"/status/{sid}").json["state"] == "failed"
+    assert "has ended" in pets.delete(f"/training/{sid}", status=409).json["error"]
+    pets.delete("/training/" + "0" * 32, status=404)
+    pets.delete(f"/training/{upload(pets)}", status=404)  # a detection is not a training
+    pets.post_json(f"/training/{sid}", {}, status=405)

@@ -96,6 +96,31 @@ def test_a_training_job_makes_a_version_that_is_served_once_promoted(tmp_path):
     assert [v["served"] for v in served] == [not better, better]
 
 
+def test_a_running_training_cancelled_by_a_client_stops_and_leaves_no_version(tmp_path):
+    ini = write_config(tmp_path, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
+                       spawn_worker="false")
+    settings = load_settings(ini)
+    fill_dataset(settings, tmp_path / "shapes", 10)
+    worker = SpoolWorker(settings, lane=LONG_LANE)
+    job = Job.train(new_sid(), "yolox_nano", TrainOptions("shapes", "shapes", time_budget=300))
+    worker.queue.enqueue(job)
+    write_progress = worker.records.write_progress
+
+    def cancel_once_training(sid, progress):  # a client's DELETE, as the first epoch runs
+        write_progress(sid, progress)
+        if "epoch" in progress.details:
+            worker.queue.request_cancel(job, "cancelled by DELETE /training/" + sid)
+    worker.records.write_progress = cancel_once_training
+    worker.run_jobs([worker.queue.claim_next(LONG_LANE.kinds)])
+    worker.slot_lock.release()
+    status = worker.queue.status(job.sid)
+    assert status.state is JobState.FAILED and status.error.startswith("cancelled by DELETE")
+    versions = settings.checkpoints_dir / "versions" / "shapes"
+    assert not list(versions.glob("*.json")) and not list(versions.glob("*.pth"))
+    assert not (settings.spool_dir / "cancel" / job.sid).exists()
+    assert "shapes" not in load_registry(settings.models_file, settings.checkpoints_dir)
+
+
 def test_a_dataset_that_cannot_be_trained_on_fails_the_job_and_leaves_no_version(tmp_path):
     ini = write_config(tmp_path, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
                        spawn_worker="false")

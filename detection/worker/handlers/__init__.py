@@ -26,6 +26,7 @@ class Work:
     models: ModelCache
     read_input: Callable[[Job], np.ndarray]  # a detection's upload, decoded to RGB pixels
     report_progress: Callable[[Job, Progress], None] = lambda job, progress: None
+    cancelled: Callable[[Job], str | None] = lambda job: None  # why a client stopped it, if so
 
 
 class Handler(Protocol):

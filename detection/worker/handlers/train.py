@@ -22,6 +22,7 @@ from ...finetune.dataset import FinetuneError
 from ...finetune.schedule import DEFAULT_TIME_BUDGET
 from ...finetune.training import WORK_PREFIX, evaluate, one_at_a_time, train_model
 from ...finetune.versions import Versions, served_table
+from ...jobs.errors import JobCancelled
 from ...jobs.job import Job, Progress
 from ...jobs.records import Outcome, TrainResult
 from ...settings import Settings
@@ -55,6 +56,8 @@ class TrainHandler:
                     shutil.rmtree(snapshot, ignore_errors=True)
         except FinetuneError as error:
             return Outcome.failed(str(error), error)
+        except JobCancelled as reason:
+            return Outcome.failed(f"{reason}; the served model is unchanged")
 
     def _train_on(self, job: Job, work: Work, settings: Settings, versions: Versions, base,
                   snapshot: Path, started: float) -> Outcome:
@@ -62,6 +65,8 @@ class TrainHandler:
         work.report_progress(job, Progress(0.0, f"taking a snapshot of dataset {options.dataset}"))
         store = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
         classes, train, held_out, digest = take_snapshot(store, options.dataset, snapshot)
+        if reason := work.cancelled(job):
+            raise JobCancelled(reason)
         number = versions.new_number(options.name)
         files = versions.files(options.name, number)
         version = f"{options.name}@{number}"
@@ -71,7 +76,8 @@ class TrainHandler:
                 options.epochs, seed=options.seed,
                 time_budget=options.time_budget or DEFAULT_TIME_BUDGET,
                 progress=lambda fraction, stage, details: work.report_progress(
-                    job, Progress(fraction, stage, details)))
+                    job, Progress(fraction, stage, details)),
+                cancelled=lambda: work.cancelled(job))
             work.report_progress(job, Progress(0.99, "scoring the served version"))
             metrics = {"bbox_map50": trained.map50["bbox"], "bbox_map": trained.map,
                        "per_class": {c: round(ap, 3) for c, ap in trained.per_class.items()}}
