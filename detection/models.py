@@ -15,6 +15,7 @@ import tomllib
 
 from . import zoo
 from .coco import COCO_CLASSES
+from .datasets.review import ReviewRule
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ModelSpec:
     backend: str = "mmdet"
     masks: bool = False  # instance segmentation: each detection has a mask
     validation_map50: dict[str, float] | None = None  # a fine-tuned model's: bbox, segm
+    review: ReviewRule | None = None  # which of its uploads are kept for a person to correct
 
     @property
     def available(self) -> bool:
@@ -137,8 +139,16 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
             masks=bool(table.get("masks", entry is not None and entry.mask_ap is not None)),
             validation_map50={kind: float(value) for kind, value in
                               table["validation_map50"].items()}
-            if "validation_map50" in table else None)
+            if "validation_map50" in table else None,
+            review=_review_rule(name, table.get("review")))
     return registry
+
+
+def _review_rule(name: str, table: object) -> ReviewRule | None:
+    try:
+        return ReviewRule.of(table)
+    except ValueError as error:
+        raise ValueError(f"model {name}: {error}") from None
 
 
 class ModelsFile:

@@ -71,6 +71,8 @@ class Settings:
     max_dataset_images: int
     max_dataset_classes: int
     max_datasets_mb: int
+    max_review_items: int
+    max_review_mb: int
     prune_interval_seconds: float
     public_url: str
     allowed_origins: tuple[str, ...]
@@ -244,6 +246,8 @@ SETTINGS: dict[str, Setting] = {
     "max_dataset_images": Setting("5000", number(int, 1, 1_000_000)),
     "max_dataset_classes": Setting("100", number(int, 1, 10_000)),
     "max_datasets_mb": Setting("2048", number(int, 1, 2**40)),
+    "max_review_items": Setting("200", number(int, 1, 1_000_000)),
+    "max_review_mb": Setting("256", number(int, 1, 2**40)),
     "public_url": Setting("", url),
     "allowed_origins": Setting("", urls),
     "api_keys": Setting("", words),

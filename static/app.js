@@ -145,8 +145,11 @@ class JobCard {
     const correct = $(".correct", this.el);
     correct.onclick = () => {
       if (this.el.classList.contains("editing")) return;
-      new BoxEditor(this, status, { api, fileUrl, sendJson }).open();
+      new BoxEditor({ el: this.el, image: this.image, after: $(".details", this.el),
+                      imageUrl: status.result_url.replace(".out.png", ".png") },
+                    status, { api, fileUrl, sendJson }).open();
     };
+    loadReview();
   }
   row(detection, index, size) {
     const tr = document.createElement("tr");
@@ -173,6 +176,40 @@ class JobCard {
     });
     this.highlight.hidden = false;
   }
+}
+
+// --- Uploads kept for review (a model's review rule): correct them, or dismiss them ----------
+async function loadReview() {
+  const response = await api("/review");
+  if (!response.ok) return;
+  const { items } = await response.json();
+  $("#review").hidden = !items.length;
+  $("#review-count").textContent = items.length;
+  const shown = new Set([...document.querySelectorAll(".review-item")].map((el) => el.dataset.sid));
+  const fresh = items.filter((item) => !shown.has(item.sid));
+  $("#review-items").prepend(...await Promise.all(fresh.map(reviewItem)));
+}
+
+async function reviewItem(item) {
+  const el = $("#review-template").content.firstElementChild.cloneNode(true);
+  el.dataset.sid = item.sid;
+  const image = $("img", el);
+  image.src = await fileUrl(item.image_url);
+  image.alt = `Kept for review: ${summarize(item.detections)}`;
+  const why = $(".review-why", el);
+  why.textContent = `${item.model}: ${item.reasons.join("; ")}`;
+  const dismiss = async () => {
+    await sendJson("DELETE", `/review/${item.sid}`);
+    el.remove();
+    $("#review-count").textContent = document.querySelectorAll(".review-item").length;
+  };
+  $(".dismiss", el).onclick = dismiss;
+  $(".correct", el).onclick = () => {
+    if (el.classList.contains("editing")) return;
+    new BoxEditor({ el, image, after: why, imageUrl: item.image_url, onSaved: dismiss },
+                  item, { api, fileUrl, sendJson }).open();
+  };
+  return el;
 }
 
 function summarize(detections) {
@@ -354,6 +391,7 @@ function setUp() {
   });
   $("#model").addEventListener("change", showModelHint);
   $("#download-button").addEventListener("click", () => startDownload($("#download-model").value));
+  loadReview();
   loadModels().then((body) => {
     if (!body) return;
     slider.value = body.default_threshold;

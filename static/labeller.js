@@ -10,8 +10,10 @@ const MIN_BOX = 2;  // image pixels: a smaller drag is a click, not a box
 const CORNERS = ["nw", "ne", "sw", "se"];
 
 class BoxEditor {
-  constructor(card, status, { api, fileUrl, sendJson }) {
-    this.card = card;
+  // host: { el (what holds the image), image, after (the editor's controls go after it),
+  // imageUrl (the upload as stored, not drawn on), onSaved }; status: { sid, image, detections }
+  constructor(host, status, { api, fileUrl, sendJson }) {
+    this.host = host;
     this.status = status;
     this.io = { api, fileUrl, sendJson };
     this.size = status.image;
@@ -26,14 +28,13 @@ class BoxEditor {
   }
 
   async open() {
-    const figure = $(".figure", this.card.el);
-    this.image = this.card.image;
+    this.image = this.host.image;
     this.drawnSrc = this.image.src;
-    this.image.src = await this.io.fileUrl(this.status.result_url.replace(".out.png", ".png"));
+    this.image.src = await this.io.fileUrl(this.host.imageUrl);
     await this.image.decode().catch(() => {});
-    figure.append(this.layer);
-    $(".details", this.card.el).after(this.el);
-    this.card.el.classList.add("editing");
+    this.image.parentElement.append(this.layer);
+    this.host.after.after(this.el);
+    this.host.el.classList.add("editing");
     this.bind();
     await this.loadDatasets();
     this.render();
@@ -43,7 +44,7 @@ class BoxEditor {
     this.layer.remove();
     this.el.remove();
     this.image.src = this.drawnSrc;
-    this.card.el.classList.remove("editing");
+    this.host.el.classList.remove("editing");
     window.removeEventListener("resize", this.onResize);
   }
 
@@ -227,6 +228,7 @@ class BoxEditor {
     await this.loadDatasets();
     this.datasetSelect.value = name;
     this.newName.hidden = true;
+    if (this.host.onSaved) await this.host.onSaved();
   }
 
   say(text, isError = false) {

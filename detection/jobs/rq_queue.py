@@ -26,6 +26,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
+from ..datasets.review import ReviewList, keep_for_review
 from ..models import ModelsFile
 from .errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
 from .job import MAX_ATTEMPTS, BadJob, Job, JobKind, JobState, JobStatus, Progress
@@ -110,6 +111,7 @@ class RQQueue:
         self.models_file = models_file or ModelsFile(settings.models_file,
                                                      settings.checkpoints_dir)
         self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
+        self.review = ReviewList.of(settings)
 
     @contextmanager
     def enqueuing(self, job: Job, upload: Upload) -> Iterator[None]:
@@ -246,6 +248,9 @@ class RQQueue:
             if error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; the result waits in the queue") from None
             raise
+        if outcome.error is None and status.job.kind is JobKind.DETECT:
+            keep_for_review(self.review, self.models_file.models.get(status.job.model),
+                            outcome.result, self.records.input_path(sid))
         self._redis(lambda: self.redis.delete(upload_key(sid)))  # safe on disk: done with
         return self.records.final_status(sid) or status
 

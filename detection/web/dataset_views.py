@@ -163,3 +163,31 @@ def coco_export(request):
     request.response.cache_control = "no-store"
     return request.service.datasets.coco(request.matchdict["name"],
                                          lambda image: f"images/{image.id}.png", split)
+
+
+@view_config(route_name="review", request_method="GET", renderer="json",
+             permission=API_PERMISSION)
+def review_list(request):
+    """Uploads kept for a person to correct (a model's ``review`` rule), newest first."""
+    request.response.cache_control = "no-store"
+    return {"items": [{**item, "image_url": _url(request, "review_image", sid=item["sid"])}
+                      for item in request.service.review.items()]}
+
+
+@view_config(route_name="review_image", request_method="GET", renderer="json",
+             permission=API_PERMISSION)
+def review_image(request):
+    path = request.service.review.image(request.matchdict["sid"])
+    if path is None:
+        raise JobNotFound(f"no upload {request.matchdict['sid']!r:.80} to review")
+    return FileResponse(str(path), request, content_type="image/png")
+
+
+@view_config(route_name="review_item", request_method="DELETE", renderer="json",
+             permission=API_PERMISSION)
+def dismiss_review(request):
+    """Reviewed (saved to a dataset, or not worth it): off the list."""
+    sid = request.matchdict["sid"]
+    if not request.service.review.dismiss(sid):
+        raise JobNotFound(f"no upload {sid!r:.80} to review")
+    return {"dismissed": sid}

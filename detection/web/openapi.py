@@ -283,7 +283,26 @@ def _dataset_paths() -> dict:
 
 def _teaching_paths() -> dict:
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
+        "/review": {"get": {
+            "summary": "Uploads kept for a person to correct (a model's review rule)",
+            "security": KEYED,
+            "responses": {"200": _json({"type": "object", "properties": {"items": {
+                "type": "array", "items": {"type": "object", "required": [
+                    "sid", "model", "detections", "reasons", "image_url"]}}}},
+                "newest first"), **_errors("Error", 401)}}},
+        "/review/{sid}.png": {"get": {
+            "summary": "A kept upload's image", "security": KEYED, "parameters": [sid],
+            "responses": {"200": {"description": "the image", "content": {"image/png": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                **_errors("Error", 401, 404)}}},
+        "/review/{sid}": {"delete": {
+            "summary": "Take a kept upload off the list", "security": KEYED,
+            "parameters": [sid],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "dismissed": {"type": "string"}}}, "off the list"),
+                **_errors("Error", 401, 403, 404)}}},
         "/training": {"post": {
             "summary": "Train a dataset into a new version NAME@K of a model, as a job",
             "description": "202 and a status URL: /status shows progress, epoch, loss and "

@@ -17,6 +17,9 @@ ROUTES = {
     "model": ("/models/{name}", "GET, HEAD"),
     "model_download": ("/models/{name}/download", "POST"),
     "model_promote": ("/models/{name}/promote", "POST"),
+    "review": ("/review", "GET, HEAD"),
+    "review_image": ("/review/{sid}.png", "GET, HEAD"),  # before:
+    "review_item": ("/review/{sid}", "DELETE"),
     "training": ("/training", "POST"),
     "training_job": ("/training/{sid}", "DELETE"),
     "openapi": ("/openapi.json", "GET, HEAD"),

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..datasets.review import ReviewList
 from ..datasets.store import DatasetLimits, DatasetStore
 from ..images import decode_image, encode_png, limit_decoding, png_size
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
@@ -84,6 +85,7 @@ class DetectionService:
         self.launcher.retire_legacy_daemon()
         # With RQ, a job ends in Redis, not in uploads/: waiters ask the queue.
         self.datasets = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
+        self.review = ReviewList.of(settings)
         self.waiter = JobWaiter(settings.uploads_dir, self.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_daemon,
                                 watch_files=settings.queue == "spool")
@@ -170,14 +172,18 @@ class DetectionService:
             return encode_png(pixels), width, height
 
     def stored_upload(self, sid: str) -> tuple[bytes, int, int] | None:
-        """The PNG upload ``sid`` was stored as (what its boxes were found in), its width and
-        height; None when there is no such upload (or it was pruned)."""
+        """The PNG upload ``sid`` was stored as (what its boxes were found in; or its copy kept
+        for review), its width and height; None when there is no such upload (or it was
+        pruned)."""
         if not SID_PATTERN.fullmatch(sid):
             return None
+        kept = self.review.image(sid)
         try:
             png = self.records.files.input(sid).read_bytes()
         except FileNotFoundError:
-            return None
+            if kept is None:
+                return None
+            png = kept.read_bytes()
         width, height = png_size(png)
         return png, width, height
 

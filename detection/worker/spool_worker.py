@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..daemon_state import WorkerState
+from ..datasets.review import ReviewList, keep_for_review
 from ..images import limit_decoding, read_png
 from ..jobs.job import Job, JobKind, Progress
 from ..jobs.kinds import DETECT_LANE, LANES, Lane
@@ -67,6 +68,7 @@ class SpoolWorker:
         self.models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
                                  settings, slot)
         self.batch_size = settings.gpu_batch_size if self.models.device.startswith("cuda") else 1
+        self.review = ReviewList.of(settings)
         self.work = Work(self.models, self.read_input, self.report_progress,
                          lambda job: self.queue.cancel_requested(job.sid))
         self.stop = threading.Event()
@@ -150,6 +152,9 @@ class SpoolWorker:
             self.records.write_output(job.sid, outcome.output)
             outcome.result["timings"]["write_ms"] = round((time.perf_counter() - started) * 1000, 1)
         self.records.write_result(job.sid, outcome.result)
+        if job.kind is JobKind.DETECT:
+            keep_for_review(self.review, self.models.models_file.models.get(job.model),
+                            outcome.result, self.records.input_path(job.sid))
 
     def state(self) -> WorkerState:
         """What /health shows of this worker."""

@@ -87,3 +87,36 @@ def test_a_box_is_dragged_relabelled_and_saved_to_a_dataset_at_its_pixels(page, 
     image_file = coco["images"][0]["file_name"]
     stored = requests.get(f"{server.url}/datasets/corrected/{image_file}", timeout=10)
     assert stored.content == requests.get(f"{server.url}/uploads/{sid}.png", timeout=10).content
+
+
+def test_an_upload_kept_for_review_is_corrected_from_the_review_list(page, live_server, tmp_path):
+    server = live_server()
+    server.models_file.write_text(server.models_file.read_text().replace(
+        "[rtmdet_tiny]\n", "[rtmdet_tiny]\nreview = { one_in = 1 }\n", 1))  # keeps every upload
+    sid = server.upload(write_image(tmp_path, size=(400, 300)).read_bytes(),
+                        threshold="0.99").json()["sid"]
+    assert server.wait_until_finished(sid)["state"] == "done"
+    open_page(page, server)
+    page.locator("#review summary").click()
+    item = page.locator(f".review-item[data-sid='{sid}']")
+    assert "one upload in 1" in item.locator(".review-why").inner_text()
+    item.locator(".correct").click()
+    layer = item.locator(".box-layer")
+    layer.wait_for()
+    layer.focus()
+    while item.locator(".edit-box").count():  # the model's boxes: none is right
+        page.keyboard.press("]")
+        page.keyboard.press("Delete")
+    item.locator("img.result").scroll_into_view_if_needed()
+    image = item.locator("img.result").bounding_box()
+    scale = image["width"] / 400
+    drag(page, (image["x"] + 50 * scale, image["y"] + 40 * scale),
+         (image["x"] + 150 * scale, image["y"] + 240 * scale))
+    item.locator(".label-input").fill("block")
+    item.locator(".new-dataset").fill("reviewed")
+    item.locator(".save-box").click()
+    item.wait_for(state="detached")  # saved, then off the list
+    coco = requests.get(f"{server.url}/datasets/reviewed/coco.json", timeout=10).json()
+    [box] = coco["annotations"]
+    assert all(abs(a - b) <= 1.5 for a, b in zip(box["bbox"], [50, 40, 100, 200])), box
+    assert requests.get(f"{server.url}/review", timeout=10).json() == {"items": []}

@@ -224,3 +224,29 @@ def test_concurrent_additions_lose_nothing_and_split_one_in_five(testapp):
     assert not errors
     summary = testapp.get("/datasets/pets").json
     assert summary["images"] == 20 and summary["split"] == {"train": 16, "held_out": 4}
+
+
+def test_uploads_kept_for_review_are_listed_shown_dismissed_and_saved_after_pruning(testapp):
+    from detection.datasets.review import ReviewRule
+    service = testapp.app.registry.service
+    sid = testapp.post("/upload", upload_files=[("image", "a.png", png_bytes(size=(200, 100)))],
+                       status=202).json["sid"]
+    stored = service.records.files.input(sid)
+    detections = [{"label": "cat", "score": 0.35, "bbox": [1, 2, 50, 60]}]
+    kept = service.review.consider(ReviewRule(near=0.1), {
+        "sid": sid, "model": "rtmdet_tiny", "threshold": 0.3,
+        "image": {"width": 200, "height": 100}, "detections": detections}, stored)
+    assert kept == ["1 detection(s) scored under 0.40"]
+    [item] = testapp.get("/review").json["items"]
+    assert item["sid"] == sid and item["detections"] == detections and item["reasons"] == kept
+    assert testapp.get(item["image_url"]).body == stored.read_bytes()
+    stored.unlink()  # the upload itself pruned: its kept copy still goes to a dataset
+    create(testapp)
+    added = testapp.post_json("/datasets/pets/images", {"sid": sid, "annotations": [
+        {"label": "cat", "box": [1, 2, 50, 60]}]}, status=201).json
+    assert (added["width"], added["height"]) == (200, 100)
+    assert testapp.delete(f"/review/{sid}").json == {"dismissed": sid}
+    testapp.delete(f"/review/{sid}", status=404)
+    testapp.get(f"/review/{sid}.png", status=404)
+    testapp.get("/review/..%2Fx.png", status=404)
+    assert testapp.get("/review").json == {"items": []}

@@ -172,7 +172,8 @@ def test_the_openapi_document_names_every_route(deepstack_app):
                                       "/datasets/{name}/images/{image_id}.png",
                                       "/datasets/{name}/images/{image_id}",
                                       "/training", "/training/{sid}", "/models/{name}",
-                                      "/models/{name}/promote"}
+                                      "/models/{name}/promote", "/review", "/review/{sid}.png",
+                                      "/review/{sid}"}
     assert set(document["paths"]) == {pattern for pattern, _ in ROUTES.values()} - {
         "/", "/openapi.json"}
     form = document["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]

@@ -283,3 +283,22 @@ def test_an_idle_worker_is_woken_by_a_new_ticket_not_by_its_poll(make_config, rt
         worker.stop.set()
         runner.join(5)
     assert not runner.is_alive(), "a stopped worker leaves within its idle wake"
+
+
+def test_a_models_review_rule_keeps_its_uploads_for_a_person_to_correct(make_config,
+                                                                        rtmdet_checkpoint):
+    from pyramid.paster import get_appsettings
+    ini = make_config({"rtmdet_tiny": rtmdet_checkpoint})
+    settings = parse_settings(get_appsettings(str(ini)), str(ini))
+    models = settings.models_file
+    models.write_text(models.read_text().replace("[rtmdet_tiny]\n",
+                                                 "[rtmdet_tiny]\nreview = { near = 1.0 }\n", 1))
+    worker = SpoolWorker(settings)
+    job = enqueue(worker.queue, png_bytes(size=(320, 240)), threshold=0.0)
+    worker.run_jobs([job])
+    result = worker.queue.status(job.sid).result
+    [item] = worker.review.items()
+    assert item["sid"] == job.sid and item["detections"] == result["detections"]
+    assert item["reasons"][0].endswith("scored under 1.00")
+    assert worker.review.image(job.sid).read_bytes() == \
+        worker.queue.records.files.input(job.sid).read_bytes()
