@@ -122,7 +122,7 @@ def train_command(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
         options = TrainOptions.from_fields({
             "dataset": arguments.dataset, "name": arguments.name, "epochs": arguments.epochs,
-            "time_budget": arguments.time_budget or None, "seed": arguments.seed})
+            "time_budget": arguments.time_budget, "seed": arguments.seed})
     except BadJob as error:
         sys.exit(f"train: {str(error).replace('its ', 'the ', 1)}")
     job = Job.train(new_sid(), arguments.base, options)
@@ -139,13 +139,13 @@ def train_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def promote_command(settings: Settings, name: str, number: int) -> int:
-    from detection.finetune.versions import NotTaught, UnknownVersion, Versions, served_table
+    from detection.finetune.versions import NotTaught, UnknownVersion, Versions
     versions = Versions(settings.checkpoints_dir, settings.models_file)
     try:
-        info = json.loads(versions.files(name, number).record.read_bytes())
-        base = load_registry(settings.models_file, settings.checkpoints_dir).get(info["base"])
-        versions.promote(name, number, served_table(base, info["images"], info["metrics"]))
-    except (OSError, ValueError, KeyError, UnknownVersion, NotTaught) as error:
+        base = load_registry(settings.models_file, settings.checkpoints_dir).get(
+            versions.info(name, number).get("base", ""))
+        versions.promote(name, number, base)
+    except (UnknownVersion, NotTaught) as error:
         sys.exit(f"promote: {name}@{number}: {error}")
     print(f"{name}: serving {name}@{number}")
     return 0

@@ -5,7 +5,7 @@ with one clear object.
 
     .venv/bin/python bench/finetune_suite.py --label new                  (the defaults)
     .venv/bin/python bench/finetune_suite.py --label old -- --epochs 20   (options passed on)
-    .venv/bin/python bench/finetune_suite.py --ablate no-ema              (bench/finetune_ablation.py)
+    .venv/bin/python bench/finetune_suite.py --ablate no-ema    (bench/finetune_ablation.py)
 
 Each run adds its rows to artifacts/finetune-suite/results.json; ``--output`` writes them all
 as a table into docs/finetuning.md (between its suite markers).

@@ -200,6 +200,13 @@ class BoxEditor {
   }
 
   async save() {
+    const button = $(".save-box", this.el);
+    if (button.disabled) return;
+    button.disabled = true;  // one save at a time: a double click must not add it twice
+    try { await this.saveOnce(); } finally { button.disabled = false; }
+  }
+
+  async saveOnce() {
     const unlabelled = this.boxes.findIndex((b) => !b.label);
     if (unlabelled >= 0) {
       this.select(unlabelled);

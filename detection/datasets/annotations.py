@@ -30,9 +30,10 @@ class Box:
 
 
 def check_label(raw: object) -> str:
-    """A class name: 1 to 64 printable characters, no comma, no space at either end."""
+    """A class name: 1 to 64 printable characters (as training reads them), no comma, no space
+    at either end."""
     if not isinstance(raw, str) or not raw or len(raw) > MAX_LABEL_CHARS \
-            or raw != raw.strip() or not LABEL.fullmatch(raw):
+            or raw != raw.strip() or not LABEL.fullmatch(raw) or not raw.isprintable():
         raise BadAnnotation(f"a class name is 1 to {MAX_LABEL_CHARS} printable characters, "
                             f"without commas or spaces at either end; got {raw!r:.80}")
     return raw
@@ -43,9 +44,21 @@ def check_classes(raw: object) -> tuple[str, ...]:
     if not isinstance(raw, list):
         raise BadAnnotation('"classes" must be a list of class names')
     classes = tuple(check_label(label) for label in raw)
-    if len(set(classes)) != len(classes):
-        raise BadAnnotation("the class names must be distinct")
+    if len({label.casefold() for label in classes}) != len(classes):
+        raise BadAnnotation("the class names must be distinct, in any case (as clients ask "
+                            "for classes: Cat is cat)")
     return classes
+
+
+def coordinates(box: object) -> tuple[float, float, float, float]:
+    """Four finite numbers (a huge integer overflows; a bool is not a number)."""
+    if not isinstance(box, list) or len(box) != 4 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in box):
+        raise ValueError(box)
+    values = tuple(float(v) for v in box)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(box)
+    return values
 
 
 def parse_boxes(raw: object, width: int, height: int) -> list[Box]:
@@ -65,11 +78,11 @@ def parse_boxes(raw: object, width: int, height: int) -> list[Box]:
         except BadAnnotation as error:
             raise BadAnnotation(f"annotation {index}: {error}") from None
         box = item["box"]
-        if not (isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                        and math.isfinite(v) for v in box)):
-            raise BadAnnotation(f"annotation {index}'s box must be four numbers: x1, y1, x2, y2")
-        x1, y1, x2, y2 = (float(v) for v in box)
+        try:
+            x1, y1, x2, y2 = coordinates(box)
+        except (TypeError, ValueError, OverflowError):
+            raise BadAnnotation(f"annotation {index}'s box must be four numbers: x1, y1, x2, "
+                                "y2") from None
         if not (0 <= x1 and 0 <= y1 and x2 <= width and y2 <= height):
             raise BadAnnotation(f"annotation {index}'s box {box} is not within the image "
                                 f"(0, 0, {width}, {height})")

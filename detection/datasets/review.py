@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..jobs.atomic import write_atomically
+from ..jobs.atomic import atomic_path, write_atomically
+from ..jobs.layout import SID_PATTERN
 from ..jobs.locks import exclusively
 
 log = logging.getLogger(__name__)
 
-SID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class ReviewList:
     def consider(self, rule: ReviewRule | None, result: dict, stored_png: Path) -> list[str]:
         """Keep this detection's upload if ``rule`` says so; why it was kept (none: it was
         not)."""
-        if rule is None or not SID.fullmatch(str(result.get("sid"))):
+        if rule is None or not SID_PATTERN.fullmatch(str(result.get("sid"))):
             return []
         self.root.mkdir(parents=True, exist_ok=True)
         with exclusively(self.root / ".lock"):
@@ -98,7 +96,7 @@ class ReviewList:
         """The kept uploads, newest first."""
         found = []
         for path in self.root.glob("*.json") if self.root.is_dir() else ():
-            if SID.fullmatch(path.stem):
+            if SID_PATTERN.fullmatch(path.stem):
                 try:
                     found.append(json.loads(path.read_bytes()))
                 except (OSError, ValueError):
@@ -107,13 +105,14 @@ class ReviewList:
 
     def image(self, sid: str) -> Path | None:
         path = self.root / f"{sid}.png"
-        return path if SID.fullmatch(sid) and path.is_file() else None
+        return path if SID_PATTERN.fullmatch(sid) and path.is_file() else None
 
     def dismiss(self, sid: str) -> bool:
-        if not SID.fullmatch(sid) or not (self.root / f"{sid}.json").exists():
+        if not SID_PATTERN.fullmatch(sid) or not (self.root / f"{sid}.json").exists():
             return False
-        (self.root / f"{sid}.json").unlink(missing_ok=True)
-        (self.root / f"{sid}.png").unlink(missing_ok=True)
+        with exclusively(self.root / ".lock"):
+            (self.root / f"{sid}.json").unlink(missing_ok=True)
+            (self.root / f"{sid}.png").unlink(missing_ok=True)
         return True
 
     def _seen(self) -> dict:
@@ -129,25 +128,39 @@ class ReviewList:
         if size > self.max_bytes:
             return
         self._make_room(size)
-        shutil.copyfile(stored_png, self.root / f".{sid}.png.tmp")
-        os.replace(self.root / f".{sid}.png.tmp", self.root / f"{sid}.png")
+        with atomic_path(self.root / f"{sid}.png") as temp:
+            shutil.copyfile(stored_png, temp)
+        # Boxes only: a person corrects boxes, and a mask model's RLEs would outweigh them
+        boxes = [{k: v for k, v in d.items() if k != "mask"} for d in result["detections"]]
         write_atomically(self.root / f"{sid}.json", json.dumps({
             "sid": sid, "model": result["model"], "threshold": result["threshold"],
-            "image": result["image"], "detections": result["detections"], "reasons": why,
+            "image": result["image"], "detections": boxes, "reasons": why,
             "added": time.time()}).encode())
 
     def _make_room(self, more: int) -> None:
-        """Drop the oldest kept uploads until one more of ``more`` bytes fits the bounds."""
-        kept = sorted(((p.stat().st_mtime, p) for p in self.root.glob("*.json")
-                       if SID.fullmatch(p.stem)), key=lambda item: item[0])
-        used = sum(p.with_suffix(".png").stat().st_size for _, p in kept
-                   if p.with_suffix(".png").exists())
+        """Drop the oldest kept uploads until one more of ``more`` bytes fits the bounds (the
+        bytes of each: its PNG and its JSON)."""
+        kept = sorted(((self._size(p), p) for p in self.root.glob("*.json")
+                       if SID_PATTERN.fullmatch(p.stem)), key=lambda item: item[0][0])
+        used = sum(size for (_, size), _ in kept)
         while kept and (len(kept) + 1 > self.max_items or used + more > self.max_bytes):
-            _, oldest = kept.pop(0)
-            png = oldest.with_suffix(".png")
-            used -= png.stat().st_size if png.exists() else 0
+            (_, size), oldest = kept.pop(0)
+            used -= size
             oldest.unlink(missing_ok=True)
-            png.unlink(missing_ok=True)
+            oldest.with_suffix(".png").unlink(missing_ok=True)
+
+    @staticmethod
+    def _size(record: Path) -> tuple[float, int]:
+        """When a kept upload was kept, and its bytes (0 for files gone meanwhile)."""
+        total, when = 0, 0.0
+        for path in (record, record.with_suffix(".png")):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            total += stat.st_size
+            when = when or stat.st_mtime
+        return when, total
 
 
 def keep_for_review(review: ReviewList, spec, result: dict, stored_png: Path) -> None:

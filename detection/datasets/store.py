@@ -5,8 +5,9 @@ jobs: a file appears whole (an atomic rename) or not at all.
     <datasets_dir>/
         <name>/dataset.json        the class list and how many images were ever added
         <name>/images/<id>.png     an image (re-encoded: never the client's bytes)
-        <name>/images/<id>.json    its boxes, size, split and source; the image exists once this does
-        <name>/.lock, .lock        held while a dataset's, or the folder's, files change
+        <name>/images/<id>.json    its boxes, size, split and source (it exists once this does)
+        .locks/<name>, .lock       held while a dataset's, or the folder's, files change (outside
+                                   the dataset's folder: a deleted and re-made one is the same)
         .trash-<name>-<hex>/       a deleted dataset, renamed away whole before it is removed
 
 The held-out split is fixed per image when it is added (every ``HELD_OUT_EVERY``-th image added
@@ -15,6 +16,7 @@ the same images.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,15 +25,15 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..jobs.atomic import write_atomically
+from ..jobs.job import NAME
 from ..jobs.locks import exclusively
 from .annotations import BadAnnotation, Box, check_classes, parse_boxes
 
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 IMAGE_ID = re.compile(r"[0-9a-f]{16}")
 HELD_OUT_EVERY = 5  # a fifth of the images: the held-out split
 MIN_IMAGES_PER_CLASS = 2  # training images with a box of each class, to train on a dataset
@@ -52,8 +54,16 @@ class DatasetExists(ValueError):
     pass
 
 
+class ImageExists(ValueError):
+    """An upload saved to a dataset already (a second copy would count twice)."""
+
+
 class DatasetFull(ValueError):
     """A limit on datasets, images or classes would be passed."""
+
+
+class DatasetNotReady(ValueError):
+    """A dataset that cannot be trained on yet (too few images of a class, none held out)."""
 
 
 class DatasetStorageFull(OSError):
@@ -99,9 +109,7 @@ class DatasetStore:
     def __init__(self, root: Path, limits: DatasetLimits):
         self.root = root
         self.limits = limits
-        root.mkdir(parents=True, exist_ok=True)
-        for trash in root.glob(f"{TRASH_PREFIX}*"):  # deletions a crash interrupted
-            shutil.rmtree(trash, ignore_errors=True)
+        (root / ".locks").mkdir(parents=True, exist_ok=True)
 
     def names(self) -> list[str]:
         return sorted(entry.name for entry in os.scandir(self.root)
@@ -117,6 +125,8 @@ class DatasetStore:
         with exclusively(self.root / ".lock"):
             if (self.root / name / RECORD).exists():
                 raise DatasetExists(f"a dataset named {name!r} exists already")
+            for trash in self.root.glob(f"{TRASH_PREFIX}*"):  # deletions a crash interrupted
+                shutil.rmtree(trash, ignore_errors=True)
             if len(self.names()) >= self.limits.datasets:
                 raise DatasetFull(f"there are {self.limits.datasets} datasets already, the "
                                   "limit; delete one first")
@@ -124,8 +134,8 @@ class DatasetStore:
             shutil.rmtree(folder, ignore_errors=True)  # a creation a crash interrupted
             (folder / IMAGES).mkdir(parents=True)
             write_atomically(folder / RECORD, json.dumps(
-                {"name": name, "classes": list(classes), "added": 0,
-                 "created": time.time()}).encode(), durable=True)
+                {"name": name, "classes": list(classes), "added": 0, "bytes": 0,
+                 "sources": {}, "created": time.time()}).encode(), durable=True)
         return self.summary(name)
 
     def delete(self, name: str) -> None:
@@ -134,7 +144,7 @@ class DatasetStore:
         with exclusively(self.root / ".lock"):
             if not (folder / RECORD).exists():
                 raise DatasetNotFound(f"no dataset named {name!r}")
-            with exclusively(folder / ".lock"):  # after any change under way
+            with exclusively(self._lock(name)):  # after any change under way
                 folder.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -147,7 +157,7 @@ class DatasetStore:
         return {"name": name, "classes": record["classes"], "images": len(images),
                 "boxes": {label: boxes[label] for label in record["classes"]},
                 "split": {TRAIN: splits[TRAIN], HELD_OUT: splits[HELD_OUT]},
-                "bytes": self._bytes(name), "created": record["created"]}
+                "bytes": record["bytes"], "created": record["created"]}
 
     def images(self, name: str) -> list[DatasetImage]:
         self._record(name)
@@ -159,13 +169,18 @@ class DatasetStore:
         when ``add_classes``, else they are refused."""
         boxes = parse_boxes(annotations, width, height)
         folder = self._folder(name)
-        self._check_room(len(png))
-        with self._changing(name) as record:
+        # The byte budget spans the datasets: checked and spent under the folder's lock.
+        with exclusively(self.root / ".lock"), self._changing(name) as record:
+            self._check_room(len(png))
             if len(list(self._image_files(folder))) >= self.limits.images:
                 raise DatasetFull(f"dataset {name!r} has {self.limits.images} images, the "
                                   "limit; remove some first")
+            if source is not None and source in record["sources"]:
+                raise ImageExists(f"upload {source} is in dataset {name!r} already (image "
+                                  f"{record['sources'][source]}): correct that one (PUT)")
             self._admit_labels(record, boxes, add_classes)
             record["added"] += 1
+            record["bytes"] += len(png)
             split = HELD_OUT if record["added"] % HELD_OUT_EVERY == 0 else TRAIN
             image = DatasetImage(secrets.token_hex(8), width, height, tuple(boxes), split,
                                  time.time(), source)
@@ -176,6 +191,8 @@ class DatasetStore:
             except BaseException:
                 pixels.unlink(missing_ok=True)
                 raise
+            if source is not None:
+                record["sources"][source] = image.id
         return image
 
     def image(self, name: str, image_id: str) -> DatasetImage:
@@ -201,10 +218,18 @@ class DatasetStore:
 
     def remove_image(self, name: str, image_id: str) -> None:
         folder = self._folder(name)
-        with self._changing(name):
-            self._read_image(folder, image_id)
+        with self._changing(name) as record:
+            image = self._read_image(folder, image_id)
+            pixels = folder / IMAGES / f"{image_id}.png"
+            size = pixels.stat().st_size if pixels.exists() else 0
             (folder / IMAGES / f"{image_id}.json").unlink()
-            (folder / IMAGES / f"{image_id}.png").unlink(missing_ok=True)
+            pixels.unlink(missing_ok=True)
+            record["bytes"] = max(0, record["bytes"] - size)
+            record["sources"].pop(image.source, None)
+
+    def require(self, name: str) -> None:
+        """``DatasetNotFound`` unless dataset ``name`` exists (one file read)."""
+        self._record(name)
 
     def training_problem(self, name: str) -> str | None:
         """Why dataset ``name`` cannot be trained on yet (None: it can)."""
@@ -226,6 +251,34 @@ class DatasetStore:
             return (f"dataset {name!r} has no held-out image with a box (every "
                     f"{HELD_OUT_EVERY}th image added is held out): add more images")
         return None
+
+    def snapshot(self, name: str, folder: Path) -> tuple[tuple[str, ...], dict[str, Path], str]:
+        """Dataset ``name`` as it is now, in ``folder``: its images (hard links, or copies)
+        and a COCO file of each split beside them; taken in one look, under its lock, so that
+        no change lands halfway. Its classes, the COCO files by split, and a digest of what is
+        in them (the same data: the same digest). ``DatasetNotReady`` when it cannot be
+        trained on."""
+        with self._changing(name):
+            problem = self.training_problem(name)
+            if problem:
+                raise DatasetNotReady(problem)
+            classes = tuple(self._record(name)["classes"])
+            digest = hashlib.sha256()
+            files = {}
+            for split in (TRAIN, HELD_OUT):
+                coco = self.coco(name, lambda image: f"{image.id}.png", split)
+                for entry in coco["images"]:
+                    source = self._folder(name) / IMAGES / entry["file_name"]
+                    try:
+                        os.link(source, folder / entry["file_name"])
+                    except OSError:  # another file system
+                        shutil.copyfile(source, folder / entry["file_name"])
+                    digest.update(source.read_bytes())
+                text = json.dumps(coco, sort_keys=True)
+                digest.update(text.encode())
+                files[split] = folder / f"{split}.json"
+                files[split].write_text(text)
+        return classes, files, digest.hexdigest()[:12]
 
     def coco(self, name: str, file_name: Callable[[DatasetImage], str],
              split: str | None = None) -> dict:
@@ -257,24 +310,28 @@ class DatasetStore:
 
     def _record(self, name: str) -> dict:
         try:
-            return json.loads((self._folder(name) / RECORD).read_bytes())
+            record = json.loads((self._folder(name) / RECORD).read_bytes())
         except FileNotFoundError:
             raise DatasetNotFound(f"no dataset named {name!r}") from None
+        record.setdefault("bytes", 0)
+        record.setdefault("sources", {})
+        return record
 
     @contextmanager
     def _changing(self, name: str) -> Iterator[dict]:
         """The dataset's record, rewritten after the block if it changed; one change at a time."""
         folder = self._folder(name)
-        with ExitStack() as stack:
-            try:
-                stack.enter_context(exclusively(folder / ".lock"))
-            except FileNotFoundError:  # no such folder
-                raise DatasetNotFound(f"no dataset named {name!r}") from None
+        self._record(name)  # no lock file for a dataset that never was
+        with exclusively(self._lock(name)):
             record = self._record(name)  # raises if it was deleted while we waited
             before = json.dumps(record)
             yield record
             if json.dumps(record) != before:
                 write_atomically(folder / RECORD, json.dumps(record).encode(), durable=True)
+
+    def _lock(self, name: str) -> Path:
+        self._folder(name)  # a name, not a path
+        return self.root / ".locks" / name
 
     def _image_files(self, folder: Path) -> Iterator[str]:
         """The ids of the images that exist (their JSON does)."""
@@ -309,6 +366,12 @@ class DatasetStore:
                                  record["classes"]))
         if not new:
             return
+        known = {label.casefold(): label for label in record["classes"]}
+        differing = [label for label in new if label.casefold() in known]
+        if differing or len({label.casefold() for label in new}) != len(new):
+            raise BadAnnotation(f"class names differ only in case from others: "
+                                f"{', '.join(map(repr, differing or new))} (its classes: "
+                                f"{', '.join(record['classes'])}); use one spelling")
         if not add_classes:
             raise BadAnnotation(f"dataset {record['name']!r} has no class "
                                 f"{', '.join(map(repr, new))} (its classes: "
@@ -322,20 +385,14 @@ class DatasetStore:
             raise DatasetFull(f"a dataset has at most {self.limits.classes} classes; this one "
                               f"would have {count}")
 
-    def _bytes(self, name: str) -> int:
-        total = 0
-        try:
-            for entry in os.scandir(self._folder(name) / IMAGES):
-                try:
-                    total += entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:  # removed while we counted
-                    pass
-        except FileNotFoundError:  # the dataset was deleted
-            pass
-        return total
-
     def _check_room(self, more: int) -> None:
-        used = sum(self._bytes(name) for name in self.names())
+        """Under the folder's lock: the datasets' images and ``more`` bytes fit the budget."""
+        used = 0
+        for name in self.names():
+            try:
+                used += self._record(name)["bytes"]
+            except DatasetNotFound:  # deleted meanwhile
+                continue
         if used + more > self.limits.total_bytes:
             raise DatasetStorageFull(f"the datasets hold {used} bytes; {more} more would pass "
                                      f"their budget of {self.limits.total_bytes}")

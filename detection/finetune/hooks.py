@@ -57,7 +57,8 @@ class ValidationCurve(Hook):
 class ProgressReport(Hook):
     """Tell ``report(fraction, stage, details)`` how far training is, at most once every
     ``EVERY_SECONDS``: the share of its iterations done, or of its time budget spent if more;
-    details: epoch, epochs, iteration, iterations, loss, eta_seconds. As often, ask
+    details: epoch, epochs_planned, iteration, iterations, loss, eta_seconds (``epochs`` is
+    the job's own option). As often, ask
     ``cancelled()`` whether a client stopped it (then raise ``JobCancelled``)."""
 
     priority = "VERY_LOW"
@@ -72,7 +73,7 @@ class ProgressReport(Hook):
 
     def before_train(self, runner) -> None:
         self.started = time.monotonic()
-        self.report(0.0, "training", {"epochs": runner.max_epochs})
+        self.report(0.0, "training", {"epochs_planned": runner.max_epochs})
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         now = time.monotonic()
@@ -91,7 +92,7 @@ class ProgressReport(Hook):
         eta = elapsed / fraction - elapsed
         self.report(fraction, f"epoch {runner.epoch + 1} of {runner.max_epochs}, loss "
                               f"{loss:.3f}, about {eta:.0f} s left",
-                    {"epoch": runner.epoch + 1, "epochs": runner.max_epochs,
+                    {"epoch": runner.epoch + 1, "epochs_planned": runner.max_epochs,
                      "iteration": done, "iterations": runner.max_iters,
                      "loss": round(loss, 4) if math.isfinite(loss) else None,
                      "eta_seconds": round(eta)})

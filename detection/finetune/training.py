@@ -2,9 +2,7 @@
 leaves (weights and config in ``checkpoints/``, a table in models.toml)."""
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -12,17 +10,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import tomllib
 
 from ..jobs.atomic import atomic_path, write_atomically
+from ..jobs.job import NAME  # a file name in checkpoints/, a URL segment
 from ..jobs.locks import FileLock, holder_pid
 from ..models import ModelSpec, load_registry
 from ..settings import Settings
 from .dataset import Dataset, FinetuneError, check_dataset, training_files
+from .models_toml import ModelsFileError, add_table
 from .report import Trained
 from .schedule import Schedule
+from .versions import Versions
 
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a file name in checkpoints/, a URL segment
 WORK_PREFIX = "finetune-"  # training's own folder in checkpoints/, removed after
 
 
@@ -60,8 +59,8 @@ def check_options(epochs: int | None, image_size: int, seed: int,
 
 @contextmanager
 def one_at_a_time(settings: Settings) -> Iterator[None]:
-    """One fine-tuning at a time per checkpoints folder: training takes the machine, and
-    models.toml has one writer."""
+    """One fine-tuning at a time per checkpoints folder: training takes the machine. What a
+    killed one left (its work folders, a version it was making) goes first."""
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(settings.checkpoints_dir / ".finetune.lock")
     if not lock.acquire(attempts=1):
@@ -70,6 +69,7 @@ def one_at_a_time(settings: Settings) -> Iterator[None]:
     try:
         for stale in settings.checkpoints_dir.glob(f"{WORK_PREFIX}*"):  # of a killed run
             shutil.rmtree(stale, ignore_errors=True)
+        Versions(settings.checkpoints_dir, settings.models_file).forget_unfinished()
         yield
     finally:
         lock.release()
@@ -192,24 +192,12 @@ def save_weights(trained: Path, checkpoint: Path) -> None:
 
 
 def register(models_file: Path, name: str, table: dict) -> None:
-    """Add ``[name]`` to models.toml, atomically (web and workers read it again): values as
-    TOML (a JSON string, number or boolean is one; ``validation_map50`` an inline table)."""
-    lines = [f"\n[{name}]"]
-    for key, value in table.items():
-        if isinstance(value, dict):
-            value = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
-        else:
-            value = json.dumps(value, ensure_ascii=False)
-        lines.append(f"{key} = {value}")
-    current = models_file.read_text()
-    if name in tomllib.loads(current):  # added by hand while it trained
-        raise FinetuneError(f"{models_file} has a model named {name!r} now: the trained model "
-                            "is in checkpoints/; add its table by hand")
-    text = current + "\n".join(lines) + "\n"
-    tomllib.loads(text)  # what the service will read: never leave it a file it cannot
-    with atomic_path(models_file, durable=True) as temp:
-        temp.write_text(text)
-        os.chmod(temp, models_file.stat().st_mode & 0o7777)  # as the operator set it
+    """Add ``[name]`` to models.toml (the running service reads it again)."""
+    try:
+        add_table(models_file, name, table)
+    except ModelsFileError as error:  # added by hand while it trained
+        raise FinetuneError(f"{error}: the trained model is in checkpoints/; add its table "
+                            "by hand") from None
 
 
 def evaluate(settings: Settings, config: Path, checkpoint: Path, annotations: Path,

@@ -1,7 +1,8 @@
 """A job as web, queues and workers share it: its id, kind, options and state.
 
 A job is of one kind (``JobKind``): ``detect`` finds the objects of an upload, ``download`` fetches
-a zoo model's weights, ``train`` fine-tunes a model on a dataset into a new version of a model. Its fields travel as one flat JSON object (``to_fields`` / ``from_fields``,
+a zoo model's weights, ``train`` fine-tunes a model on a dataset into a new version of a model.
+Its fields travel as one flat JSON object (``to_fields`` / ``from_fields``,
 as rq's ``Job.to_dict`` / ``Job.restore``): in a spool ticket, in an RQ message, and in the job's
 records in uploads/, which add their own fields beside them.
 """
@@ -87,8 +88,8 @@ NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a dataset's or a model's name
 @dataclass(frozen=True)
 class TrainOptions:
     """What a training learns from (``dataset``), what it makes (a new version of model
-    ``name``), and its length: ``epochs`` and ``time_budget`` (seconds), None for the schedule's
-    own; ``seed``. The job's model is the one it starts from."""
+    ``name``), and its length: ``epochs`` and ``time_budget`` (seconds; 0: no limit), None for
+    the schedule's own; ``seed``. The job's model is the one it starts from."""
     dataset: str = ""
     name: str = ""
     epochs: int | None = None
@@ -102,15 +103,17 @@ class TrainOptions:
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> "TrainOptions":
         dataset, name = fields.get("dataset"), fields.get("name")
-        epochs, budget, seed = fields.get("epochs"), fields.get("time_budget"), fields.get("seed", 0)
+        epochs, budget = fields.get("epochs"), fields.get("time_budget")
+        seed = fields.get("seed", 0)
         if not all(isinstance(v, str) and NAME.fullmatch(v) for v in (dataset, name)):
             raise BadJob("its dataset or model name is not a name")
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
                                    or not 1 <= epochs <= 1000):
             raise BadJob(f"its epochs is not a whole number from 1 to 1000: {epochs!r}")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or not 0 < budget <= 10**6):  # NaN included
-            raise BadJob(f"its time budget is not a number of seconds above 0: {budget!r}")
+                                   or not 0 <= budget <= 10**6):  # NaN included
+            raise BadJob(f"its time budget is not a number of seconds from 0 (no limit): "
+                         f"{budget!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise BadJob(f"its seed is not a whole number from 0 to 4294967295: {seed!r}")
         return cls(dataset, name, epochs, None if budget is None else float(budget), seed)

@@ -26,7 +26,6 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
-from ..datasets.review import ReviewList, keep_for_review
 from ..models import ModelsFile
 from .errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
 from .job import MAX_ATTEMPTS, BadJob, Job, JobKind, JobState, JobStatus, Progress
@@ -111,7 +110,6 @@ class RQQueue:
         self.models_file = models_file or ModelsFile(settings.models_file,
                                                      settings.checkpoints_dir)
         self.retention_seconds = int(settings.retention_hours * 3600) or NEVER
-        self.review = ReviewList.of(settings)
 
     @contextmanager
     def enqueuing(self, job: Job, upload: Upload) -> Iterator[None]:
@@ -184,14 +182,14 @@ class RQQueue:
         """A queued job fails with ``reason`` (RQ cancels it); a running one's worker is asked
         to stop it (a key of its own: the worker rewrites the job's meta with its progress)."""
         def cancel() -> None:
+            # The key first: a worker that takes the job meanwhile looks at it before training.
+            self.redis.set(cancel_key(job.sid), reason, ex=max(
+                1, math.ceil(time_limit(job, self.models_file.models, self.settings))))
             rq_job = RQJob.fetch(job.sid, connection=self.redis)
             if rq_job.get_status() in WAITING:
                 rq_job.meta["cancelled"] = reason
                 rq_job.save_meta()
                 rq_job.cancel()
-            elif rq_job.get_status() == RQStatus.STARTED:
-                self.redis.set(cancel_key(job.sid), reason, ex=max(
-                    1, math.ceil(time_limit(job, self.models_file.models, self.settings))))
         try:
             self._redis(cancel)
         except NoSuchJobError:
@@ -248,9 +246,7 @@ class RQQueue:
             if error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; the result waits in the queue") from None
             raise
-        if outcome.error is None and status.job.kind is JobKind.DETECT:
-            keep_for_review(self.review, self.models_file.models.get(status.job.model),
-                            outcome.result, self.records.input_path(sid))
+
         self._redis(lambda: self.redis.delete(upload_key(sid)))  # safe on disk: done with
         return self.records.final_status(sid) or status
 

@@ -200,14 +200,17 @@ class SpoolQueue:
 
     def request_cancel(self, job: Job, reason: str) -> None:
         """A queued job fails at once with ``reason`` (taken from the queue as a worker takes
-        one); a running one's worker is asked to stop it (``cancel_requested``)."""
+        one); a running one's worker is asked to stop it (``cancel_requested``). The request
+        is left first, so that a worker taking the job meanwhile sees it."""
+        marker = self.cancel_dir / job.sid
+        write_atomically(marker, reason.encode())
         for name in self.queued_names():
             match = QUEUED_TICKET.fullmatch(name)
             if match is not None and match["sid"] == job.sid and (claimed := self._claim(name)):
-                self.fail(claimed, reason)
+                self.fail(claimed, reason)  # (finish drops the marker)
                 return
-        if self._running_tickets(job.sid):
-            write_atomically(self.cancel_dir / job.sid, reason.encode())
+        if not self._running_tickets(job.sid):  # it ended meanwhile
+            marker.unlink(missing_ok=True)
 
     def cancel_requested(self, sid: str) -> str | None:
         """Why a running job is to stop, if a client asked (a worker looks now and then)."""

@@ -6,26 +6,17 @@ from __future__ import annotations
 from pyramid.response import FileResponse
 from pyramid.view import view_config
 
-from ..datasets.store import HELD_OUT, TRAIN, DatasetImage
+from ..datasets.store import HELD_OUT, TRAIN, DatasetImage, ImageNotFound
 from .errors import JobNotFound
 from .forms import (
     BadParameter,
+    only_fields,
     parse_flag,
     parse_json_field,
     read_json,
     require_image,
 )
 from .security import API_PERMISSION
-
-
-def _only(document: dict, allowed: set[str], required: set[str] = frozenset()) -> dict:
-    unknown, missing = set(document) - allowed, required - set(document)
-    if unknown:
-        raise BadParameter(f"unknown fields: {', '.join(sorted(unknown))} (allowed: "
-                           f"{', '.join(sorted(allowed))})")
-    if missing:
-        raise BadParameter(f"missing fields: {', '.join(sorted(missing))}")
-    return document
 
 
 def _url(request, route: str, **parts: str) -> str:
@@ -57,7 +48,7 @@ def list_datasets(request):
              permission=API_PERMISSION)
 def create_dataset(request):
     """``{"name": N, "classes": [...]}`` -> 201 and the new dataset."""
-    body = _only(read_json(request), {"name", "classes"}, {"name"})
+    body = only_fields(read_json(request), {"name", "classes"}, {"name"})
     created = request.service.datasets.create(body["name"], body.get("classes", []))
     request.response.status_int = 201
     request.response.location = _url(request, "dataset", name=created["name"])
@@ -93,14 +84,14 @@ def add_image(request):
     "annotations": [...]}`` for an upload already here; ``add_classes`` lets new labels in."""
     name = request.matchdict["name"]
     service = request.service
-    service.datasets.summary(name)  # 404 before the image is decoded
+    service.datasets.require(name)  # 404 before the image is decoded
     if request.content_type == "multipart/form-data":
         form = request.upload_form
         png, width, height = service.image_for_dataset(require_image(form))
         annotations = parse_json_field(form.fields.get("annotations"), "annotations")
         add_classes, source = form.fields.get("add_classes"), None
     else:
-        body = _only(read_json(request), {"sid", "annotations", "add_classes"}, {"sid"})
+        body = only_fields(read_json(request), {"sid", "annotations", "add_classes"}, {"sid"})
         source = body["sid"]
         if not isinstance(source, str) or (stored := service.stored_upload(source)) is None:
             raise JobNotFound(f"no upload with id {source!r:.80} (or its image was pruned)")
@@ -126,7 +117,7 @@ def show_image(request):
 def correct_image(request):
     """``{"annotations": [...], "add_classes": bool}``: the image's boxes, replaced."""
     name, image_id = request.matchdict["name"], request.matchdict["image_id"]
-    body = _only(read_json(request), {"annotations", "add_classes"}, {"annotations"})
+    body = only_fields(read_json(request), {"annotations", "add_classes"}, {"annotations"})
     image = request.service.datasets.set_boxes(name, image_id, body["annotations"],
                                                parse_flag(body.get("add_classes"), "add_classes"))
     return _image(request, name, image)
@@ -145,7 +136,10 @@ def remove_image(request):
 def image_file(request):
     name, image_id = request.matchdict["name"], request.matchdict["image_id"]
     path = request.service.datasets.image_file(name, image_id)
-    return FileResponse(str(path), request, content_type="image/png")
+    try:
+        return FileResponse(str(path), request, content_type="image/png")
+    except FileNotFoundError:  # removed since
+        raise ImageNotFound(f"no image {image_id!r} in dataset {name!r}") from None
 
 
 @view_config(route_name="dataset_coco", request_method="GET", renderer="json",
@@ -178,9 +172,12 @@ def review_list(request):
              permission=API_PERMISSION)
 def review_image(request):
     path = request.service.review.image(request.matchdict["sid"])
-    if path is None:
-        raise JobNotFound(f"no upload {request.matchdict['sid']!r:.80} to review")
-    return FileResponse(str(path), request, content_type="image/png")
+    try:
+        if path is None:
+            raise FileNotFoundError(request.matchdict["sid"])
+        return FileResponse(str(path), request, content_type="image/png")
+    except FileNotFoundError:  # none, or dismissed since
+        raise JobNotFound(f"no upload {request.matchdict['sid']!r:.80} to review") from None
 
 
 @view_config(route_name="review_item", request_method="DELETE", renderer="json",

@@ -11,7 +11,9 @@ from ..datasets.store import (
     DatasetExists,
     DatasetFull,
     DatasetNotFound,
+    DatasetNotReady,
     DatasetStorageFull,
+    ImageExists,
     ImageNotFound,
 )
 from ..finetune.versions import UnknownVersion
@@ -22,7 +24,7 @@ from ..models import UnknownModel
 from .forms import BadParameter, BodyTooLarge
 from .guards import CrossSiteRequest
 from .routes import ROUTES
-from .teaching import CannotTrain, UnknownTraining
+from .teaching import CannotCancel, CannotTrain, UnknownTraining
 from .service import (
     DetectionTimeout,
     JobGone,
@@ -53,7 +55,8 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 NothingToDownload: 409, BadAnnotation: 400, DatasetNotFound: 404,
                 ImageNotFound: 404, DatasetExists: 409, DatasetFull: 409,
                 DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404,
-                UnknownTraining: 404}
+                UnknownTraining: 404, CannotCancel: 409, DatasetNotReady: 409,
+                ImageExists: 409}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

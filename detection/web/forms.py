@@ -146,8 +146,21 @@ def read_json(request) -> dict:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise BadParameter(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise BadParameter("the body is JSON nested too deep") from None
     if not isinstance(document, dict):
         raise BadParameter("the body must be a JSON object")
+    return document
+
+
+def only_fields(document: dict, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    """A JSON body with no field but ``allowed`` ones, and every ``required`` one."""
+    unknown, missing = set(document) - allowed, required - set(document)
+    if unknown:
+        raise BadParameter(f"unknown fields: {', '.join(sorted(unknown))} (allowed: "
+                           f"{', '.join(sorted(allowed))})")
+    if missing:
+        raise BadParameter(f"missing fields: {', '.join(sorted(missing))}")
     return document
 
 
@@ -159,6 +172,8 @@ def parse_json_field(raw: str | None, name: str) -> object:
         return json.loads(raw)
     except ValueError as error:
         raise BadParameter(f"the {name} field is not JSON: {error}") from None
+    except RecursionError:
+        raise BadParameter(f"the {name} field is JSON nested too deep") from None
 
 
 def parse_flag(raw: object, name: str) -> bool:
@@ -185,9 +200,9 @@ def _take_part(form: UploadForm, part: multipart.MultipartPart, limit: int) -> N
     elif part.name in TEXT_FIELDS:
         if part.name in form.fields:
             raise BadParameter(f"send the {part.name} field once, not several times")
-        limit = FIELD_BYTES.get(part.name, MAX_TEXT_FIELD_BYTES)
-        if part.size > limit:
-            raise BadParameter(f"the {part.name} field is over {limit} bytes")
+        field_limit = FIELD_BYTES.get(part.name, MAX_TEXT_FIELD_BYTES)
+        if part.size > field_limit:
+            raise BadParameter(f"the {part.name} field is over {field_limit} bytes")
         try:
             form.fields[part.name] = part.value
         except (UnicodeDecodeError, LookupError):  # not in its charset, or no such charset

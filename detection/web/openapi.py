@@ -316,8 +316,9 @@ def _teaching_paths() -> dict:
                     "dataset": {"type": "string"}, "base": {"type": "string"},
                     "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                     "epochs": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    "time_budget": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                    "maximum": 1000000},
+                    "time_budget": {"type": "number", "minimum": 0, "maximum": 1000000,
+                                    "description": "seconds of training (default 240; 0: no "
+                                    "limit); under training_timeout_seconds"},
                     "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}}}},
             "responses": {"202": _json("TrainingAccepted", "queued; poll status_url",
                                        {"Location": ACCEPTED_HEADERS["Location"]}),

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..datasets.review import ReviewList
+from ..datasets.review import ReviewList, keep_for_review
 from ..datasets.store import DatasetLimits, DatasetStore
 from ..images import decode_image, encode_png, limit_decoding, png_size
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
-from ..jobs.job import Job, JobKind, JobStatus, new_sid
+from ..jobs.job import Job, JobKind, JobState, JobStatus, new_sid
 from ..jobs.layout import SID_PATTERN
 from ..jobs.queue import Upload, open_queue
 from ..jobs.records import JobRecords
@@ -256,7 +256,13 @@ class DetectionService:
         if status is None:
             return None
         if status.state.finished:
-            return self.queue.collect(status) if status.needs_collect else status
+            if not status.needs_collect:
+                return status
+            collected = self.queue.collect(status)  # RQ: its end recorded here, now
+            if collected.state is JobState.DONE and collected.job.kind is JobKind.DETECT:
+                keep_for_review(self.review, self.models.get(collected.job.model),
+                                collected.result, self.records.input_path(sid))
+            return collected
         self.ensure_daemon()  # a poll revives a dead daemon
         return status
 

@@ -3,20 +3,24 @@ of the long lane: one at a time per host, detections served meanwhile), and prom
 taught model's versions to be the one served (models.toml, re-read live)."""
 from __future__ import annotations
 
-import json
 import logging
 
-from ..finetune.versions import NotTaught, UnknownVersion, Versions, served_table
+from ..finetune.versions import NotTaught, Versions
 from ..jobs.errors import DISK_FULL, DiskFull
 from ..jobs.job import NAME, BadJob, Job, JobKind, JobStatus, TrainOptions, new_sid
 from .forms import BadParameter
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING_TRAININGS = 4  # each may run an hour: detections must not queue behind many
+
 
 class CannotTrain(ValueError):
-    """The dataset or the names asked for cannot make a training, or a training cannot be
-    cancelled (the message says why)."""
+    """The dataset or the names asked for cannot make a training now (the message says why)."""
+
+
+class CannotCancel(ValueError):
+    """A training that has ended."""
 
 
 class UnknownTraining(LookupError):
@@ -30,18 +34,31 @@ def versions_of(service) -> Versions:
 def queue_training(service, options: TrainOptions, base: str) -> Job:
     """A training job of ``options`` from model ``base``, checked and queued."""
     spec = service.models.get(base)
-    if spec is None or spec.backend != "mmdet":
-        raise CannotTrain(f"no mmdet model {base!r} to start from; choose one of "
-                          f"{sorted(n for n, s in service.models.items() if s.backend == 'mmdet')}")
+    if spec is None or spec.backend != "mmdet" or spec.masks:
+        bases = sorted(n for n, s in service.models.items() if s.backend == "mmdet"
+                       and not s.masks)
+        raise CannotTrain(f"no mmdet model of boxes {base!r} to start from (datasets hold "
+                          f"boxes, not masks); choose one of {bases}")
     if not spec.available:
         raise CannotTrain(f"the base model {base!r} is not installed (POST "
                           f"/models/{base}/download)")
     if not versions_of(service).is_taught(options.name):
         raise CannotTrain(f"model {options.name!r} exists and was not made by teaching; "
                           "choose another name")
+    limit = service.settings.training_timeout_seconds
+    if options.time_budget is not None and not options.time_budget < limit:
+        raise BadParameter(f"time_budget must be under training_timeout_seconds ({limit:g} s), "
+                           "the time a training may take")
     problem = service.datasets.training_problem(options.dataset)
     if problem:
         raise CannotTrain(problem)
+    pending = service.queue.pending_jobs(JobKind.TRAIN)
+    if any(job.options.name == options.name for job in pending):
+        raise CannotTrain(f"a training of {options.name!r} is queued or running already: "
+                          "cancel it (DELETE /training/SID) or wait for it")
+    if len(pending) >= MAX_PENDING_TRAININGS:
+        raise CannotTrain(f"{len(pending)} trainings are queued or running already (one runs "
+                          "at a time); try again when one has ended")
     job = Job.train(new_sid(), base, options)
     try:
         service.queue.enqueue(job)
@@ -63,7 +80,7 @@ def cancel_training(service, sid: str) -> JobStatus:
     if status is None or status.job.kind is not JobKind.TRAIN:
         raise UnknownTraining(f"no training with id {sid!r:.80}")
     if status.state.finished:
-        raise CannotTrain(f"training {sid} has ended ({status.state.value}): nothing to cancel")
+        raise CannotCancel(f"training {sid} has ended ({status.state.value}): nothing to cancel")
     service.queue.request_cancel(status.job, f"cancelled by DELETE /training/{sid}")
     log.info("cancelling %s", sid, extra={"sid": sid, "event": "cancelling"})
     return service.job_status(sid) or status
@@ -87,15 +104,9 @@ def training_options(body: dict) -> tuple[TrainOptions, str]:
 def promote(service, name: str, number: int) -> None:
     """Serve version ``number`` of taught model ``name`` as ``name``."""
     versions = versions_of(service)
+    base = service.models.get(versions.info(name, number).get("base", ""))
     try:
-        info = json.loads(versions.files(name, number).record.read_bytes())
-    except (OSError, ValueError):
-        raise UnknownVersion(f"no trained version {name}@{number}") from None
-    base = service.models.get(info.get("base", ""))
-    try:
-        versions.promote(name, number, served_table(base, info.get("images", 0),
-                                                    info["metrics"]) if base else
-                         {"hint": f"taught version {name}@{number}"})
+        versions.promote(name, number, base)
     except NotTaught as error:
         raise CannotTrain(str(error)) from None
     log.info("promoted %s@%d", name, number, extra={"event": "promoted", "model": name})

@@ -7,7 +7,7 @@ from pyramid.view import view_config
 from ..jobs.job import NAME, JobKind
 from ..jobs.layout import RESULT
 from .errors import ModelNotFound
-from .forms import BadParameter, read_json
+from .forms import BadParameter, only_fields, read_json
 from .security import API_PERMISSION
 from .teaching import (
     cancel_training,
@@ -19,20 +19,13 @@ from .teaching import (
 from .views import status_body
 
 
-def _only(document: dict, allowed: set[str]) -> dict:
-    unknown = set(document) - allowed
-    if unknown:
-        raise BadParameter(f"unknown fields: {', '.join(sorted(unknown))} (allowed: "
-                           f"{', '.join(sorted(allowed))})")
-    return document
-
-
 @view_config(route_name="training", request_method="POST", renderer="json",
              permission=API_PERMISSION)
 def train(request):
     """``{"dataset", "base", "name", "epochs", "time_budget", "seed"}`` -> 202 and the job's
     status URL; it trains version ``name@K``."""
-    body = _only(read_json(request), {"dataset", "base", "name", "epochs", "time_budget", "seed"})
+    body = only_fields(read_json(request),
+                       {"dataset", "base", "name", "epochs", "time_budget", "seed"})
     options, base = training_options(body)
     job = queue_training(request.service, options, base)
     base_url = request.service.settings.public_url
@@ -65,7 +58,7 @@ def promote_version(request):
     """``{"version": K}``: serve version K as the model (a rollback is a promote of an older
     one)."""
     name = request.matchdict["name"]
-    body = _only(read_json(request), {"version"})
+    body = only_fields(read_json(request), {"version"})
     number = body.get("version")
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 999_999:
         raise BadParameter("version must be a version's number (1, 2, ...)")

@@ -62,7 +62,8 @@ def test_a_box_is_dragged_relabelled_and_saved_to_a_dataset_at_its_pixels(page, 
     free = (image["x"] + 5 * scale, image["y"] + 5 * scale)
     if card.locator(".edit-box").evaluate_all(
             "(els, [x, y]) => els.some(el => { const r = el.getBoundingClientRect();"
-            " return x >= r.left - 10 && x <= r.right + 10 && y >= r.top - 10 && y <= r.bottom + 10; })",
+            " return x >= r.left - 10 && x <= r.right + 10"
+            " && y >= r.top - 10 && y <= r.bottom + 10; })",
             list(free)):
         free = (image["x"] + 470 * scale, image["y"] + 350 * scale)
         drag(page, free, (free[0] - 60 * scale, free[1] - 40 * scale))

@@ -38,7 +38,7 @@ def test_a_model_is_taught_compared_promoted_and_served_through_the_api(live_ser
             break
         if "epoch" in status:
             seen.append((status["progress"], status["epoch"], status["loss"],
-                         status["eta_seconds"]))
+                         status["eta_seconds"], status["epochs_planned"]))
         time.sleep(1)
     assert status["state"] == "done", status
     assert len(seen) >= 3 and seen[-1][0] > seen[0][0] and seen[-1][1] >= seen[0][1]

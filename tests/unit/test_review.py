@@ -56,3 +56,12 @@ def test_rare_classes_are_counted_per_model_as_results_come(tmp_path):
     rule = ReviewRule(rare=2)
     kept = [bool(review.consider(rule, result(f"{i:032x}"), png)) for i in range(4)]
     assert kept == [True, True, False, False]
+
+
+def test_the_count_bound_holds_when_the_bytes_fit(tmp_path):
+    png = tmp_path / "in.png"
+    png.write_bytes(b"x")
+    review = ReviewList(tmp_path / "datasets", max_items=2, max_bytes=10**6)
+    for i in range(5):
+        review.consider(ReviewRule(one_in=1), result(f"{i:032x}"), png)
+    assert len(review.items()) == 2

@@ -28,7 +28,7 @@ def add(testapp, name="pets", annotations=(BOX,), data=None, status=201, **field
 def dataset_files(testapp) -> list[str]:
     root = testapp.app.registry.service.settings.datasets_dir
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                  and p.name != ".lock")
+                  and p.name != ".lock" and p.parent.name != ".locks")
 
 
 def test_a_dataset_is_created_listed_shown_and_deleted(testapp):
@@ -128,6 +128,9 @@ def test_a_new_label_is_refused_by_name_unless_classes_may_be_added(testapp):
     ({"label": "cat", "box": [0, 0, 10]}, "four numbers"),
     ({"label": "cat", "box": [0, 0, 10, "1e400"]}, "four numbers"),
     ({"label": "cat", "box": [0, 0, 10, True]}, "four numbers"),
+    ({"label": "cat", "box": [0, 0, 10, 10**400]}, "four numbers"),
+    ({"label": "cat", "box": [0, 0, 10, float("inf")]}, "four numbers"),
+    ({"label": "zero\u200bwidth", "box": [0, 0, 10, 10]}, "printable"),
     ({"label": "a,b", "box": [0, 0, 10, 10]}, "without commas"),
     ({"label": "cat\x00", "box": [0, 0, 10, 10]}, "printable"),
     ({"label": "bell\x85", "box": [0, 0, 10, 10]}, "printable"),
@@ -250,3 +253,28 @@ def test_uploads_kept_for_review_are_listed_shown_dismissed_and_saved_after_prun
     testapp.get(f"/review/{sid}.png", status=404)
     testapp.get("/review/..%2Fx.png", status=404)
     assert testapp.get("/review").json == {"items": []}
+
+
+def test_json_nested_too_deep_is_a_400_not_a_crash(testapp):
+    create(testapp)
+    deep = "[" * 100_000 + "]" * 100_000
+    testapp.post("/datasets", deep, content_type="application/json", status=400)
+    add(testapp, annotations=(), status=201)
+    refused = testapp.post("/datasets/pets/images", params={"annotations": deep},
+                           upload_files=[("image", "a.png", png_bytes())], status=400)
+    assert "nested too deep" in refused.json["error"]
+
+
+def test_an_upload_goes_into_a_dataset_once_and_names_differ_in_more_than_case(testapp):
+    create(testapp)
+    sid = testapp.post("/upload", upload_files=[("image", "a.png", png_bytes())],
+                       status=202).json["sid"]
+    first = testapp.post_json("/datasets/pets/images", {"sid": sid}, status=201).json
+    again = testapp.post_json("/datasets/pets/images", {"sid": sid}, status=409).json
+    assert first["id"] in again["error"]
+    testapp.delete(first["url"])
+    testapp.post_json("/datasets/pets/images", {"sid": sid}, status=201)  # removed: again
+    testapp.post_json("/datasets", {"name": "two", "classes": ["Cat", "cat"]}, status=400)
+    refused = add(testapp, annotations=[{"label": "CAT", "box": [0, 0, 9, 9]}],
+                  add_classes="true", status=400)
+    assert "only in case" in refused.json["error"]

@@ -69,6 +69,9 @@ def test_a_dataset_too_small_to_train_on_is_refused_with_what_it_lacks(pets):
     ({"epochs": True}, "epochs"),
     ({"time_budget": -1}, "time budget"),
     ({"time_budget": "NaN"}, "time budget"),
+    ({"time_budget": float("nan")}, "time budget"),
+    ({"time_budget": 3600}, "under training_timeout_seconds"),
+    ({"base": "rtmdet_ins_tiny"}, "of boxes"),
     ({"seed": 2**32}, "seed"),
     ({"colour": "red"}, "unknown fields"),
 ])

@@ -70,7 +70,7 @@ def test_a_training_job_makes_a_version_that_is_served_once_promoted(tmp_path):
     assert trained, "the training said how far it was"
     fractions = [p.fraction for p in trained]
     assert fractions == sorted(fractions) and fractions[-1] <= 0.99
-    assert {"epoch", "epochs", "loss", "eta_seconds"} <= set(trained[-1].details)
+    assert {"epoch", "epochs_planned", "loss", "eta_seconds"} <= set(trained[-1].details)
 
     app = webtest.TestApp(app_for(ini))
     versions = app.get("/models/shapes").json["versions"]
@@ -85,7 +85,8 @@ def test_a_training_job_makes_a_version_that_is_served_once_promoted(tmp_path):
 
     # A second version is scored against the served one on the same held-out images, and
     # auto_promote serves it only if it does better.
-    ini.write_text(ini.read_text().replace("[app:main]", "[app:main]\ndetection.auto_promote = true"))
+    ini.write_text(ini.read_text().replace("[app:main]",
+                                           "[app:main]\ndetection.auto_promote = true"))
     status, _ = run_training(ini, epochs=1, time_budget=60, seed=1)
     assert status.state is JobState.DONE, status.error
     second = status.result

@@ -4,29 +4,35 @@ and the served version are scored on the dataset's held-out images, and it is pr
 ``auto_promote`` is on and it scores better. Nothing served changes unless it is promoted; a
 training that fails leaves no version.
 
-The snapshot is taken when the job starts: the dataset's images as they are then (hard links, or
-copies), and COCO files of its two splits; a dataset changed while it trains changes nothing.
+The snapshot is taken when the job starts, under the dataset's lock (``DatasetStore.snapshot``):
+a dataset changed while it trains changes nothing. Both versions are scored by the same
+``evaluate`` on the same images.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from ...datasets.store import HELD_OUT, TRAIN, DatasetLimits, DatasetStore
+from ...datasets.store import (
+    HELD_OUT,
+    TRAIN,
+    DatasetLimits,
+    DatasetNotFound,
+    DatasetNotReady,
+    DatasetStore,
+)
 from ...finetune.dataset import FinetuneError
 from ...finetune.schedule import DEFAULT_TIME_BUDGET
 from ...finetune.training import WORK_PREFIX, evaluate, one_at_a_time, train_model
-from ...finetune.versions import Versions, served_table
+from ...finetune.versions import NotTaught, UnknownVersion, Versions
 from ...jobs.errors import JobCancelled
 from ...jobs.job import Job, Progress
 from ...jobs.records import Outcome, TrainResult
 from ...settings import Settings
 from . import Work
+
 
 class TrainHandler:
     needs_model = False
@@ -40,8 +46,9 @@ class TrainHandler:
         options = job.options
         versions = Versions(settings.checkpoints_dir, settings.models_file)
         base = work.models.models_file.models.get(job.model)
-        if base is None or base.backend != "mmdet" or not base.available:
-            return Outcome.failed(f"the base model {job.model!r} is not an installed mmdet model")
+        if base is None or base.backend != "mmdet" or not base.available or base.masks:
+            return Outcome.failed(f"the base model {job.model!r} is not an installed mmdet "
+                                  "model of boxes (datasets hold boxes, not masks)")
         if not versions.is_taught(options.name):
             return Outcome.failed(f"model {options.name!r} exists and was not made by teaching; "
                                   "choose another name")
@@ -64,41 +71,58 @@ class TrainHandler:
         options = job.options
         work.report_progress(job, Progress(0.0, f"taking a snapshot of dataset {options.dataset}"))
         store = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
-        classes, train, held_out, digest = take_snapshot(store, options.dataset, snapshot)
+        try:
+            classes, files, digest = store.snapshot(options.dataset, snapshot)
+        except (DatasetNotFound, DatasetNotReady) as error:
+            raise FinetuneError(str(error)) from None
         if reason := work.cancelled(job):
             raise JobCancelled(reason)
         number = versions.new_number(options.name)
-        files = versions.files(options.name, number)
+        made = versions.files(options.name, number)
         version = f"{options.name}@{number}"
+        held_out = files[HELD_OUT]
         try:
             trained = train_model(
-                settings, version, base, train, held_out, files.weights, files.config,
-                options.epochs, seed=options.seed,
-                time_budget=options.time_budget or DEFAULT_TIME_BUDGET,
+                settings, version, base, files[TRAIN], held_out, made.weights, made.config,
+                options.epochs, seed=options.seed, time_budget=training_budget(options),
                 progress=lambda fraction, stage, details: work.report_progress(
                     job, Progress(fraction, stage, details)),
                 cancelled=lambda: work.cancelled(job))
-            work.report_progress(job, Progress(0.99, "scoring the served version"))
-            metrics = {"bbox_map50": trained.map50["bbox"], "bbox_map": trained.map,
-                       "per_class": {c: round(ap, 3) for c, ap in trained.per_class.items()}}
-            served = self._served_scores(settings, versions, options.name, classes, held_out)
+            # Both scored the same way on the same images: the saved weights, as served (the
+            # training's own number is its best validation, which chose the weights).
+            work.report_progress(job, Progress(0.99, "scoring it and the served version"))
+            metrics = evaluate(settings, made.config, made.weights, held_out, trained.classes)
+            served = self._served_scores(settings, versions, options.name, trained.classes,
+                                         held_out)
             versions.record(options.name, number, {
                 "base": base.name, "dataset": options.dataset, "snapshot": digest,
-                "seed": options.seed, "classes": list(classes), "images": trained.images,
-                "epochs": list(trained.epochs), "metrics": metrics, "served_then": served,
-                "created": time.time(), "job": job.sid})
+                "seed": options.seed, "classes": list(trained.classes),
+                "images": trained.images, "epochs": list(trained.epochs), "metrics": metrics,
+                "served_then": served, "created": time.time(), "job": job.sid})
         except BaseException:
             versions.forget(options.name, number)
             raise
-        promoted = settings.auto_promote and (
-            served is None or metrics["bbox_map50"] > served["bbox_map50"])
+        warning = trained.warning
+        promoted = settings.auto_promote and self._better(versions, options.name, metrics,
+                                                           served)
         if promoted:
-            versions.promote(options.name, number, served_table(base, trained.images, metrics))
+            try:
+                versions.promote(options.name, number, base)
+            except (NotTaught, UnknownVersion) as error:  # changed by hand meanwhile
+                promoted, warning = False, f"not promoted: {error}"
         return Outcome(result=TrainResult(
             sid=job.sid, kind=job.kind.value, model=job.model, version=version, metrics=metrics,
-            served=served, promoted=promoted, warning=trained.warning,
+            served=served, promoted=promoted, warning=warning,
             timings={"train_ms": round(trained.seconds * 1000, 1),
                      "total_ms": round((time.perf_counter() - started) * 1000, 1)}))
+
+    @staticmethod
+    def _better(versions: Versions, name: str, metrics: dict, served: dict | None) -> bool:
+        """Whether to serve the new version (auto_promote): none is served yet, or it scores
+        better than the served one; never when they cannot be compared (other classes)."""
+        if served is None:
+            return versions.served(name) is None
+        return metrics["bbox_map50"] > served["bbox_map50"]
 
     @staticmethod
     def _served_scores(settings: Settings, versions: Versions, name: str,
@@ -108,7 +132,7 @@ class TrainHandler:
         number = versions.served(name)
         if number is None:
             return None
-        info = json.loads(versions.files(name, number).record.read_bytes())
+        info = versions.info(name, number)
         if tuple(info.get("classes", ())) != classes:
             return None
         files = versions.files(name, number)
@@ -116,28 +140,8 @@ class TrainHandler:
                 **evaluate(settings, files.config, files.weights, held_out, classes)}
 
 
-def take_snapshot(store: DatasetStore, name: str,
-                  folder: Path) -> tuple[tuple[str, ...], Path, Path, str]:
-    """The dataset's classes, its training and held-out COCO files in ``folder`` (the images
-    beside them), and a digest of both."""
-    problem = store.training_problem(name)
-    if problem:
-        raise FinetuneError(problem)
-    classes = tuple(store.summary(name)["classes"])
-    digest = hashlib.sha256()
-    paths = []
-    for split in (TRAIN, HELD_OUT):
-        coco = store.coco(name, lambda image: str(folder / f"{image.id}.png"), split)
-        for entry in coco["images"]:
-            copy = Path(entry["file_name"])
-            source = store.image_file(name, copy.stem)
-            try:
-                os.link(source, copy)
-            except OSError:  # another file system
-                shutil.copyfile(source, copy)
-        text = json.dumps(coco, sort_keys=True)
-        digest.update(text.encode())
-        path = folder / f"{split}.json"
-        path.write_text(text)
-        paths.append(path)
-    return classes, paths[0], paths[1], digest.hexdigest()[:12]
+def training_budget(options) -> float | None:
+    """A training's time budget: the default when none was given, none when 0."""
+    if options.time_budget is None:
+        return DEFAULT_TIME_BUDGET
+    return options.time_budget or None
