@@ -88,7 +88,8 @@ class ProgressReport(Hook):
         if self.budget:
             fraction = max(fraction, elapsed / self.budget)
         fraction = min(fraction, 0.99)  # the last validation and saving are still to come
-        loss = float(outputs["loss"].detach()) if outputs and "loss" in outputs else math.nan
+        value = outputs.get("loss", math.nan) if outputs else math.nan
+        loss = float(value.detach() if hasattr(value, "detach") else value)
         eta = elapsed / fraction - elapsed
         self.report(fraction, f"epoch {runner.epoch + 1} of {runner.max_epochs}, loss "
                               f"{loss:.3f}, about {eta:.0f} s left",
