@@ -3,10 +3,9 @@ choice pays (``bench/finetune_suite.py --ablate CHOICE`` runs it on the suite):
 
     python bench/finetune_ablation.py CHOICE [mmdetectionl.py arguments...]
 
-no-ema: no average of the weights; jitter: scale (0.6-1.4), crop and colour jitter (YOLOX's HSV)
-before the flip (the defaults until the suite's ablation, where it was measured as
-"no-jitter" against them); no-early-stop: every epoch of the schedule (within the time budget);
-mosaic: YOLOX's Mosaic and random affine, off for the last fifth of the epochs (as
+no-ema: no average of the weights; no-jitter: the training images only resized and flipped
+(no scale, crop or colour jitter); no-early-stop: every epoch of the schedule (within the time
+budget); mosaic: YOLOX's Mosaic and random affine, off for the last fifth of the epochs (as
 YOLOXModeSwitchHook does for its last 15 of 300); lr-1e-3, lr-4e-3: another learning rate;
 half-iterations: 200 batches, not 400.
 """
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from detection.finetune import config as finetune_config  # noqa: E402
 from detection.finetune import schedule  # noqa: E402
 
+JITTER = {"RandomResize", "RandomCrop", "YOLOXHSVRandomAug"}
 
 
 def no_ema(cfg) -> None:
@@ -31,13 +31,12 @@ def no_early_stop(cfg) -> None:
     cfg.custom_hooks = [h for h in cfg.custom_hooks if h["type"] != "EarlyStoppingHook"]
 
 
-def jitter(cfg) -> None:
-    pipeline = cfg.train_dataloader.dataset.pipeline
+def no_jitter(cfg) -> None:
+    pipeline = [step for step in cfg.train_dataloader.dataset.pipeline
+                if step["type"] not in JITTER]
     side = next(step for step in pipeline if step["type"] == "Pad")["size"][0]
-    pipeline[2:3] = [  # the resize
-        dict(type="RandomResize", scale=(side, side), ratio_range=(0.6, 1.4), keep_ratio=True),
-        dict(type="RandomCrop", crop_size=(side, side), allow_negative_crop=True),
-        dict(type="YOLOXHSVRandomAug")]
+    pipeline.insert(2, dict(type="Resize", scale=(side, side), keep_ratio=True))
+    cfg.train_dataloader.dataset.pipeline = pipeline
 
 
 def mosaic(cfg) -> None:
@@ -52,7 +51,6 @@ def mosaic(cfg) -> None:
                  border=(-side // 2, -side // 2)),
             dict(type="YOLOXHSVRandomAug"), dict(type="RandomFlip", prob=0.5),
             dict(type="Resize", scale=(side, side), keep_ratio=True), *steps[-3:]])
-    # (steps[-3:]: the filter, the pad and the packing)
     cfg.custom_hooks.append(dict(type="YOLOXModeSwitchHook",
                                  num_last_epochs=max(1, cfg.train_cfg["max_epochs"] // 5),
                                  priority=48))
@@ -64,7 +62,7 @@ def learning_rate(value: float):
     return change
 
 
-CHOICES = {"no-ema": no_ema, "jitter": jitter, "no-early-stop": no_early_stop,
+CHOICES = {"no-ema": no_ema, "no-jitter": no_jitter, "no-early-stop": no_early_stop,
            "mosaic": mosaic, "lr-1e-3": learning_rate(1e-3), "lr-4e-3": learning_rate(4e-3),
            "half-iterations": None}
 

@@ -39,13 +39,17 @@ def _adapt_model(node, count: int) -> None:
 
 
 def _pipelines(image_size: int, masks: bool) -> tuple[list, list, list]:
-    """Training (resized and flipped: on the fine-tuning suite, scale, crop and colour jitter
-    and YOLOX's Mosaic each cost more than they gave in a few hundred batches; docs/
-    finetuning.md), validation and test pipelines."""
+    """Training (scale jitter, crop, colour jitter and flips: what a few hundred batches of a
+    small dataset can use; Mosaic suits 300 epochs of COCO), validation and test pipelines."""
     resize = dict(type="Resize", scale=(image_size, image_size), keep_ratio=True)
     load = dict(type="LoadAnnotations", with_bbox=True, with_mask=masks)
     side = -(-image_size // 32) * 32  # a multiple of 32, as PAD makes them
-    train = [dict(type="LoadImageFromFile"), load, resize, dict(type="RandomFlip", prob=0.5),
+    train = [dict(type="LoadImageFromFile"), load,
+             dict(type="RandomResize", scale=(image_size, image_size), ratio_range=(0.6, 1.4),
+                  keep_ratio=True),
+             dict(type="RandomCrop", crop_size=(image_size, image_size),
+                  allow_negative_crop=True),
+             dict(type="YOLOXHSVRandomAug"), dict(type="RandomFlip", prob=0.5),
              dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False),
              # every image (and its masks) one size: a batch's masks are stacked as they are
              dict(type="Pad", size=(side, side), pad_val=dict(img=(114, 114, 114))),
