@@ -235,17 +235,21 @@ class DetectionService:
         if pending:  # one download of a model at a time: a second ask follows the first
             return pending[0].sid
         job = Job.download(new_sid(), spec.name)
+        self.enqueue_long_job(job, f"download of model {spec.name}")
+        return job.sid
+
+    def enqueue_long_job(self, job: Job, what: str) -> None:
+        """Queue a job that has no upload (a download, a training) and see that a daemon
+        will run it; ``what`` it is, for the log."""
         try:
             self.queue.enqueue(job)
         except OSError as error:
             if error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; try again later") from None
             raise
-        log.info("enqueued %s (download of model %s)", job.sid, spec.name,
-                 extra={"sid": job.sid, "event": "enqueued", "kind": job.kind.value,
-                        "model": spec.name})
+        log.info("enqueued %s (%s)", job.sid, what, extra={
+            "sid": job.sid, "event": "enqueued", "kind": job.kind.value, "model": job.model})
         self.ensure_daemon()
-        return job.sid
 
     def job_status(self, sid: str) -> JobStatus | None:
         """The job's status; a job that ended in the queue but not yet here (RQ) is collected

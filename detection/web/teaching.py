@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from ..finetune.versions import NotTaught, Versions
-from ..jobs.errors import DISK_FULL, DiskFull
 from ..jobs.job import NAME, BadJob, Job, JobKind, JobStatus, TrainOptions, new_sid
 from .forms import BadParameter
 
@@ -60,16 +59,8 @@ def queue_training(service, options: TrainOptions, base: str) -> Job:
         raise CannotTrain(f"{len(pending)} trainings are queued or running already (one runs "
                           "at a time); try again when one has ended")
     job = Job.train(new_sid(), base, options)
-    try:
-        service.queue.enqueue(job)
-    except OSError as error:
-        if error.errno in DISK_FULL:
-            raise DiskFull("the server's disk is full; try again later") from None
-        raise
-    log.info("enqueued %s (training %s from %s on dataset %s)", job.sid, options.name, base,
-             options.dataset, extra={"sid": job.sid, "event": "enqueued",
-                                     "kind": job.kind.value, "model": base})
-    service.ensure_daemon()
+    service.enqueue_long_job(job, f"training {options.name} from {base} on dataset "
+                                  f"{options.dataset}")
     return job
 
 
