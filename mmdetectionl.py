@@ -91,13 +91,19 @@ def list_models(settings: Settings) -> int:
 
 def dataset_command(settings: Settings, arguments: argparse.Namespace) -> int:
     from detection.datasets.annotations import BadAnnotation
-    from detection.datasets.coco_files import export_coco, import_coco
+    from detection.datasets.archive import ArchiveLimits
+    from detection.datasets.coco_files import export_coco, import_coco, import_zip
     from detection.datasets.store import DatasetLimits, DatasetStore
     from detection.finetune import FinetuneError
     from detection.image_checks import BadImage
     store = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
     try:
-        if arguments.action == "import":
+        if arguments.action == "import" and arguments.path.suffix.lower() == ".zip":
+            with open(arguments.path, "rb") as body:
+                added = import_zip(store, arguments.name, body, ArchiveLimits.of(settings),
+                                   settings.max_pixels)
+            print(f"{arguments.name}: {added} images added")
+        elif arguments.action == "import":
             added = import_coco(store, arguments.name, arguments.path.resolve(),
                                 settings.max_pixels)
             print(f"{arguments.name}: {added} images added")
@@ -195,8 +201,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                                "COCO files, list them")
     data.add_argument("action", choices=("import", "export", "list"))
     data.add_argument("name", nargs="?", help="the dataset (import creates it if needed)")
-    data.add_argument("path", nargs="?", type=Path, help="import: a COCO annotation file; "
-                      "export: a folder for annotations.json and images/")
+    data.add_argument("path", nargs="?", type=Path, help="import: a COCO annotation file, or "
+                      "a zip of one and its images; export: a folder for annotations.json and "
+                      "images/")
     teach = commands.add_parser("train", help="train a dataset into a new version NAME@K of a "
                                 "model (in the foreground; the API queues it as a job)")
     teach.add_argument("name", help="the taught model (new, or one taught before)")

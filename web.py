@@ -71,8 +71,10 @@ def fit_server_to_app(server: dict, settings: Settings) -> None:
     if settings.max_waiting_requests > threads - RESERVED_THREADS:
         raise SettingsError(f"detection.max_waiting_requests ({settings.max_waiting_requests}) "
                             f"must leave {RESERVED_THREADS} of waitress's {threads} threads free")
-    # Waitress refuses bigger bodies as they arrive: the upload limit plus the form's framing.
-    server["max_request_body_size"] = str(settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    # Waitress refuses bigger bodies as they arrive: the upload limit plus the form's framing,
+    # or a dataset zip's limit if larger (the app holds each route to its own).
+    server["max_request_body_size"] = str(max(settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+                                              settings.max_import_mb * 2**20))
     # Each connection may hold a socket and a spooled body: raise the soft descriptor limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = 2 * int(server.get("connection_limit", 100)) + 256

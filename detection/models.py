@@ -76,7 +76,8 @@ class ModelSpec:
         return {"name": self.name, "hint": self.hint, "box_ap": self.box_ap,
                 "mask_ap": self.mask_ap, "masks": self.masks, "available": self.available,
                 "classes": list(self.classes), "validation_map50": self.validation_map50,
-                "downloadable": self.downloadable}
+                "downloadable": self.downloadable,
+                "trainable": self.backend == "mmdet" and not self.masks}  # a teaching's base
 
 
 def mmdet_configs_dir() -> Path:

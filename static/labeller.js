@@ -235,6 +235,7 @@ class BoxEditor {
     await this.loadDatasets();
     this.datasetSelect.value = name;
     this.newName.hidden = true;
+    if (typeof loadDatasets === "function") loadDatasets();  // the page's list (teaching.js)
     if (this.host.onSaved) await this.host.onSaved();
   }
 

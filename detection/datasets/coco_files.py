@@ -1,23 +1,44 @@
-"""A dataset to and from COCO files on disk (the command line's ``dataset import`` and
-``dataset export``): imported files are checked as ``finetune`` checks them, and each image is
-decoded and re-encoded as an upload is."""
+"""A dataset to and from COCO files: on disk (the command line's ``dataset import`` and
+``dataset export``) or a client's zip (``POST /datasets/NAME/import``). Imported files are
+checked as ``finetune`` checks them, and each image is decoded and re-encoded as an upload is."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
+from typing import IO
 
-from ..finetune.dataset import check_dataset
-from ..images import decode_image, encode_png
-from .store import DatasetStore
+from ..finetune.dataset import FinetuneError, check_dataset
+from ..images import BadImage, ImageTooLarge, decode_image, encode_png
+from ..jobs.errors import DISK_FULL
+from .annotations import BadAnnotation
+from .archive import CHUNK, ArchiveLimits, ArchiveTooLarge, unpack_dataset_zip
+from .store import DatasetStorageFull, DatasetStore
+
+IMPORT_PREFIX = ".import-"  # beside the datasets: a zip unpacked while it is imported
+STALE_IMPORT_SECONDS = 3600
 
 
-def import_coco(store: DatasetStore, name: str, annotations: Path, max_pixels: int) -> int:
+def import_coco(store: DatasetStore, name: str, annotations: Path, max_pixels: int,
+                confined: bool = False) -> int:
     """Add the images of a COCO annotation file (paths relative to it) and their boxes to
     dataset ``name``, created with the file's categories if it does not exist (its new classes
-    join an existing one's); how many images were added."""
-    dataset = check_dataset(annotations)
-    if name not in store.names():
+    join an existing one's); how many images were added. All of them or none: what an import
+    that fails added is removed (and the dataset, if it made it). ``confined``: a client's file,
+    whose images must lie in its folder, and whose errors name no server path."""
+    folder = annotations.parent
+    try:
+        if confined:
+            _check_confined(annotations)
+        dataset = check_dataset(annotations)
+    except FinetuneError as error:
+        message = str(error).replace(f"{folder}{os.sep}", "") if confined else str(error)
+        raise BadAnnotation(message) from None
+    created = name not in store.names()
+    if created:
         store.create(name, list(dataset.classes))
     label = {category["id"]: category["name"] for category in dataset.categories}
     boxes: dict[int, list[dict]] = {image["id"]: [] for image in dataset.images}
@@ -25,12 +46,80 @@ def import_coco(store: DatasetStore, name: str, annotations: Path, max_pixels: i
         x, y, width, height = annotation["bbox"]
         boxes[annotation["image_id"]].append(
             {"label": label[annotation["category_id"]], "box": [x, y, x + width, y + height]})
-    for image in dataset.images:
-        pixels = decode_image(Path(image["file_name"]).read_bytes(), max_pixels)
-        height, width = pixels.shape[:2]
-        store.add_image(name, encode_png(pixels), width, height, boxes[image["id"]],
-                        add_classes=True, source=None)
-    return len(dataset.images)
+    added = []
+    try:
+        store.check_room_for(name, len(dataset.images))
+        for image in dataset.images:
+            path = Path(image["file_name"])
+            try:
+                pixels = decode_image(path.read_bytes(), max_pixels)
+            except (BadImage, ImageTooLarge) as error:
+                shown = path.relative_to(folder) if confined else path
+                raise type(error)(f"{shown}: {error}") from None
+            height, width = pixels.shape[:2]
+            added.append(store.add_image(name, encode_png(pixels), width, height,
+                                         boxes[image["id"]], add_classes=True, source=None).id)
+    except BaseException:
+        if created:
+            store.delete(name)
+        else:
+            for image_id in added:
+                store.remove_image(name, image_id)
+        raise
+    return len(added)
+
+
+def import_zip(store: DatasetStore, name: str, body: IO[bytes], limits: ArchiveLimits,
+               max_pixels: int) -> int:
+    """A client's zip (``body``, read to at most ``limits.bytes``) imported into dataset
+    ``name`` as ``import_coco`` does, unpacked beside the datasets and removed after; how many
+    images were added."""
+    for stale in store.root.glob(f"{IMPORT_PREFIX}*"):  # imports a crash interrupted
+        if time.time() - stale.stat().st_mtime > STALE_IMPORT_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=IMPORT_PREFIX, dir=store.root))
+    try:
+        archive = work / "upload.zip"
+        _save_bounded(body, archive, limits.bytes)
+        with open(archive, "rb") as source:
+            annotations = unpack_dataset_zip(source, work / "files", limits)
+        archive.unlink()
+        return import_coco(store, name, annotations, max_pixels, confined=True)
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise DatasetStorageFull("the server's disk is full; the import was not kept") \
+                from None
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _save_bounded(body: IO[bytes], path: Path, limit: int) -> None:
+    """``body`` into ``path``; ``ArchiveTooLarge`` as soon as it passes ``limit`` bytes (a
+    chunked body declares no length)."""
+    written = 0
+    with open(path, "wb") as sink:
+        while chunk := body.read(CHUNK):
+            written += len(chunk)
+            if written > limit:
+                raise ArchiveTooLarge(f"the zip is over {limit} bytes, the import's limit")
+            sink.write(chunk)
+
+
+def _check_confined(annotations: Path) -> None:
+    """Every image a client's annotation file names lies in its folder (read before anything
+    opens them: ``../`` or an absolute path would read the server's files)."""
+    try:
+        images = json.loads(annotations.read_bytes()).get("images")
+    except (ValueError, AttributeError):
+        return  # not a COCO file: check_dataset says why
+    folder = annotations.parent.resolve()
+    for image in images if isinstance(images, list) else ():
+        file_name = image.get("file_name") if isinstance(image, dict) else None
+        if isinstance(file_name, str) and (
+                "\0" in file_name or not (folder / file_name).resolve().is_relative_to(folder)):
+            raise BadAnnotation(f"image file_name {file_name!r:.120} is outside the zip's "
+                                "folder; name images by their path in the zip")
 
 
 def export_coco(store: DatasetStore, name: str, directory: Path) -> Path:

@@ -195,6 +195,13 @@ class DatasetStore:
                 record["sources"][source] = image.id
         return image
 
+    def check_room_for(self, name: str, count: int) -> None:
+        """``count`` more images fit dataset ``name`` (checked again as each is added)."""
+        have = len(list(self._image_files(self._folder(name))))
+        if have + count > self.limits.images:
+            raise DatasetFull(f"dataset {name!r} has {have} images; {count} more would pass "
+                              f"its limit of {self.limits.images}")
+
     def image(self, name: str, image_id: str) -> DatasetImage:
         self._record(name)
         return self._read_image(self._folder(name), image_id)

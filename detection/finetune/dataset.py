@@ -113,7 +113,8 @@ def _pixel_size(file: Path) -> tuple[int, int]:
             image.load()
             turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             size = image.size[::-1] if turned else image.size
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:  # (the service makes the warning an error)
         raise FinetuneError(f"{file} is not an image Pillow can read ({error})") from None
     if kind not in TRAINABLE_FORMATS:
         raise FinetuneError(f"{file} is {kind}; training reads {', '.join(TRAINABLE_FORMATS)}")

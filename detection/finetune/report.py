@@ -10,6 +10,7 @@ from ..jobs.atomic import atomic_path
 from .schedule import MONITOR
 
 WEAK_MAP50 = 0.5  # below this bbox mAP@0.5 on the validation images, the result is weak
+SHORT_OF_SCHEDULE = 0.5  # a time budget that stopped it under this share of its epochs
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,12 @@ class Trained:
     map: float  # its bbox mAP@[0.5:0.95]
     per_class: dict[str, float]  # its AP@[0.5:0.95] per class (segm's for a mask model)
     curve: tuple[tuple[int, float, float], ...]  # each validation: epoch, mAP@0.5, mAP
+    budget_spent: bool = False  # its time budget stopped it (not its schedule, not patience)
 
     @classmethod
     def of(cls, name: str, classes: tuple[str, ...], masks: bool,
            points: list[tuple[int, dict]], seconds: float, images: int,
-           epochs: tuple[int, int]) -> Trained:
+           epochs: tuple[int, int], budget_spent: bool = False) -> Trained:
         """From the validations' ``points`` (epoch, metrics), the best the first of the best,
         as the checkpoint hook keeps it."""
         best_epoch, best = max(points, key=lambda point: point[1].get(MONITOR, -1.0))
@@ -41,7 +43,8 @@ class Trained:
             per_class={c: best[f"coco/{c}_precision"] for c in classes
                        if f"coco/{c}_precision" in best},
             curve=tuple((epoch, metrics.get(MONITOR, 0.0), metrics.get("coco/bbox_mAP", 0.0))
-                        for epoch, metrics in points))
+                        for epoch, metrics in points),
+            budget_spent=budget_spent)
 
     @property
     def masks(self) -> bool:
@@ -49,7 +52,19 @@ class Trained:
 
     @property
     def warning(self) -> str | None:
-        """What to try, when the model finds too little of its validation images."""
+        """What to try, when the model finds too little of its validation images, or its time
+        budget stopped it far short of its schedule."""
+        return " ".join(filter(None, (self._short_warning(), self._weak_warning()))) or None
+
+    def _short_warning(self) -> str | None:
+        trained, planned = self.epochs
+        if not self.budget_spent or trained >= SHORT_OF_SCHEDULE * planned:
+            return None
+        return (f"cut short: its time budget stopped it after {trained} of {planned} epochs "
+                "(the machine was busy, or the budget is small for this dataset); give it a "
+                "longer time budget.")
+
+    def _weak_warning(self) -> str | None:
         score = self.map50.get("bbox", 0.0)
         if score >= WEAK_MAP50:
             return None

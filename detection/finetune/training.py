@@ -2,6 +2,7 @@
 leaves (weights and config in ``checkpoints/``, a table in models.toml)."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -80,11 +81,14 @@ def train_model(settings: Settings, name: str, base: ModelSpec, train_json: Path
                 epochs: int | None = None, image_size: int = 320, seed: int = 0,
                 time_budget: float | None = None,
                 progress: Callable[[float, str, dict], None] | None = None,
-                cancelled: Callable[[], str | None] = lambda: None) -> Trained:
+                cancelled: Callable[[], str | None] = lambda: None,
+                shared: bool = False) -> Trained:
     """Train from ``base`` on the annotation files, and write the weights (the best
     validation's) to ``checkpoint`` and the served config to ``config``, each whole or not at
     all; ``progress(fraction, stage, details)`` is told how far it is, and ``cancelled()``
-    asked whether to stop (``JobCancelled``). The caller holds ``one_at_a_time``."""
+    asked whether to stop (``JobCancelled``). ``shared``: it shares the machine with
+    detection, and its time budget counts the CPU it got (``hooks.cpu_clock``), not the wall
+    clock. The caller holds ``one_at_a_time``."""
     _choose_device(settings.device)
     from mmengine.config import Config
 
@@ -94,7 +98,7 @@ def train_model(settings: Settings, name: str, base: ModelSpec, train_json: Path
     train = check_dataset(train_json, masks)
     val = check_dataset(val_json, masks) if val_json else None
     outcome = _train(settings, name, base, cfg, masks, train, val, epochs, image_size, seed,
-                     time_budget, checkpoint, config, progress, cancelled)
+                     time_budget, checkpoint, config, progress, cancelled, shared)
     outcome.plot(checkpoint.with_suffix(".curve.png"))
     return outcome
 
@@ -140,14 +144,14 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
            val: Dataset | None, epochs: int | None, image_size: int, seed: int,
            time_budget: float | None, checkpoint: Path, config: Path,
            progress: Callable[[float, str, dict], None] | None,
-           cancelled: Callable[[], str | None]) -> Trained:
+           cancelled: Callable[[], str | None], shared: bool) -> Trained:
     import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
     from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
 
     from .config import build_config, served_config
-    from .hooks import ProgressReport, TimeBudget, ValidationCurve
+    from .hooks import ProgressReport, TimeBudget, ValidationCurve, cpu_clock
     work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name.replace('@', '-v')}-",
                                      dir=settings.checkpoints_dir))
     try:
@@ -160,10 +164,13 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
         runner = Runner.from_cfg(cfg)
         curve = ValidationCurve()
         runner.register_hook(curve)
-        if schedule.time_budget:
-            runner.register_hook(TimeBudget(schedule.time_budget))
+        clock = cpu_clock() if shared else None  # None: the wall clock
+        budget = TimeBudget(schedule.time_budget, clock) if schedule.time_budget else None
+        if budget:
+            runner.register_hook(budget)
         if progress is not None:
-            runner.register_hook(ProgressReport(progress, schedule.time_budget, cancelled))
+            runner.register_hook(ProgressReport(progress, schedule.time_budget, cancelled,
+                                                clock, curve))
         runner.train()
         if curve.last_epoch != runner.epoch:  # stopped between validations: where it ended too
             runner.val_loop.run()
@@ -178,7 +185,7 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return Trained.of(name, train.classes, masks, curve.points, seconds, trained_on,
-                      (runner.epoch, schedule.epochs))
+                      (runner.epoch, schedule.epochs), budget is not None and budget.spent)
 
 
 def save_weights(trained: Path, checkpoint: Path) -> None:
@@ -233,5 +240,10 @@ def evaluate(settings: Settings, config: Path, checkpoint: Path, annotations: Pa
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"bbox_map50": round(float(metrics.get("coco/bbox_mAP_50", 0.0)), 3),
             "bbox_map": round(float(metrics.get("coco/bbox_mAP", 0.0)), 3),
-            "per_class": {c: round(float(metrics[f"coco/{c}_precision"]), 3) for c in classes
+            # None: no held-out box of that class (CocoMetric says nan, which JSON has not)
+            "per_class": {c: _finite(metrics[f"coco/{c}_precision"]) for c in classes
                           if f"coco/{c}_precision" in metrics}}
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 3) if math.isfinite(float(value)) else None

@@ -18,6 +18,8 @@ from .forms import (
 )
 from .security import API_PERMISSION
 
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed")  # the second: Windows browsers
+
 
 def _url(request, route: str, **parts: str) -> str:
     """Relative, or under ``public_url``: never built from the Host header."""
@@ -157,6 +159,20 @@ def coco_export(request):
     request.response.cache_control = "no-store"
     return request.service.datasets.coco(request.matchdict["name"],
                                          lambda image: f"images/{image.id}.png", split)
+
+
+@view_config(route_name="dataset_import", request_method="POST", renderer="json",
+             permission=API_PERMISSION)
+def import_zip(request):
+    """A zip of a COCO annotation file and its images (``Content-Type: application/zip``): all
+    its images are added, or none; the dataset is made if needed."""
+    if request.content_type not in ZIP_TYPES:
+        raise BadParameter("send the zip as the body, with Content-Type: application/zip")
+    name = request.matchdict["name"]
+    added = request.service.import_dataset(name, request.body_file)
+    request.response.status_int = 201
+    request.response.location = _url(request, "dataset", name=name)
+    return {"imported": added, "dataset": _dataset(request, name)}
 
 
 @view_config(route_name="review", request_method="GET", renderer="json",

@@ -7,6 +7,7 @@ from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
 from ..datasets.annotations import BadAnnotation
+from ..datasets.archive import ArchiveTooLarge, BadArchive
 from ..datasets.store import (
     DatasetExists,
     DatasetFull,
@@ -56,7 +57,7 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 ImageNotFound: 404, DatasetExists: 409, DatasetFull: 409,
                 DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404,
                 UnknownTraining: 404, CannotCancel: 409, DatasetNotReady: 409,
-                ImageExists: 409}
+                ImageExists: 409, BadArchive: 400, ArchiveTooLarge: 413}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

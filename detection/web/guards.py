@@ -3,6 +3,7 @@ a state-changing request, before any byte of its body is read, a declared size w
 limit and no request from another site's page."""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from pyramid.response import Response
@@ -11,6 +12,7 @@ from pyramid.tweens import EXCVIEW, INGRESS
 from .forms import check_body_size
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DATASET_IMPORT = re.compile(r"/datasets/[^/]+/import")  # a zip: its own, larger limit
 
 
 class CrossSiteRequest(PermissionError):
@@ -44,7 +46,10 @@ def request_guard_tween_factory(handler, registry):
     def guard(request):
         if request.method not in SAFE_METHODS:
             request.add_finished_callback(release_body)
-            check_body_size(request, settings.max_upload_bytes)
+            if DATASET_IMPORT.fullmatch(request.path_info):
+                check_body_size(request, settings.max_import_mb * 2**20)
+            else:
+                check_body_size(request, settings.max_upload_bytes)
             check_origin(request, trusted)
         return handler(request)
     return guard

@@ -231,6 +231,18 @@ def _dataset_paths() -> dict:
             "security": KEYED, "parameters": [name],
             "responses": {"200": _json({"type": "object"}, "COCO detection annotations"),
                           **_errors("Error", 400, 401, 404)}}},
+        "/datasets/{name}/import": {"post": {
+            "summary": "Import a zip of a COCO annotation file and its images",
+            "description": "All its images are added, or none; the dataset is made if needed. "
+                           "A zip over `max_import_mb` (sent or inflated), with entries outside "
+                           "its folder, links, or images named outside it, is refused whole.",
+            "security": KEYED, "parameters": [name],
+            "requestBody": {"required": True, "content": {"application/zip": {
+                "schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"201": _json({"type": "object", "properties": {
+                "imported": {"type": "integer"},
+                "dataset": {"$ref": "#/components/schemas/Dataset"}}}, "the images added"),
+                **_errors("Error", 400, 401, 403, 409, 413, 422, 503, 507)}}},
         "/datasets/{name}/images": {
             "get": {"summary": "A dataset's images and their boxes", "security": KEYED,
                     "parameters": [name],

@@ -26,6 +26,7 @@ ROUTES = {
     "datasets": ("/datasets", "GET, HEAD, POST"),
     "dataset": ("/datasets/{name}", "GET, HEAD, DELETE"),
     "dataset_coco": ("/datasets/{name}/coco.json", "GET, HEAD"),
+    "dataset_import": ("/datasets/{name}/import", "POST"),
     "dataset_images": ("/datasets/{name}/images", "GET, HEAD, POST"),
     "dataset_image_file": ("/datasets/{name}/images/{image_id}.png", "GET, HEAD"),  # before:
     "dataset_image": ("/datasets/{name}/images/{image_id}", "GET, HEAD, PUT, DELETE"),

@@ -6,9 +6,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import IO
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..datasets.archive import ArchiveLimits
+from ..datasets.coco_files import import_zip
 from ..datasets.review import ReviewList, keep_for_review
 from ..datasets.store import DatasetLimits, DatasetStore
 from ..images import decode_image, encode_png, limit_decoding, png_size
@@ -93,6 +96,7 @@ class DetectionService:
                                      make_room=self._make_room)
         # Decoding is CPU and memory bound: one image per core at a time bounds both.
         self._decoding = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
+        self._importing = threading.Lock()  # a dataset zip: one at a time
         try:
             if self.queue.depth():
                 self.ensure_daemon()  # jobs left from before a restart
@@ -170,6 +174,20 @@ class DetectionService:
             pixels = decode_image(data, self.settings.max_pixels)
             height, width = pixels.shape[:2]
             return encode_png(pixels), width, height
+
+    def import_dataset(self, name: str, body: IO[bytes]) -> int:
+        """A client's zip of COCO annotations and images into dataset ``name``, one import at
+        a time (each image decoded in turn, as uploads are); how many images were added."""
+        if not self._importing.acquire(blocking=False):
+            raise ServerBusy("another dataset import is under way; try again when it ends")
+        try:
+            added = import_zip(self.datasets, name, body, ArchiveLimits.of(self.settings),
+                               self.settings.max_pixels)
+        finally:
+            self._importing.release()
+        log.info("imported %d images into dataset %s", added, name,
+                 extra={"event": "dataset_import", "dataset": name, "images": added})
+        return added
 
     def stored_upload(self, sid: str) -> tuple[bytes, int, int] | None:
         """The PNG upload ``sid`` was stored as (what its boxes were found in; or its copy kept

@@ -87,3 +87,40 @@ def test_validations_that_found_nothing_report_zero_and_warn():
     outcome = trained([(6, {}), (12, {})], masks=True)
     assert outcome.best_epoch == 6 and outcome.map50 == {"bbox": 0.0, "segm": 0.0}
     assert outcome.warning and "bbox mAP@0.5 0.000, segm mAP@0.5 0.000" in outcome.lines()[-1]
+
+
+def test_a_budget_counted_in_cpu_seconds_runs_on_while_other_work_takes_the_cores():
+    """A shared training's clock is its CPU time over its threads: a process that sleeps (as
+    one starved by detection jobs waits) spends none of it; one that computes does."""
+    import time
+
+    import torch
+    clock = hooks.cpu_clock()
+    start = clock()
+    time.sleep(0.3)
+    assert clock() - start < 0.05
+    busy_until = time.monotonic() + 0.3
+    while time.monotonic() < busy_until:
+        pass
+    assert clock() - start >= 0.25 / torch.get_num_threads()
+    budget = hooks.TimeBudget(1.0, clock)
+    budget.before_train(runner(0))
+    time.sleep(1.2)  # a second of wall time, no CPU: not spent
+    stopped = runner(0)
+    budget.after_train_epoch(stopped)
+    assert not stopped.train_loop.stop_training and not budget.spent
+
+
+def test_a_budget_that_cut_the_schedule_short_is_told():
+    points = [(4, metrics(0.9, 0.6, star=0.7, ring=0.5))]
+    short = Trained.of("mine", ("star", "ring"), False, points, 61.0, 50, (4, 58),
+                       budget_spent=True)
+    assert short.warning.startswith("cut short: its time budget stopped it after 4 of 58")
+    assert "weak" not in short.warning
+    assert Trained.of("mine", ("star", "ring"), False, points, 61.0, 50, (30, 58),
+                      budget_spent=True).warning is None  # past half its schedule
+    assert Trained.of("mine", ("star", "ring"), False, points, 61.0, 50, (4, 58)).warning \
+        is None  # stopped early by patience, not by the budget
+    weak = Trained.of("mine", ("star", "ring"), False, [(4, metrics(0.1, 0.0))], 61.0, 50,
+                      (4, 58), budget_spent=True)
+    assert weak.warning.startswith("cut short") and "weak result" in weak.warning

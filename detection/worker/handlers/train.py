@@ -1,8 +1,9 @@
 """Training jobs: a new version ``NAME@K`` of a taught model, fine-tuned from the job's model on
 a snapshot of a dataset (``finetune.train_model``), reporting its epoch, loss and ETA; then it
 and the served version are scored on the dataset's held-out images, and it is promoted when
-``auto_promote`` is on and it scores better. Nothing served changes unless it is promoted; a
-training that fails leaves no version.
+``auto_promote`` is on, it scores better and its training gave no warning (weak, or cut short).
+It trains beside detection jobs at a lower priority; its time budget counts the CPU it got.
+Nothing served changes unless it is promoted; a training that fails leaves no version.
 
 The snapshot is taken when the job starts, under the dataset's lock (``DatasetStore.snapshot``):
 a dataset changed while it trains changes nothing. Both versions are scored by the same
@@ -87,7 +88,7 @@ class TrainHandler:
                 options.epochs, seed=options.seed, time_budget=training_budget(options),
                 progress=lambda fraction, stage, details: work.report_progress(
                     job, Progress(fraction, stage, details)),
-                cancelled=lambda: work.cancelled(job))
+                cancelled=lambda: work.cancelled(job), shared=True)
             # Both scored the same way on the same images: the saved weights, as served (the
             # training's own number is its best validation, which chose the weights).
             work.report_progress(job, Progress(0.99, "scoring it and the served version"))
@@ -98,13 +99,14 @@ class TrainHandler:
                 "base": base.name, "dataset": options.dataset, "snapshot": digest,
                 "seed": options.seed, "classes": list(trained.classes),
                 "images": trained.images, "epochs": list(trained.epochs), "metrics": metrics,
+                "curve": [list(point) for point in trained.curve], "warning": trained.warning,
                 "served_then": served, "created": time.time(), "job": job.sid})
         except BaseException:
             versions.forget(options.name, number)
             raise
-        warning = trained.warning
-        promoted = settings.auto_promote and self._better(versions, options.name, metrics,
-                                                           served)
+        warning = trained.warning  # weak, or cut short: promoted by hand only
+        promoted = settings.auto_promote and not warning and self._better(
+            versions, options.name, metrics, served)
         if promoted:
             try:
                 versions.promote(options.name, number, base)

@@ -1,0 +1,123 @@
+"""A dataset sent as a zip (a COCO annotation file and its images, as ``dataset export`` lays
+them out), unpacked with bounds before anything reads it: the bytes each entry really inflates
+to (not what its header claims), the number of entries, and names that stay in the folder.
+
+Nothing is extracted by ``zipfile.extractall``: each entry's name is checked (no absolute path,
+no ``..``, no backslash, no control character, no link) and written under the folder only.
+"""
+from __future__ import annotations
+
+import errno
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+CHUNK = 1 << 20
+ENTRY_RECORD_BYTES = 1024  # a central directory entry: 46 bytes, its name, extra and comment
+IGNORED = ("__MACOSX/",)  # what macOS's Archive Utility adds
+
+
+class BadArchive(ValueError):
+    """Not a zip this service unpacks; the message says why."""
+
+
+class ArchiveTooLarge(ValueError):
+    """A zip, or what it inflates to, over a limit."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    bytes: int  # the zip, and everything in it once inflated
+    entries: int  # files in it
+
+    @classmethod
+    def of(cls, settings) -> ArchiveLimits:
+        """A dataset's images at most, and its annotation file, in ``max_import_mb``."""
+        return cls(settings.max_import_mb * 2**20, settings.max_dataset_images + 1)
+
+
+def unpack_dataset_zip(archive: IO[bytes], folder: Path, limits: ArchiveLimits) -> Path:
+    """Unpack ``archive`` into ``folder`` (empty) and return its one COCO annotation file (the
+    only ``.json`` in it); ``BadArchive`` or ``ArchiveTooLarge`` otherwise."""
+    try:
+        _check_directory(archive, limits)
+        with zipfile.ZipFile(archive) as opened:
+            entries = [entry for entry in opened.infolist()
+                       if not entry.is_dir() and not entry.filename.startswith(IGNORED)]
+            if len(entries) > limits.entries:
+                raise ArchiveTooLarge(f"the zip has {len(entries)} files; at most "
+                                      f"{limits.entries} are taken (a dataset's images and "
+                                      "its annotation file)")
+            names = [_safe_name(entry) for entry in entries]
+            if len(set(map(str.lower, names))) != len(names):
+                raise BadArchive("the zip names a file twice")
+            annotation_files = [name for name in names if name.lower().endswith(".json")]
+            if len(annotation_files) != 1:
+                raise BadArchive("the zip needs exactly one COCO annotation file (.json) beside "
+                                 f"its images; it has {len(annotation_files)}")
+            budget = limits.bytes
+            for entry, name in zip(entries, names):
+                if entry.file_size > budget:  # as its header says: refused before inflating
+                    raise ArchiveTooLarge(_over(limits))
+                budget -= _inflate(opened, entry, folder / name, budget, limits)
+    except zipfile.BadZipFile as error:
+        raise BadArchive(f"the body is not a readable zip ({error})") from None
+    except (RuntimeError, NotImplementedError) as error:  # encrypted; a method zipfile lacks
+        raise BadArchive(f"the zip cannot be unpacked: {error}") from None
+    return folder / annotation_files[0]
+
+
+def _check_directory(archive: IO[bytes], limits: ArchiveLimits) -> None:
+    """Before ``zipfile`` reads the central directory into an object per entry: no larger than
+    ``limits.entries`` entries need (a small zip can list millions of empty files). Its size is
+    what ``zipfile`` reads by, whatever its entry count claims."""
+    end = zipfile._EndRecData(archive)  # the end record, found as ZipFile finds it
+    if end is None:
+        raise BadArchive("the body is not a readable zip (no end of central directory)")
+    if end[zipfile._ECD_SIZE] > limits.entries * ENTRY_RECORD_BYTES:
+        raise ArchiveTooLarge(f"the zip lists more files than the {limits.entries} an import "
+                              "takes (a dataset's images and its annotation file)")
+    archive.seek(0)
+
+
+def _safe_name(entry: zipfile.ZipInfo) -> str:
+    """The entry's name, checked to stay under the folder it is unpacked into."""
+    name = entry.filename
+    path = PurePosixPath(name)
+    if stat.S_ISLNK(entry.external_attr >> 16):
+        raise BadArchive(f"zip entry {name!r:.120} is a symbolic link; links are not unpacked")
+    if not name or "\\" in name or not name.isprintable() or path.is_absolute() \
+            or ":" in path.parts[0] or any(part in ("", ".", "..") for part in name.split("/")):
+        raise BadArchive(f"zip entry {name!r:.120} is not a plain relative path (no absolute "
+                         "path, drive, .., backslash or control character)")
+    return name
+
+
+def _inflate(opened: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, budget: int,
+             limits: ArchiveLimits) -> int:
+    """Write ``entry`` to ``target``, counting the bytes it really inflates to; how many."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sink = open(target, "xb")
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise BadArchive(f"zip entry {entry.filename!r:.120} is both a file and a folder") \
+            from None
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            raise BadArchive(f"zip entry {entry.filename!r:.120}: its name is too long") \
+                from None
+        raise
+    written = 0
+    with opened.open(entry) as source, sink:
+        while chunk := source.read(min(CHUNK, budget - written + 1)):
+            written += len(chunk)
+            if written > budget:  # its header lied: refused as soon as the bytes pass it
+                raise ArchiveTooLarge(_over(limits))
+            sink.write(chunk)
+    return written
+
+
+def _over(limits: ArchiveLimits) -> str:
+    return f"the zip's files inflate to more than {limits.bytes} bytes, the import's limit"
