@@ -247,7 +247,7 @@ SETTINGS: dict[str, Setting] = {
     "max_dataset_images": Setting("5000", number(int, 1, 1_000_000)),
     "max_dataset_classes": Setting("100", number(int, 1, 10_000)),
     "max_datasets_mb": Setting("2048", number(int, 1, 2**40)),
-    "max_import_mb": Setting("256", number(int, 1, 2**40)),
+    "max_import_mb": Setting("128", number(int, 1, 2**40)),
     "max_review_items": Setting("200", number(int, 1, 1_000_000)),
     "max_review_mb": Setting("256", number(int, 1, 2**40)),
     "public_url": Setting("", url),

@@ -101,12 +101,20 @@ async function importZip() {
   const file = input.files[0];
   if (!file || !name) { message.textContent = "Name a dataset and choose a zip."; return; }
   message.textContent = `Importing ${file.name}…`;
-  const response = await fetch(`/datasets/${encodeURIComponent(name)}/import`, {
-    method: "POST", body: file, headers: { "Content-Type": "application/zip", ...keyHeaders() },
-  });
-  message.textContent = response.ok ? `Imported ${(await response.json()).imported} images into ${name}.`
-    : `Not imported: ${await errorOf(response)}`;
-  input.value = "";
+  const button = $("#import-button");
+  button.disabled = true;
+  try {
+    const response = await fetch(`/datasets/${encodeURIComponent(name)}/import`, {
+      method: "POST", body: file, headers: { "Content-Type": "application/zip", ...keyHeaders() },
+    });
+    message.textContent = response.ok ? `Imported ${(await response.json()).imported} images into ${name}.`
+      : `Not imported: ${await errorOf(response)}`;
+  } catch (error) {
+    message.textContent = `Not imported: ${error.message}`;
+  } finally {
+    button.disabled = false;
+    input.value = "";
+  }
   loadDatasets();
 }
 
@@ -150,7 +158,8 @@ async function followTraining(training) {
   };
   $(".dismiss-training", card).onclick = () => { forgetTraining(training.sid); card.remove(); };
   for (;;) {
-    const response = await api(training.status_url);
+    const response = await api(training.status_url).catch(() => null);  // offline a moment
+    if (!response) { await sleep(2000); continue; }
     if (response.status === 404) { setTrainingState(card, "failed", "gone (its record was pruned)"); break; }
     if (!response.ok) { await sleep(2000); continue; }
     const status = await response.json();

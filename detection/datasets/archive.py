@@ -10,12 +10,16 @@ from __future__ import annotations
 import errno
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 CHUNK = 1 << 20
 ENTRY_RECORD_BYTES = 1024  # a central directory entry: 46 bytes, its name, extra and comment
+METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # bzip2 and LZMA inflate a read unbounded
+MAX_DEPTH, MAX_NAME_BYTES = 8, 255  # folders an entry is in; bytes of a name's part
+MAX_ANNOTATION_BYTES = 32 << 20  # the COCO file: parsed whole, into many small objects
 IGNORED = ("__MACOSX/",)  # what macOS's Archive Utility adds
 
 
@@ -51,6 +55,10 @@ def unpack_dataset_zip(archive: IO[bytes], folder: Path, limits: ArchiveLimits) 
                                       f"{limits.entries} are taken (a dataset's images and "
                                       "its annotation file)")
             names = [_safe_name(entry) for entry in entries]
+            if method := next((e.compress_type for e in entries if e.compress_type not in METHODS),
+                              None):
+                raise BadArchive(f"the zip uses compression method {method}; send it stored or "
+                                 "deflated (what every zip tool writes by default)")
             if len(set(map(str.lower, names))) != len(names):
                 raise BadArchive("the zip names a file twice")
             annotation_files = [name for name in names if name.lower().endswith(".json")]
@@ -61,9 +69,13 @@ def unpack_dataset_zip(archive: IO[bytes], folder: Path, limits: ArchiveLimits) 
             for entry, name in zip(entries, names):
                 if entry.file_size > budget:  # as its header says: refused before inflating
                     raise ArchiveTooLarge(_over(limits))
+                if name in annotation_files and entry.file_size > MAX_ANNOTATION_BYTES:
+                    raise ArchiveTooLarge(f"{name} is over {MAX_ANNOTATION_BYTES} bytes, the "
+                                          "limit of an annotation file")
                 budget -= _inflate(opened, entry, folder / name, budget, limits)
-    except zipfile.BadZipFile as error:
-        raise BadArchive(f"the body is not a readable zip ({error})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as error:
+        raise BadArchive(f"the body is not a readable zip ({type(error).__name__}: "
+                         f"{error})") from None
     except (RuntimeError, NotImplementedError) as error:  # encrypted; a method zipfile lacks
         raise BadArchive(f"the zip cannot be unpacked: {error}") from None
     return folder / annotation_files[0]
@@ -92,6 +104,10 @@ def _safe_name(entry: zipfile.ZipInfo) -> str:
             or ":" in path.parts[0] or any(part in ("", ".", "..") for part in name.split("/")):
         raise BadArchive(f"zip entry {name!r:.120} is not a plain relative path (no absolute "
                          "path, drive, .., backslash or control character)")
+    if len(path.parts) > MAX_DEPTH + 1 or any(len(part.encode()) > MAX_NAME_BYTES
+                                              for part in path.parts):
+        raise BadArchive(f"zip entry {name!r:.120} is more than {MAX_DEPTH} folders deep, or "
+                         f"a part of its name is over {MAX_NAME_BYTES} bytes")
     return name
 
 

@@ -105,6 +105,13 @@ class DatasetImage:
                    document["split"], document["added"], document["source"])
 
 
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise BadAnnotation(f"a dataset's name is 1 to 64 letters, digits, _ or -; got "
+                            f"{name!r:.80}")
+    return name
+
+
 class DatasetStore:
     def __init__(self, root: Path, limits: DatasetLimits):
         self.root = root
@@ -117,9 +124,7 @@ class DatasetStore:
                       and (Path(entry.path) / RECORD).is_file())
 
     def create(self, name: object, classes: object) -> dict:
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise BadAnnotation(f"a dataset's name is 1 to 64 letters, digits, _ or -; got "
-                                f"{name!r:.80}")
+        check_name(name)
         classes = check_classes(classes)
         self._check_class_count(len(classes))
         with exclusively(self.root / ".lock"):
@@ -201,6 +206,13 @@ class DatasetStore:
         if have + count > self.limits.images:
             raise DatasetFull(f"dataset {name!r} has {have} images; {count} more would pass "
                               f"its limit of {self.limits.images}")
+
+    def forget_classes(self, name: str, classes: list[str]) -> None:
+        """Take ``classes`` off the class list, those no image has a box of (what an import
+        that failed had added)."""
+        with self._changing(name) as record:
+            used = {box.label for image in self._images(name) for box in image.boxes}
+            record["classes"] = [c for c in record["classes"] if c not in classes or c in used]
 
     def image(self, name: str, image_id: str) -> DatasetImage:
         self._record(name)

@@ -41,6 +41,9 @@ def check_dataset(path: Path, masks: bool = False) -> Dataset:
     except (OSError, ValueError) as error:
         raise FinetuneError(f"{path} is not a COCO annotation file ({type(error).__name__}: "
                             f"{error})") from None
+    except RecursionError:
+        raise FinetuneError(f"{path} is not a COCO annotation file (JSON nested too deep)") \
+            from None
     if not isinstance(document, dict):
         raise FinetuneError(f"{path} is not a COCO annotation file (not a JSON object)")
     categories = _categories(document.get("categories"), path)

@@ -15,14 +15,17 @@ from .schedule import MONITOR
 log = logging.getLogger(__name__)
 
 
-def cpu_clock() -> Callable[[], float]:
-    """A budget's clock for a training that shares the machine: this process's CPU seconds over
-    its torch threads. Its wall time when it has its cores to itself; slower while detection
-    jobs (at a higher priority) take them, so that a busy service slows a training down
-    rather than cutting it short."""
+def cpu_clock(most_stretch: float = 3.0) -> Callable[[], float]:
+    """A budget's clock for a training on the CPU that shares it with detection jobs: this
+    process's CPU seconds over its torch threads, from now. About its wall time when it has its
+    cores to itself; slower while detections (at a higher priority) take them, so that a busy
+    service slows a training down rather than cutting it short; but never slower than the wall
+    clock over ``most_stretch``, so that a budget ends within that many times itself."""
     import torch
     threads = max(1, torch.get_num_threads())
-    return lambda: time.process_time() / threads
+    cpu, wall = time.process_time(), time.monotonic()
+    return lambda: max((time.process_time() - cpu) / threads,
+                       (time.monotonic() - wall) / most_stretch)
 
 
 class TimeBudget(Hook):

@@ -88,7 +88,8 @@ def train_model(settings: Settings, name: str, base: ModelSpec, train_json: Path
     all; ``progress(fraction, stage, details)`` is told how far it is, and ``cancelled()``
     asked whether to stop (``JobCancelled``). ``shared``: it shares the machine with
     detection, and its time budget counts the CPU it got (``hooks.cpu_clock``), not the wall
-    clock. The caller holds ``one_at_a_time``."""
+    clock (at most 3 times it; on a GPU, the wall clock). The caller holds
+    ``one_at_a_time``."""
     _choose_device(settings.device)
     from mmengine.config import Config
 
@@ -145,7 +146,7 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
            time_budget: float | None, checkpoint: Path, config: Path,
            progress: Callable[[float, str, dict], None] | None,
            cancelled: Callable[[], str | None], shared: bool) -> Trained:
-    import torch  # noqa: F401  (before mmengine's runner: its optional imports want it)
+    import torch  # (before mmengine's runner: its optional imports want it)
     from mmdet.utils import register_all_modules
     from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
@@ -164,7 +165,8 @@ def _train(settings: Settings, name: str, base: ModelSpec, cfg, masks: bool, tra
         runner = Runner.from_cfg(cfg)
         curve = ValidationCurve()
         runner.register_hook(curve)
-        clock = cpu_clock() if shared else None  # None: the wall clock
+        on_cpu = not torch.cuda.is_available()  # (a GPU's training takes one core)
+        clock = cpu_clock() if shared and on_cpu else None  # None: the wall clock
         budget = TimeBudget(schedule.time_budget, clock) if schedule.time_budget else None
         if budget:
             runner.register_hook(budget)

@@ -180,19 +180,20 @@ class Job:
 @dataclass(frozen=True)
 class Progress:
     """How far a long job is: ``fraction`` 0..1, a short ``stage`` text, and ``details``
-    (numbers by name: a training's epoch, loss, ETA...)."""
+    (numbers by name: a training's epoch, loss, ETA...; or series of [x, y] pairs to plot)."""
     fraction: float
     stage: str
-    details: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, float | list | None] = field(default_factory=dict)
 
     MAX_STAGE: ClassVar[int] = 120
     MAX_DETAILS: ClassVar[int] = 12
+    MAX_SERIES: ClassVar[int] = 256  # pairs in a series
 
     @classmethod
     def checked(cls, fraction: Any, stage: Any, details: Any = None) -> "Progress | None":
         """A progress from what a record or a message holds; None unless it is one (a finite
         number, clamped to 0..1; a text, cut short; details that are not short names of
-        finite numbers or nulls are dropped)."""
+        finite numbers, nulls or short series of [x, y] pairs of them are dropped)."""
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
             return None
         if not math.isfinite(fraction) or not isinstance(stage, str):
@@ -201,10 +202,19 @@ class Progress:
         if isinstance(details, Mapping):
             kept = {key: value for key, value in list(details.items())[:cls.MAX_DETAILS]
                     if isinstance(key, str) and len(key) <= 32 and NAME.fullmatch(key)
-                    and (value is None or (isinstance(value, (int, float))
-                                           and not isinstance(value, bool)
-                                           and math.isfinite(value)))}
+                    and (value is None or _finite(value) or cls._is_series(value))}
         return cls(min(1.0, max(0.0, float(fraction))), stage[:cls.MAX_STAGE], kept)
+
+    @classmethod
+    def _is_series(cls, value: Any) -> bool:
+        return isinstance(value, list) and len(value) <= cls.MAX_SERIES and all(
+            isinstance(pair, list) and len(pair) == 2 and all(map(_finite, pair))
+            for pair in value)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 @dataclass(frozen=True)

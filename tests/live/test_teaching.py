@@ -31,7 +31,7 @@ def test_a_model_is_taught_compared_promoted_and_served_through_the_api(live_ser
     server = live_server({"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano")
     save_dataset(server.url, tmp_path / "shapes", 60)
     status_url = server.url + start_training(server, time_budget=150)
-    seen, deadline = [], time.monotonic() + 600
+    seen, plotted, deadline = [], [], time.monotonic() + 600
     while time.monotonic() < deadline:
         status = requests.get(status_url, timeout=30).json()
         if status["state"] in ("done", "failed"):
@@ -39,9 +39,13 @@ def test_a_model_is_taught_compared_promoted_and_served_through_the_api(live_ser
         if "epoch" in status:
             seen.append((status["progress"], status["epoch"], status["loss"],
                          status["eta_seconds"], status["epochs_planned"]))
+            plotted.append((status["losses"], status["validations"]))
         time.sleep(1)
     assert status["state"] == "done", status
     assert len(seen) >= 3 and seen[-1][0] > seen[0][0] and seen[-1][1] >= seen[0][1]
+    losses, validations = plotted[-1]  # what the page plots: [iteration, loss], [epoch, mAP@0.5]
+    assert len(losses) > len(plotted[0][0]) and all(len(pair) == 2 for pair in losses)
+    assert [i for i, _ in losses] == sorted(i for i, _ in losses) and validations
     assert status["version"] == "shapes@1" and status["served"] is None
     assert status["promoted"] is False and status["progress"] == 1.0
     unpromoted = requests.post(f"{server.url}/v1/vision/custom/shapes", files={"image": (

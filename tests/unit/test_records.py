@@ -127,6 +127,18 @@ def test_progress_from_disk_is_checked(records):
         assert records.progress(sid) == expected, raw
 
 
+def test_progress_keeps_short_series_of_number_pairs_to_plot(records):
+    """A training's losses and validations: lists of [x, y] pairs of finite numbers, bounded;
+    anything else under a name is dropped, not the whole progress."""
+    sid = new_sid()
+    too_long = [[n, 1.0] for n in range(Progress.MAX_SERIES + 1)]
+    records.files.progress(sid).write_text(json.dumps({"progress": 0.5, "stage": "x", "details": {
+        "losses": [[1, 2.5], [2, 2.25]], "validations": [], "long": too_long,
+        "bad": [[1, "2"]], "triples": [[1, 2, 3]], "nested": [[[1], 2]], "epoch": 3}}))
+    progress = records.progress(sid)
+    assert progress.details == {"losses": [[1, 2.5], [2, 2.25]], "validations": [], "epoch": 3}
+
+
 def test_a_planted_symbolic_link_is_not_served_as_a_record(records, tmp_path):
     sid = new_sid()
     (tmp_path / "secret").write_text("not yours")

@@ -89,6 +89,15 @@ def coco_naming(file_name: str) -> bytes:
     return json.dumps(document).encode()
 
 
+def corrupt_deflate() -> bytes:
+    """A zip whose image's deflated bytes are damaged (its header and directory intact)."""
+    body = bytearray(zip_of({"a.json": coco_naming("img.png"), "img.png": png_bytes() * 4},
+                            zipfile.ZIP_DEFLATED))
+    at = body.index(b"img.png", 40) + len("img.png") + 20  # inside the image's data
+    body[at:at + 16] = bytes(range(200, 216))
+    return bytes(body)
+
+
 def symlink_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -141,9 +150,29 @@ def hostile_zips(server_image: Path) -> dict[str, tuple[bytes, int, str]]:
             {"id": 1, "image_id": 1, "category_id": 1, "bbox": [300, 1, 90, 9]}]}),
             "img.png": image}), 400, "outside its image"),
         "over the dataset's images": (zip_of({"a.json": json.dumps({
-            **COCO_ONE, "images": [{"id": n, "file_name": "img.png", "width": 320,
+            **COCO_ONE, "images": [{"id": n, "file_name": f"{n}.png", "width": 320,
                                     "height": 240} for n in range(1, 10)]}),
-            "img.png": image}), 409, "9 more would pass its limit of 8"),
+            "1.png": image}), 409, "lists 9 images; a dataset holds at most 8"),
+        "an image named twice": (zip_of({"a.json": json.dumps({
+            **COCO_ONE, "images": [{"id": n, "file_name": "img.png", "width": 320,
+                                    "height": 240} for n in (1, 2)]}),
+            "img.png": image}), 400, "named twice"),
+        "not an image format training reads": (zip_of({"a.json": coco_naming("img.gif"),
+                                                       "img.gif": png_bytes(format="GIF")}),
+                                               422, "img.gif: not an image training reads"),
+        "bzip2": (zip_of({"a.json": coco_naming("img.png"), "img.png": image},
+                         zipfile.ZIP_BZIP2), 400, "compression method 12"),
+        "deep folders": (zip_of({"a.json": coco_naming("img.png"), "img.png": image,
+                                 "/".join(["d"] * 12) + "/x.png": image}), 400,
+                         "folders deep"),
+        "a long name": (zip_of({"a.json": coco_naming("img.png"), "n" * 300 + ".png": image}),
+                        400, "over 255 bytes"),
+        "a box over the edge": (zip_of({"a.json": json.dumps({**COCO_ONE, "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 321, 240]}]}),
+            "img.png": image}), 400, "img.png:"),
+        "JSON nested too deep": (zip_of({"a.json": b"[" * 100_000, "img.png": image},
+                                        zipfile.ZIP_DEFLATED), 400, "nested too deep"),
+        "corrupt deflate data": (corrupt_deflate(), 400, "not a readable zip"),
     }
 
 
@@ -173,19 +202,22 @@ def test_a_failed_import_leaves_an_existing_dataset_as_it_was(make_config, fake_
     sizes = {1: (320, 240), 2: (700, 700)}
     two = {"images": [{"id": n, "file_name": f"{n}.png", "width": sizes[n][0],
                        "height": sizes[n][1]} for n in (1, 2)],
-           "categories": [{"id": 1, "name": "cat"}],
-           "annotations": [{"id": n, "image_id": n, "category_id": 1, "bbox": [1, 1, 9, 9]}
+           "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "zebra"}],
+           "annotations": [{"id": n, "image_id": n, "category_id": n, "bbox": [1, 1, 9, 9]}
                            for n in (1, 2)]}
-    # The second image does not fit: the first, added already, is taken out again.
+    # The second image does not fit: the first, added already, is taken out again, and the
+    # class it brought.
     body = zip_of({"a.json": json.dumps(two), "1.png": png_bytes(), "2.png": noise.getvalue()})
     assert "budget" in send(app, "pets", body, 507).json["error"]
-    assert app.get("/datasets/pets").json["images"] == 0
+    after = app.get("/datasets/pets").json
+    assert after["images"] == 0 and after["classes"] == ["cat"]
     assert leftovers(app) == ["pets/dataset.json"]
 
 
 def test_the_body_is_bounded_declared_or_not(app, make_config, fake_checkpoint, tmp_path):
     big = zip_of({"a.bin": bytes(2_200_000)})  # stored: the zip itself is over 2 MiB
     assert "2097152" in send(app, "pets", big, 413).json["error"]
+    assert "a dataset's name" in send(app, "..", zip_of({}), 400).json["error"]
     assert "application/zip" in send(app, "pets", b"{}", 400, "application/json").json["error"]
     # Undeclared (chunked): counted as it is read.
     from detection.datasets.archive import ArchiveLimits, ArchiveTooLarge
