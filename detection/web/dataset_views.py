@@ -18,7 +18,8 @@ from .forms import (
 )
 from .security import API_PERMISSION
 
-ZIP_TYPES = ("application/zip", "application/x-zip-compressed")  # the second: Windows browsers
+# The second: what Windows browsers say; the third: what tools say of bytes they do not know.
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 
 
 def _url(request, route: str, **parts: str) -> str:
@@ -164,8 +165,9 @@ def coco_export(request):
 @view_config(route_name="dataset_import", request_method="POST", renderer="json",
              permission=API_PERMISSION)
 def import_zip(request):
-    """A zip of a COCO annotation file and its images (``Content-Type: application/zip``): all
-    its images are added, or none; the dataset is made if needed."""
+    """A zip of a COCO annotation file and its images (``Content-Type: application/zip`` or
+    ``application/octet-stream``): all its images are added, or none; the dataset is made if
+    needed."""
     if request.content_type not in ZIP_TYPES:
         raise BadParameter("send the zip as the body, with Content-Type: application/zip")
     name = request.matchdict["name"]

@@ -237,8 +237,9 @@ def _dataset_paths() -> dict:
                            "A zip over `max_import_mb` (sent or inflated), with entries outside "
                            "its folder, links, or images named outside it, is refused whole.",
             "security": KEYED, "parameters": [name],
-            "requestBody": {"required": True, "content": {"application/zip": {
-                "schema": {"type": "string", "format": "binary"}}}},
+            "requestBody": {"required": True, "content": {
+                kind: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ("application/zip", "application/octet-stream")}},
             "responses": {"201": _json({"type": "object", "properties": {
                 "imported": {"type": "integer"},
                 "dataset": {"$ref": "#/components/schemas/Dataset"}}}, "the images added"),
@@ -267,7 +268,7 @@ def _dataset_paths() -> dict:
                              "additionalProperties": False, "properties": {
                                  "sid": {"type": "string", "description": "an upload's id"},
                                  "annotations": ANNOTATIONS,
-                                 "add_classes": {"type": "boolean"}}}}}},
+                                 "add_classes": {"type": "boolean", "nullable": True}}}}}},
                      "responses": {"201": image, **_errors(*changed, 422, 503, 507)}}},
         "/datasets/{name}/images/{image_id}.png": {"get": {
             "summary": "An image's pixels, as the dataset keeps them", "security": KEYED,
@@ -285,7 +286,7 @@ def _dataset_paths() -> dict:
                         "schema": {"type": "object", "required": ["annotations"],
                                    "additionalProperties": False, "properties": {
                                        "annotations": ANNOTATIONS,
-                                       "add_classes": {"type": "boolean"}}}}}},
+                                       "add_classes": {"type": "boolean", "nullable": True}}}}}},
                     "responses": {"200": image, **_errors(*changed)}},
             "delete": {"summary": "Remove an image", "security": KEYED,
                        "parameters": [name, image_id],
