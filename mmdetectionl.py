@@ -98,14 +98,14 @@ def dataset_command(settings: Settings, arguments: argparse.Namespace) -> int:
     from detection.image_checks import BadImage
     store = DatasetStore(settings.datasets_dir, DatasetLimits.of(settings))
     try:
-        if arguments.action == "import" and arguments.path.suffix.lower() == ".zip":
-            with open(arguments.path, "rb") as body:
-                added = import_zip(store, arguments.name, body, ArchiveLimits.of(settings),
-                                   settings.max_pixels)
-            print(f"{arguments.name}: {added} images added")
-        elif arguments.action == "import":
-            added = import_coco(store, arguments.name, arguments.path.resolve(),
-                                settings.max_pixels)
+        if arguments.action == "import":
+            if arguments.path.suffix.lower() == ".zip":
+                with open(arguments.path, "rb") as body:
+                    added = import_zip(store, arguments.name, body, ArchiveLimits.of(settings),
+                                       settings.max_pixels)
+            else:
+                added = import_coco(store, arguments.name, arguments.path.resolve(),
+                                    settings.max_pixels)
             print(f"{arguments.name}: {added} images added")
         elif arguments.action == "export":
             print(export_coco(store, arguments.name, arguments.path))

@@ -177,9 +177,7 @@ class DatasetStore:
         # The byte budget spans the datasets: checked and spent under the folder's lock.
         with exclusively(self.root / ".lock"), self._changing(name) as record:
             self._check_room(len(png))
-            if len(list(self._image_files(folder))) >= self.limits.images:
-                raise DatasetFull(f"dataset {name!r} has {self.limits.images} images, the "
-                                  "limit; remove some first")
+            self.check_room_for(name, 1)
             if source is not None and source in record["sources"]:
                 raise ImageExists(f"upload {source} is in dataset {name!r} already (image "
                                   f"{record['sources'][source]}): correct that one (PUT)")
@@ -205,7 +203,7 @@ class DatasetStore:
         have = len(list(self._image_files(self._folder(name))))
         if have + count > self.limits.images:
             raise DatasetFull(f"dataset {name!r} has {have} images; {count} more would pass "
-                              f"its limit of {self.limits.images}")
+                              f"its limit of {self.limits.images} (remove some first)")
 
     def forget_classes(self, name: str, classes: list[str]) -> None:
         """Take ``classes`` off the class list, those no image has a box of (what an import
