@@ -26,7 +26,9 @@ ENVIRONMENT_OVERRIDES = {
     "DETECTION_PUBLIC_URL": "public_url",
     "DETECTION_REDIS_URL": "redis_url",
     "DETECTION_WORKERS": "workers",
+    "DETECTION_CALLBACK_SECRET": "callback_secret",
 }
+MIN_SECRET_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -80,6 +82,11 @@ class Settings:
     api_keys: tuple[str, ...]
     metrics_public: bool
     log_format: str
+    callback_hosts: tuple[str, ...]
+    callback_secret: str
+    callback_private: bool
+    callback_timeout_seconds: float
+    callback_retry_seconds: float
 
     @property
     def max_storage_bytes(self) -> int | None:
@@ -255,6 +262,11 @@ SETTINGS: dict[str, Setting] = {
     "api_keys": Setting("", words),
     "metrics_public": Setting("false", flag),
     "log_format": Setting("text", choice("text", "json")),
+    "callback_hosts": Setting("", words),
+    "callback_secret": Setting("", text),
+    "callback_private": Setting("false", flag),
+    "callback_timeout_seconds": Setting("10", number(float, 0.1, 600)),
+    "callback_retry_seconds": Setting("3600", number(float, 0, 10**6)),
 }
 
 
@@ -274,6 +286,10 @@ def parse_settings(app_settings: Mapping[str, str], config_file: str | None = No
     base = config_path.parent if config_path else Path.cwd()  # relative paths: from the ini's folder
     values = {key: setting.parse(str(raw.get(key, setting.default)), key, base)
               for key, setting in SETTINGS.items()}
+    if values["callback_hosts"] and len(values["callback_secret"]) < MIN_SECRET_LENGTH:
+        raise SettingsError(f"{PREFIX}callback_hosts needs {PREFIX}callback_secret (or "
+                            f"DETECTION_CALLBACK_SECRET), at least {MIN_SECRET_LENGTH} "
+                            "characters: callbacks are signed with it")
     return Settings(config_file=config_path, **values)
 
 

@@ -219,6 +219,48 @@ class FileServer:
         self.server.server_close()
 
 
+class CallbackReceiver:
+    """A loopback HTTP server that takes callbacks: it answers each POST with the next of
+    ``answers`` (HTTP statuses; the last repeats), or first holds it ``hang`` seconds; it keeps
+    each delivery (time, headers, body) and whether its signature checks with ``secret``."""
+
+    def __init__(self, secret: str, answers: tuple[int, ...] = (200,), hang: float = 0.0):
+        import http.server
+        import threading
+
+        from detection.callbacks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+        receiver = self
+        self.deliveries: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                signed = verify(secret, self.headers.get(TIMESTAMP_HEADER, ""),
+                                self.headers.get(SIGNATURE_HEADER, ""), body, time.time())
+                receiver.deliveries.append({"at": time.time(), "path": self.path,
+                                            "headers": dict(self.headers), "body": body,
+                                            "signed": signed})
+                if hang:
+                    time.sleep(hang)
+                answer = answers[min(len(receiver.deliveries), len(answers)) - 1]
+                self.send_response(answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class RedisServer:
     """A real ``redis-server`` on a free port, its data (AOF, fsynced always) in ``directory``.
 

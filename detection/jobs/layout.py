@@ -5,6 +5,7 @@
     <sid>.json           the result (the job is done)
     <sid>.error.json     the reason it failed (the job is failed)
     <sid>.progress.json  how far a long job is, while it runs
+    <sid>.callback.json  its callback's delivery: where, and how it went (``detection.callbacks``)
 
 Web, worker, command line, storage, OpenAPI and tests all take names from here; only
 ``records.py`` writes and reads what they hold.
@@ -21,10 +22,12 @@ OUTPUT = ".out.png"
 RESULT = ".json"
 ERROR = ".error.json"
 PROGRESS = ".progress.json"
-SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS)
+CALLBACK = ".callback.json"
+SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS, CALLBACK)
 FINISHED = (RESULT, ERROR)  # a job with either file is done or failed
 CONTENT_TYPES = {INPUT: "image/png", OUTPUT: "image/png", RESULT: "application/json",
-                 ERROR: "application/json", PROGRESS: "application/json"}
+                 ERROR: "application/json", PROGRESS: "application/json",
+                 CALLBACK: "application/json"}
 # Longest suffix first: "<sid>.out.png" is an output, not an input named "<sid>.out".
 FILE_NAME = re.compile(rf"(?P<sid>{SID_PATTERN.pattern})"
                        rf"(?P<kind>{'|'.join(re.escape(s) for s in sorted(SUFFIXES, key=len, reverse=True))})")
@@ -56,3 +59,6 @@ class JobFiles:
 
     def progress(self, sid: str) -> Path:
         return self.uploads_dir / f"{sid}{PROGRESS}"
+
+    def callback(self, sid: str) -> Path:
+        return self.uploads_dir / f"{sid}{CALLBACK}"

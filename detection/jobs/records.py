@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 from .atomic import fsync_path, write_atomically
 from .errors import DISK_FULL
 from .job import BadJob, Job, JobKind, JobState, JobStatus, Progress
-from .layout import FILE_NAME, JobFiles
+from .layout import CALLBACK, FILE_NAME, JobFiles
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,37 @@ class JobRecords:
         write_atomically(self.files.progress(sid), json.dumps(
             {"progress": round(progress.fraction, 4), "stage": progress.stage,
              "details": progress.details}).encode())
+
+    def write_callback(self, sid: str, delivery: dict, durable: bool = False) -> None:
+        """Where a job's callback goes and how its delivery went (the web's ``Deliverer``)."""
+        write_atomically(self.files.callback(sid), json.dumps(delivery).encode(),
+                         durable=durable)
+
+    def discard_callback(self, sid: str) -> None:
+        """The callback of a job that was not queued after all."""
+        self.files.callback(sid).unlink(missing_ok=True)
+
+    def callback(self, sid: str) -> dict | None:
+        """A job's callback delivery record, if it has one that reads."""
+        try:
+            document = json.loads(self.files.callback(sid).read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return None
+        return document if isinstance(document, dict) else None
+
+    def finished_at(self, sid: str) -> float | None:
+        """When the job ended (its result or failure was written), if it has."""
+        for path in (self.files.result(sid), self.files.error(sid)):
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                continue
+        return None
+
+    def callback_sids(self) -> list[str]:
+        """The jobs that have a callback record."""
+        return [path.name.removesuffix(CALLBACK) for path in self.uploads_dir.glob(f"*{CALLBACK}")
+                if FILE_NAME.fullmatch(path.name)]
 
     def clear_progress(self, sid: str) -> None:
         """A job that starts again starts from nothing."""

@@ -21,6 +21,10 @@ HTTP_REQUESTS = Counter("http_requests", "HTTP requests by route and status",
                         ["route", "status"])
 HTTP_SECONDS = Histogram("http_request_seconds", "Seconds to answer an HTTP request", ["route"],
                          buckets=STAGE_BUCKETS)
+CALLBACKS = Counter("detection_callbacks", "Callback attempts by what came of them: delivered, "
+                    "retried (it failed; another comes), failed (the last)", ["result"])
+CALLBACK_DELAY_SECONDS = Histogram("detection_callback_delay_seconds", "Seconds from a job's "
+                                   "end to its callback delivered", buckets=STAGE_BUCKETS)
 
 
 def observe_stages(model: str, timings: dict[str, float]) -> None:

@@ -6,6 +6,7 @@ import logging
 from pyramid.httpexceptions import HTTPException
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 
+from ..callbacks.targets import CallbackRefused
 from ..datasets.annotations import BadAnnotation
 from ..datasets.archive import ArchiveTooLarge, BadArchive
 from ..datasets.store import (
@@ -57,7 +58,7 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 ImageNotFound: 404, DatasetExists: 409, DatasetFull: 409,
                 DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404,
                 UnknownTraining: 404, CannotCancel: 409, DatasetNotReady: 409,
-                ImageExists: 409, BadArchive: 400, ArchiveTooLarge: 413}
+                ImageExists: 409, BadArchive: 400, ArchiveTooLarge: 413, CallbackRefused: 400}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

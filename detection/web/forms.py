@@ -18,7 +18,7 @@ from ..models import ModelSpec
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
 TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections",
-               "annotations", "add_classes")
+               "annotations", "add_classes", "callback_url")
 IMAGE_FIELD = "image"
 MAX_PARTS = 16
 MAX_TEXT_FIELD_BYTES = 4096  # COCO's 80 class names, comma-separated, are 700 bytes
@@ -48,6 +48,7 @@ class JobRequest:
     threshold: float
     classes: tuple[str, ...] = ()
     max_detections: int = MAX_DETECTIONS
+    callback_url: str | None = None  # told of the job's end (``detection.callbacks``)
 
 
 @dataclass
@@ -97,7 +98,8 @@ def job_request(form: UploadForm, model: ModelSpec, threshold: float) -> JobRequ
     """The job a form asks for, its ``classes`` and ``max_detections`` checked."""
     return JobRequest(model, threshold, parse_classes(form.fields.get("classes"), model),
                       parse_count(form.fields.get("max_detections"), "max_detections",
-                                  MAX_DETECTIONS_LIMIT, MAX_DETECTIONS))
+                                  MAX_DETECTIONS_LIMIT, MAX_DETECTIONS),
+                      form.fields.get("callback_url", "").strip() or None)
 
 
 def check_body_size(request, limit: int) -> None:

@@ -41,6 +41,11 @@ def _errors(schema: str, *codes: int) -> dict:
             for code in codes}
 
 
+CALLBACK_URL = {"type": "string", "description": "http(s) URL of a host the server allows "
+                "(callback_hosts): it is POSTed the job's status JSON when the job ends, signed "
+                "(X-Detection-Signature: HMAC-SHA256 over timestamp.body); 400 if not allowed"}
+
+
 def _upload_form(model_names: list[str], threshold_name: str, default: float) -> dict:
     properties = {
         "image": {"type": "string", "format": "binary", "description": "the photo"},
@@ -54,6 +59,7 @@ def _upload_form(model_names: list[str], threshold_name: str, default: float) ->
     if threshold_name == "threshold":
         properties["model"] = {"type": "string", "enum": ["", *model_names],
                                "description": "an installed model; empty: the default"}
+        properties["callback_url"] = CALLBACK_URL
     return {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["image"], "properties": properties}}}}
 
@@ -103,7 +109,11 @@ def _schemas() -> dict:
                        "sha256": string,
                        "detections": {"type": "array",
                                       "items": {"$ref": "#/components/schemas/Detection"}},
-                       "timings": {"type": "object", "additionalProperties": number}}},
+                       "timings": {"type": "object", "additionalProperties": number},
+                       "callback": {"type": "object", "description": "the job's callback: "
+                                    "state waiting, retrying, delivered or failed",
+                                    "properties": {"url": string, "state": string,
+                                                   "attempts": integer}}}},
         "Result": {"type": "object", "required": ["sid", "model", "threshold", "image",
                                                   "detections", "timings"],
                    "properties": {"sid": string, "model": string, "threshold": number,
@@ -332,7 +342,8 @@ def _teaching_paths() -> dict:
                     "time_budget": {"type": "number", "minimum": 0, "maximum": 1000000,
                                     "description": "seconds of training (default 240; 0: no "
                                     "limit); under training_timeout_seconds"},
-                    "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}}}},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+                    "callback_url": CALLBACK_URL}}}}},
             "responses": {"202": _json("TrainingAccepted", "queued; poll status_url",
                                        {"Location": ACCEPTED_HEADERS["Location"]}),
                           **_errors("Error", 400, 401, 403, 404, 409, 413, 503)}}},

@@ -10,6 +10,8 @@ from typing import IO
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..callbacks.deliverer import Deliverer
+from ..callbacks.targets import CallbackPolicy
 from ..datasets.archive import ArchiveLimits
 from ..datasets.coco_files import import_zip
 from ..datasets.review import ReviewList, keep_for_review
@@ -92,6 +94,8 @@ class DetectionService:
         self.waiter = JobWaiter(settings.uploads_dir, self.is_finished,
                                 settings.max_waiting_requests, on_tick=self.ensure_daemon,
                                 watch_files=settings.queue == "spool")
+        self.callbacks = Deliverer(self.records, CallbackPolicy.of(settings), self.job_status,
+                                   self.is_finished)
         self.storage = StorageBudget(settings.uploads_dir, settings.max_storage_bytes,
                                      make_room=self._make_room)
         # Decoding is CPU and memory bound: one image per core at a time bounds both.
@@ -138,6 +142,8 @@ class DetectionService:
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:  # refuse before spending time on decoding
             raise QueueFull(depth)
+        if job.callback_url:
+            self.callbacks.check(job.callback_url)
         timings = Stopwatch()
         with self._decoding_slot():
             pixels = decode_image(data, self.settings.max_pixels)
@@ -211,6 +217,8 @@ class DetectionService:
         job = Job.detect(sid, request.model.name, request.threshold, request.classes,
                          request.max_detections)
         try:
+            if request.callback_url:
+                self.callbacks.register(sid, request.callback_url)
             with self.queue.enqueuing(job, upload):
                 png = encode_png(upload.pixels)
                 timings.lap("encode")
@@ -219,9 +227,12 @@ class DetectionService:
             timings.lap("queue")
         except BaseException as error:
             self.records.discard_input(sid)
+            self.callbacks.discard(sid)
             if isinstance(error, OSError) and error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; try again later") from None
             raise
+        if request.callback_url:
+            self.callbacks.follow(sid)
         return sid
 
     def _make_room(self, target_bytes: int) -> PruneReport:
@@ -256,15 +267,20 @@ class DetectionService:
         self.enqueue_long_job(job, f"download of model {spec.name}")
         return job.sid
 
-    def enqueue_long_job(self, job: Job, what: str) -> None:
+    def enqueue_long_job(self, job: Job, what: str, callback_url: str | None = None) -> None:
         """Queue a job that has no upload (a download, a training) and see that a daemon
-        will run it; ``what`` it is, for the log."""
+        will run it; ``what`` it is, for the log; ``callback_url`` hears of its end."""
         try:
+            if callback_url:
+                self.callbacks.register(job.sid, callback_url)
             self.queue.enqueue(job)
-        except OSError as error:
-            if error.errno in DISK_FULL:
+        except BaseException as error:
+            self.callbacks.discard(job.sid)
+            if isinstance(error, OSError) and error.errno in DISK_FULL:
                 raise DiskFull("the server's disk is full; try again later") from None
             raise
+        if callback_url:
+            self.callbacks.follow(job.sid)
         log.info("enqueued %s (%s)", job.sid, what, extra={
             "sid": job.sid, "event": "enqueued", "kind": job.kind.value, "model": job.model})
         self.ensure_daemon()
@@ -320,5 +336,22 @@ class DetectionService:
 def includeme(config) -> None:
     """The app's one service, built from ``registry.detection_settings``; views and the security
     policy reach it as ``request.service``."""
-    config.registry.service = DetectionService(config.registry.detection_settings)
+    from pyramid.events import ApplicationCreated
+    from pyramid.request import Request, apply_request_extensions
+
+    from .views import status_body
+
+    service = DetectionService(config.registry.detection_settings)
+    config.registry.service = service
     config.add_request_method(lambda request: request.registry.service, "service", reify=True)
+
+    def describe(job_status: JobStatus) -> dict:
+        """/status's answer, outside a request (what a callback posts)."""
+        request = Request.blank("/")
+        request.registry = config.registry
+        apply_request_extensions(request)
+        return status_body(request, job_status)
+
+    service.callbacks.describe = describe
+    # Deliveries a stopped web process left open go on once the app can describe their jobs.
+    config.add_subscriber(lambda event: service.callbacks.resume(), ApplicationCreated)

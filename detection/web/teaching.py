@@ -30,8 +30,10 @@ def versions_of(service) -> Versions:
     return Versions(service.settings.checkpoints_dir, service.settings.models_file)
 
 
-def queue_training(service, options: TrainOptions, base: str) -> Job:
-    """A training job of ``options`` from model ``base``, checked and queued."""
+def queue_training(service, options: TrainOptions, base: str,
+                   callback_url: str | None = None) -> Job:
+    """A training job of ``options`` from model ``base``, checked and queued (``callback_url``
+    hears of its end)."""
     spec = service.models.get(base)
     if spec is None or spec.backend != "mmdet" or spec.masks:
         bases = sorted(n for n, s in service.models.items() if s.backend == "mmdet"
@@ -58,9 +60,11 @@ def queue_training(service, options: TrainOptions, base: str) -> Job:
     if len(pending) >= MAX_PENDING_TRAININGS:
         raise CannotTrain(f"{len(pending)} trainings are queued or running already (one runs "
                           "at a time); try again when one has ended")
+    if callback_url:
+        service.callbacks.check(callback_url)
     job = Job.train(new_sid(), base, options)
     service.enqueue_long_job(job, f"training {options.name} from {base} on dataset "
-                                  f"{options.dataset}")
+                                  f"{options.dataset}", callback_url)
     return job
 
 

@@ -22,12 +22,15 @@ from .views import status_body
 @view_config(route_name="training", request_method="POST", renderer="json",
              permission=API_PERMISSION)
 def train(request):
-    """``{"dataset", "base", "name", "epochs", "time_budget", "seed"}`` -> 202 and the job's
-    status URL; it trains version ``name@K``."""
-    body = only_fields(read_json(request),
-                       {"dataset", "base", "name", "epochs", "time_budget", "seed"})
+    """``{"dataset", "base", "name", "epochs", "time_budget", "seed", "callback_url"}`` -> 202
+    and the job's status URL; it trains version ``name@K``."""
+    body = only_fields(read_json(request), {"dataset", "base", "name", "epochs", "time_budget",
+                                            "seed", "callback_url"})
     options, base = training_options(body)
-    job = queue_training(request.service, options, base)
+    callback_url = body.get("callback_url")
+    if callback_url is not None and not isinstance(callback_url, str):
+        raise BadParameter("callback_url must be a URL")
+    job = queue_training(request.service, options, base, callback_url or None)
     base_url = request.service.settings.public_url
     urls = {"status_url": base_url + request.route_path("status", sid=job.sid),
             "json_url": base_url + request.route_path("uploaded_file", name=f"{job.sid}{RESULT}"),

@@ -62,7 +62,11 @@ def status(request):
         job_status = request.service.wait_for(sid, wait)
         if job_status is None:  # pruned while we waited
             raise JobNotFound(f"no job with id {sid!r}")
-    return status_body(request, job_status)
+    body = status_body(request, job_status)
+    callback = request.service.callbacks.public(sid)
+    if callback is not None:
+        body["callback"] = callback
+    return body
 
 
 @view_config(route_name="uploaded_file", request_method="GET", renderer="json",

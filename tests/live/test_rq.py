@@ -2,6 +2,7 @@
 two web processes, and a real redis-server with AOF, each in its own temp dir."""
 import concurrent.futures
 import io
+import json
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from tests.support import (
     LiveServer,
     RedisServer,
     png_bytes,
+    wait_until,
     write_config,
 )
 
@@ -389,3 +391,25 @@ def test_a_training_runs_on_an_rq_worker_and_is_cancelled_queued_or_running(tmp_
     finally:
         server.stop()
         server.kill_worker()
+
+
+def test_a_callback_is_delivered_from_rq_with_no_client_polling(rq_setup, redis_server):
+    from tests.support import CallbackReceiver
+    secret = "an-rq-test-secret-of-32-chars!!!"
+    receiver = CallbackReceiver(secret, answers=(500, 200))
+    try:
+        web, worker = rq_setup
+        server = web(callback_hosts="127.0.0.1", callback_private="true", callback_secret=secret)
+        worker()
+        sid = server.upload(png_bytes(), callback_url=receiver.url + "/hook",
+                            threshold="0.0").json()["sid"]
+        # Nobody asks /status: the web's deliverer sees the job end in Redis and collects it
+        wait_until(lambda: len(receiver.deliveries) == 2, timeout=180, interval=0.1)
+        assert all(d["signed"] for d in receiver.deliveries)
+        body = json.loads(receiver.deliveries[-1]["body"])
+        assert (body["sid"], body["state"]) == (sid, "done") and body["detections"]
+        assert (server.uploads / f"{sid}.json").is_file()  # collected into this host's uploads/
+        wait_until(lambda: requests.get(f"{server.url}/status/{sid}", timeout=10).json()
+                   ["callback"]["state"] == "delivered", timeout=10, interval=0.1)
+    finally:
+        receiver.stop()
