@@ -30,3 +30,4 @@ bench: install
 	$(PYTHON) bench/benchmark.py --output docs/benchmarks.md
 	$(PYTHON) bench/scaling.py --output docs/scaling.md
 	$(PYTHON) bench/runtimes.py --output docs/runtimes.md
+	$(PYTHON) bench/tiles.py --output docs/tiles.md

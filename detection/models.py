@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tomllib
@@ -39,6 +39,7 @@ PLAIN_FILE_NAME = re.compile(r"[\w.-]+\.pth")
 # How a model is loaded (models.toml's ``backend``): an mmdet config and checkpoint, or
 # facenet-pytorch's MTCNN face detector with the weights its wheel ships.
 BACKENDS = ("mmdet", "mtcnn")
+MAX_TILES = 6  # a tiled detection's grid, at most this many tiles a side
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ModelSpec:
     masks: bool = False  # instance segmentation: each detection has a mask
     validation_map50: dict[str, float] | None = None  # a fine-tuned model's: bbox, segm
     review: ReviewRule | None = None  # which of its uploads are kept for a person to correct
+    tiles: int = 1  # detect also on a tiles x tiles grid of the image (small objects): 1, not
 
     @property
     def available(self) -> bool:
@@ -76,7 +78,7 @@ class ModelSpec:
         return {"name": self.name, "hint": self.hint, "box_ap": self.box_ap,
                 "mask_ap": self.mask_ap, "masks": self.masks, "available": self.available,
                 "classes": list(self.classes), "validation_map50": self.validation_map50,
-                "downloadable": self.downloadable,
+                "downloadable": self.downloadable, "tiles": self.tiles,
                 "trainable": self.backend == "mmdet" and not self.masks}  # a teaching's base
 
 
@@ -117,7 +119,7 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
                 name=name, config=None, checkpoint=_facenet_weights(), weights_url=None,
                 hint=table.get("hint", ""), box_ap=None, mask_ap=None, backend=backend,
                 timeout_seconds=float(table["timeout_seconds"]) if "timeout_seconds" in table
-                else None, classes=("face",))
+                else None, classes=("face",), tiles=_tiles(name, table, masks=False))
             continue
         config = _resolve_config(table["config"], models_file.parent)
         entry = zoo.find_metafile_entry(config, mmdet_configs_dir())
@@ -142,7 +144,17 @@ def load_registry(models_file: Path, checkpoints_dir: Path) -> dict[str, ModelSp
                               table["validation_map50"].items()}
             if "validation_map50" in table else None,
             review=_review_rule(name, table.get("review")))
+        registry[name] = replace(registry[name], tiles=_tiles(name, table, registry[name].masks))
     return registry
+
+
+def _tiles(name: str, table: dict, masks: bool) -> int:
+    tiles = table.get("tiles", 1)
+    if isinstance(tiles, bool) or not isinstance(tiles, int) or not 1 <= tiles <= MAX_TILES:
+        raise ValueError(f"model {name}: tiles must be a whole number from 1 to {MAX_TILES}")
+    if tiles > 1 and masks:
+        raise ValueError(f"model {name}: tiles work on boxes, not on masks")
+    return tiles
 
 
 def _review_rule(name: str, table: object) -> ReviewRule | None:

@@ -37,6 +37,7 @@ def write_models_file(path: Path, checkpoints: dict[str, Path | None],
                           f"hint = {table['hint']!r}", ""]
             continue
         lines += [f"[{name}]", f"config = {table['config']!r}", f"hint = {table['hint']!r}"]
+        lines += [f"tiles = {table['tiles']}"] if "tiles" in table else []
         checkpoint = checkpoints.get(name, path.parent / "absent" / f"{name}.pth")
         lines += [f"checkpoint = {str(checkpoint)!r}", ""]
     path.write_text("\n".join(lines) + "\n" + extra_models)

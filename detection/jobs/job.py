@@ -51,10 +51,11 @@ class DetectOptions:
     threshold: float
     classes: tuple[str, ...] = ()  # only these labels (none: all the model's)
     max_detections: int = MAX_DETECTIONS  # the best ones, at most this many
+    tiles: int | None = None  # detect on a tiles x tiles grid too (None: as the model says)
 
     def to_fields(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "classes": list(self.classes),
-                "max_detections": self.max_detections}
+                "max_detections": self.max_detections, "tiles": self.tiles}
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> "DetectOptions":
@@ -67,7 +68,11 @@ class DetectOptions:
             raise BadJob(f"its threshold is not a number from 0 to 1: {threshold!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise BadJob(f"its max_detections is not a whole number above 0: {limit!r}")
-        return cls(float(threshold), tuple(classes), limit)
+        tiles = fields.get("tiles")
+        if tiles is not None and (isinstance(tiles, bool) or not isinstance(tiles, int)
+                                  or not 1 <= tiles <= 16):
+            raise BadJob(f"its tiles is not a whole number from 1 to 16: {tiles!r}")
+        return cls(float(threshold), tuple(classes), limit, tiles)
 
 
 @dataclass(frozen=True)
@@ -135,9 +140,10 @@ class Job:
 
     @classmethod
     def detect(cls, sid: str, model: str, threshold: float, classes: tuple[str, ...] = (),
-               max_detections: int = MAX_DETECTIONS) -> "Job":
+               max_detections: int = MAX_DETECTIONS, tiles: int | None = None) -> "Job":
         return cls(sid, JobKind.DETECT, model, DetectOptions(threshold, tuple(classes),
-                                                             max_detections), time.time_ns())
+                                                             max_detections, tiles),
+                   time.time_ns())
 
     @classmethod
     def download(cls, sid: str, model: str) -> "Job":

@@ -32,7 +32,7 @@ def lane_of(kind: JobKind) -> Lane:
 
 
 # The result fields /status shows beside the job's own (the rest is in <sid>.json).
-STATUS_FIELDS = {JobKind.DETECT: ("image", "detections", "timings"),
+STATUS_FIELDS = {JobKind.DETECT: ("image", "detections", "tiles", "timings"),
                  JobKind.DOWNLOAD: ("checkpoint", "bytes", "sha256", "timings"),
                  JobKind.TRAIN: ("version", "metrics", "served", "promoted", "warning",
                                  "timings")}

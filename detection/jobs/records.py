@@ -37,6 +37,7 @@ class JobResult(TypedDict):
     threshold: float
     classes: list[str]  # the labels asked for ([]: all)
     max_detections: int
+    tiles: int  # the grid of tiles it was detected on too (1: none)
     device: str  # where it ran: cpu, cuda:0...
     image: ImageSize
     detections: list[dict]  # Detection.to_json()'s shape

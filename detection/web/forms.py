@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import multipart
 
 from ..jobs.job import MAX_DETECTIONS
-from ..models import ModelSpec
+from ..models import MAX_TILES, ModelSpec
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
 TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections",
-               "annotations", "add_classes", "callback_url")
+               "annotations", "add_classes", "callback_url", "tiles")
 IMAGE_FIELD = "image"
 MAX_PARTS = 16
 MAX_TEXT_FIELD_BYTES = 4096  # COCO's 80 class names, comma-separated, are 700 bytes
@@ -49,6 +49,7 @@ class JobRequest:
     classes: tuple[str, ...] = ()
     max_detections: int = MAX_DETECTIONS
     callback_url: str | None = None  # told of the job's end (``detection.callbacks``)
+    tiles: int | None = None  # a grid of tiles to detect on too (None: the model's own)
 
 
 @dataclass
@@ -99,7 +100,19 @@ def job_request(form: UploadForm, model: ModelSpec, threshold: float) -> JobRequ
     return JobRequest(model, threshold, parse_classes(form.fields.get("classes"), model),
                       parse_count(form.fields.get("max_detections"), "max_detections",
                                   MAX_DETECTIONS_LIMIT, MAX_DETECTIONS),
-                      form.fields.get("callback_url", "").strip() or None)
+                      form.fields.get("callback_url", "").strip() or None,
+                      parse_tiles(form.fields.get("tiles"), model))
+
+
+def parse_tiles(raw: str | None, model: ModelSpec) -> int | None:
+    """``tiles``: N (1 to MAX_TILES) for an N x N grid, 1 for none; absent: the model's own."""
+    if raw is None or not str(raw).strip():
+        return None
+    tiles = parse_count(raw, "tiles", MAX_TILES, 1)
+    if tiles > 1 and model.masks:
+        raise BadParameter(f"model {model.name} has masks: tiles work on boxes only (send "
+                           "tiles=1 or none)")
+    return tiles
 
 
 def check_body_size(request, limit: int) -> None:

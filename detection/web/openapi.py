@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import __version__
 from ..datasets.annotations import MAX_BOXES, MAX_LABEL_CHARS
 from ..jobs.job import MAX_DETECTIONS, JobKind
+from ..models import MAX_TILES
 from .forms import MAX_DETECTIONS_LIMIT, MAX_STATUS_WAIT
 
 
@@ -55,6 +56,10 @@ def _upload_form(model_names: list[str], threshold_name: str, default: float) ->
                     "unknown name is a 400 that lists the model's classes"},
         "max_detections": {"type": "integer", "minimum": 1, "maximum": MAX_DETECTIONS_LIMIT,
                            "default": MAX_DETECTIONS, "description": "the best ones, at most"},
+        "tiles": {"type": "integer", "minimum": 1, "maximum": MAX_TILES, "description":
+                  "N: also detect on an N x N grid of overlapping tiles and merge (small, far "
+                  "objects; about N*N+1 times the time); 1: none; absent: the model's own "
+                  "(GET /models); not for models with masks"},
     }
     if threshold_name == "threshold":
         properties["model"] = {"type": "string", "enum": ["", *model_names],
@@ -101,6 +106,7 @@ def _schemas() -> dict:
                        "sid": string, "model": string, "threshold": number, **urls,
                        "kind": {"type": "string", "enum": [kind.value for kind in JobKind]},
                        "classes": {"type": "array", "items": string}, "max_detections": integer,
+                       "tiles": {"type": "integer", "nullable": True},
                        "state": {"type": "string",
                                  "enum": ["queued", "running", "done", "failed"]},
                        "queue_position": integer, "image": image, "error": string,

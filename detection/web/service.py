@@ -215,7 +215,7 @@ class DetectionService:
         """Save the image and queue its job; on any failure, neither."""
         sid = new_sid()
         job = Job.detect(sid, request.model.name, request.threshold, request.classes,
-                         request.max_detections)
+                         request.max_detections, request.tiles)
         try:
             if request.callback_url:
                 self.callbacks.register(sid, request.callback_url)

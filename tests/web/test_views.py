@@ -188,3 +188,23 @@ def test_liveness_answers_and_readiness_says_why_not(testapp):
     service = testapp.app.registry.service
     service.models["rtmdet_tiny"].checkpoint.unlink()
     assert "not installed" in testapp.get("/health/ready", status=503).json["error"]
+
+
+def test_tiles_are_a_small_grid_and_only_for_models_of_boxes(make_config, fake_checkpoint):
+    import webtest
+
+    from tests.support import app_for
+    testapp = webtest.TestApp(app_for(make_config(
+        {"rtmdet_tiny": fake_checkpoint, "rtmdet_ins_tiny": fake_checkpoint},
+        spawn_worker="false")))
+    for tiles in ("0", "7", "2.5", "x"):
+        error = upload(testapp, status=400, tiles=tiles).json["error"]
+        assert "tiles must be a whole number in [1, 6]" in error
+    error = upload(testapp, status=400, tiles="2", model="rtmdet_ins_tiny").json["error"]
+    assert "tiles work on boxes only" in error
+    sid = upload(testapp, tiles="4").json["sid"]
+    assert testapp.get(f"/status/{sid}").json["tiles"] == 4
+    sid = upload(testapp).json["sid"]
+    assert testapp.get(f"/status/{sid}").json["tiles"] is None  # the model's own, once done
+    listed = {m["name"]: m["tiles"] for m in testapp.get("/models").json["models"]}
+    assert (listed["rtmdet_tiny"], listed["yolox_nano_tiled"]) == (1, 3)

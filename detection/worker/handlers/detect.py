@@ -15,6 +15,7 @@ from ...stopwatch import Stopwatch
 from ..detectors import Detection
 from ..drawing import draw_detections
 from ..model_cache import ModelCache
+from ..tiling import detect_tiled
 from . import Work, failure_reason
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,15 @@ def detect_images(jobs: list[Job], pixels: list[np.ndarray], models: ModelCache,
     timings = Stopwatch()
     detector = models.get(jobs[0].model)
     timings.lap("model_ms")
-    batch = detector.detect_batch(pixels, [job.options.threshold for job in jobs])
+    grids = [job.options.tiles or detector.spec.tiles for job in jobs]
+    if max(grids) == 1:
+        batch = detector.detect_batch(pixels, [job.options.threshold for job in jobs])
+    else:  # a tiled job is a batch of its own tiles
+        batch = [detect_tiled(detector, image, job.options.threshold, grid)
+                 for job, image, grid in zip(jobs, pixels, grids)]
     timings.lap("inference_ms")
     outcomes = []
-    for job, image, detections, read in zip(jobs, pixels, batch, read_ms):
+    for job, image, detections, read, grid in zip(jobs, pixels, batch, read_ms, grids):
         options = job.options
         detections = [d for d in detections if not options.classes or d.label in options.classes]
         detections = detections[:options.max_detections]  # best first
@@ -86,18 +92,19 @@ def detect_images(jobs: list[Job], pixels: list[np.ndarray], models: ModelCache,
         png = encode_png(drawn)
         drawing.lap("encode_ms")
         height, width = image.shape[:2]
-        result = result_document(job, models.device, (width, height), detections, drawing.laps)
+        result = result_document(job, models.device, (width, height), detections, drawing.laps,
+                                 grid)
         outcomes.append(Outcome(result=result, output=png))
     return outcomes
 
 
 def result_document(job: Job, device: str, size: tuple[int, int], detections: list[Detection],
-                    timings: dict[str, float]) -> JobResult:
+                    timings: dict[str, float], tiles: int = 1) -> JobResult:
     """The detections JSON served as ``/uploads/<sid>.json``."""
     options = job.options
     return JobResult(sid=job.sid, kind=job.kind.value, model=job.model,
                      threshold=options.threshold, classes=list(options.classes),
-                     max_detections=options.max_detections, device=device,
+                     max_detections=options.max_detections, tiles=tiles, device=device,
                      image=ImageSize(width=size[0], height=size[1]),
                      detections=[d.to_json() for d in detections],
                      timings={k: round(v, 1) for k, v in timings.items()})
