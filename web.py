@@ -101,7 +101,10 @@ def serve(config_file: str) -> None:
     if os.environ.get("HOST") or os.environ.get("PORT"):
         host, _, port = server.get("listen", "127.0.0.1:6543").rpartition(":")
         server["listen"] = f"{os.environ.get('HOST', host)}:{os.environ.get('PORT', port)}"
-    waitress.serve(app, **server)
+    server = waitress.create_server(app, **server)  # bound: this process serves
+    app.registry.service.callbacks.resume()
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
 
 
 if __name__ == "__main__":

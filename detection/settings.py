@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,17 @@ def url(raw: str, key: str, base: Path) -> str:
     return value
 
 
+def callback_hosts(raw: str, key: str, base: Path) -> tuple[str, ...]:
+    """Hosts callbacks may go to: ``host`` (its scheme's port), ``host:port``, ``host:*``."""
+    hosts = words(raw, key, base)
+    for host in hosts:
+        if not re.fullmatch(r"[0-9A-Fa-f:.]+" if host.count(":") > 1 and host[0] != "["
+                            else r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}|\*))?", host):
+            raise SettingsError(f"{PREFIX}{key} takes host, host:port or host:* (no scheme, "
+                                f"no path), got {host!r}")
+    return hosts
+
+
 def redis_url(raw: str, key: str, base: Path) -> str:
     value = raw.strip()
     if not value.startswith(("redis://", "rediss://", "unix://")):
@@ -262,7 +274,7 @@ SETTINGS: dict[str, Setting] = {
     "api_keys": Setting("", words),
     "metrics_public": Setting("false", flag),
     "log_format": Setting("text", choice("text", "json")),
-    "callback_hosts": Setting("", words),
+    "callback_hosts": Setting("", callback_hosts),
     "callback_secret": Setting("", text),
     "callback_private": Setting("false", flag),
     "callback_timeout_seconds": Setting("10", number(float, 0.1, 600)),

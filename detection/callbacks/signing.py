@@ -24,6 +24,8 @@ def verify(secret: str, timestamp: str, signed: str, body: bytes, now: float,
            tolerance: float = TOLERANCE_SECONDS) -> bool:
     """Whether ``signed`` is ``body``'s signature at ``timestamp``, within ``tolerance`` s of
     ``now``."""
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) \
+            or abs(now - int(timestamp)) > tolerance:
         return False
-    return hmac.compare_digest(signature(secret, int(timestamp), body), signed)
+    return hmac.compare_digest(signature(secret, int(timestamp), body).encode(),
+                               signed.encode("utf-8", "replace"))

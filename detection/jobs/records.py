@@ -83,6 +83,8 @@ class JobFailure(TypedDict, total=False):
     error: str
 
 
+OPEN_CALLBACK_STATES = ("waiting", "retrying")  # a callback not yet delivered, nor given up
+
 # What a done record of each kind must hold, and of which type (else it reads as damaged).
 RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "detect": {"detections": list, "timings": dict, "image": dict},
@@ -181,6 +183,10 @@ class JobRecords:
         except (OSError, ValueError, RecursionError):
             return None
         return document if isinstance(document, dict) else None
+
+    def callback_is_open(self, sid: str) -> bool:
+        """Whether job ``sid``'s callback is still to be delivered (its files must stay)."""
+        return (self.callback(sid) or {}).get("state") in OPEN_CALLBACK_STATES
 
     def finished_at(self, sid: str) -> float | None:
         """When the job ended (its result or failure was written), if it has."""

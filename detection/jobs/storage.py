@@ -28,6 +28,7 @@ from pathlib import Path
 from . import boot
 from .atomic import TEMP_SUFFIX
 from .layout import FILE_NAME, FINISHED
+from .records import JobRecords
 from .pixels import PIXELS_FILE
 from .tickets import QUEUED_TICKET, RUNNING_TICKET
 
@@ -211,7 +212,10 @@ def prune_storage(uploads_dir: Path, *, pending: Collection[str], retention_hour
     """
     now = time.time() if now is None else now
     scan = scan_storage(uploads_dir, spool_dir)
-    protected = scan.ticket_sids.union(pending)
+    records = JobRecords(uploads_dir)
+    protected = scan.ticket_sids.union(pending, (  # and jobs whose callbacks are still to go
+        sid for sid, job in scan.jobs.items()
+        if records.files.callback(sid).name in job.files and records.callback_is_open(sid)))
     report = PruneReport(max_bytes=max_bytes, remaining_bytes=scan.total_bytes)
 
     def remove(job: StoredJob) -> None:

@@ -24,7 +24,8 @@ HTTP_SECONDS = Histogram("http_request_seconds", "Seconds to answer an HTTP requ
 CALLBACKS = Counter("detection_callbacks", "Callback attempts by what came of them: delivered, "
                     "retried (it failed; another comes), failed (the last)", ["result"])
 CALLBACK_DELAY_SECONDS = Histogram("detection_callback_delay_seconds", "Seconds from a job's "
-                                   "end to its callback delivered", buckets=STAGE_BUCKETS)
+                                   "end to its callback delivered",
+                                   buckets=(*STAGE_BUCKETS, 300, 900, 3600))
 
 
 def observe_stages(model: str, timings: dict[str, float]) -> None:

@@ -116,10 +116,15 @@ def _schemas() -> dict:
                        "detections": {"type": "array",
                                       "items": {"$ref": "#/components/schemas/Detection"}},
                        "timings": {"type": "object", "additionalProperties": number},
-                       "callback": {"type": "object", "description": "the job's callback: "
-                                    "state waiting, retrying, delivered or failed",
-                                    "properties": {"url": string, "state": string,
-                                                   "attempts": integer}}}},
+                       "callback": {"type": "object", "description": "the job's callback "
+                                    "delivery (times are Unix seconds)", "properties": {
+                                        "url": string, "attempts": integer,
+                                        "state": {"type": "string", "enum": [
+                                            "waiting", "retrying", "delivered", "failed"]},
+                                        "last_error": {"type": "string", "nullable": True},
+                                        **{name: {"type": "number", "nullable": True} for name in
+                                           ("first_attempt_at", "next_attempt_at",
+                                            "delivered_at")}}}}},
         "Result": {"type": "object", "required": ["sid", "model", "threshold", "image",
                                                   "detections", "timings"],
                    "properties": {"sid": string, "model": string, "threshold": number,

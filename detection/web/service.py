@@ -336,7 +336,7 @@ class DetectionService:
 def includeme(config) -> None:
     """The app's one service, built from ``registry.detection_settings``; views and the security
     policy reach it as ``request.service``."""
-    from pyramid.events import ApplicationCreated
+    from pyramid.events import NewRequest
     from pyramid.request import Request, apply_request_extensions
 
     from .views import status_body
@@ -353,5 +353,6 @@ def includeme(config) -> None:
         return status_body(request, job_status)
 
     service.callbacks.describe = describe
-    # Deliveries a stopped web process left open go on once the app can describe their jobs.
-    config.add_subscriber(lambda event: service.callbacks.resume(), ApplicationCreated)
+    # Deliveries a stopped web process left open go on once this one serves: web.py resumes
+    # them when its port is bound; under another server, the first request does.
+    config.add_subscriber(lambda event: service.callbacks.resume(), NewRequest)

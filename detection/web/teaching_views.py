@@ -30,7 +30,7 @@ def train(request):
     callback_url = body.get("callback_url")
     if callback_url is not None and not isinstance(callback_url, str):
         raise BadParameter("callback_url must be a URL")
-    job = queue_training(request.service, options, base, callback_url or None)
+    job = queue_training(request.service, options, base, (callback_url or "").strip() or None)
     base_url = request.service.settings.public_url
     urls = {"status_url": base_url + request.route_path("status", sid=job.sid),
             "json_url": base_url + request.route_path("uploaded_file", name=f"{job.sid}{RESULT}"),

@@ -6,7 +6,7 @@ from pyramid.view import view_config
 
 from ..jobs.job import JobKind, JobState, JobStatus
 from ..jobs.kinds import REPORTS_PROGRESS, STATUS_FIELDS
-from ..jobs.layout import CONTENT_TYPES, FILE_NAME, OUTPUT, RESULT
+from ..jobs.layout import CALLBACK, CONTENT_TYPES, FILE_NAME, OUTPUT, PROGRESS, RESULT
 from .errors import JobNotFound, ModelNotFound
 from .forms import (
     MAX_STATUS_WAIT,
@@ -20,6 +20,9 @@ from .health import readiness as readiness_of
 from .openapi import openapi_document
 from .routes import STATIC_DIR
 from .security import API_PERMISSION
+
+
+CHANGING = (PROGRESS, CALLBACK)  # a job's files rewritten while it runs: never cached
 
 
 @view_config(route_name="home", request_method="GET")
@@ -78,8 +81,9 @@ def uploaded_file(request):
     if path is None:
         raise JobNotFound(f"no such file: {name!r}")
     match = FILE_NAME.fullmatch(name)
+    cache_seconds = 0 if match["kind"] in CHANGING else 3600
     try:
-        return FileResponse(str(path), request, cache_max_age=3600,
+        return FileResponse(str(path), request, cache_max_age=cache_seconds,
                             content_type=CONTENT_TYPES[match["kind"]])
     except FileNotFoundError:
         pass  # not made yet, or pruned: say which
@@ -87,7 +91,7 @@ def uploaded_file(request):
     if job_status is None:
         raise JobNotFound(f"no job with id {match['sid']!r}")
     if job_status.state is JobState.DONE and path.exists():
-        return FileResponse(str(path), request, cache_max_age=3600,
+        return FileResponse(str(path), request, cache_max_age=cache_seconds,
                             content_type=CONTENT_TYPES[match["kind"]])
     request.response.cache_expires(0)
     if job_status.state is JobState.FAILED:

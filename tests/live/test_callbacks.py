@@ -13,7 +13,7 @@ from tests.support import AT_ONCE_SECONDS, CallbackReceiver, png_bytes, wait_unt
 pytestmark = pytest.mark.slow
 
 SECRET = "a-test-secret-of-32-characters!!"
-CALLBACKS = {"callback_hosts": "127.0.0.1", "callback_private": "true",
+CALLBACKS = {"callback_hosts": "127.0.0.1:*", "callback_private": "true",
              "callback_secret": SECRET}
 
 
@@ -80,7 +80,7 @@ def test_a_receiver_that_hangs_fails_its_delivery_in_bounded_time_and_delays_no_
     assert time.monotonic() - started < AT_ONCE_SECONDS
     wait_until(lambda: callback_of(server, stuck)["state"] == "failed", 15, 0.05)
     callback = callback_of(server, stuck)
-    assert callback["attempts"] == 2 and "timed out" in callback["last_error"]
+    assert callback["attempts"] == 2 and callback["last_error"] == "no answer within 1 s"
     assert len(hanging.deliveries) == 2 and all(d["signed"] for d in hanging.deliveries)
     assert metric(server, "detection_callbacks_total", result="failed") == 1
 

@@ -399,7 +399,8 @@ def test_a_callback_is_delivered_from_rq_with_no_client_polling(rq_setup, redis_
     receiver = CallbackReceiver(secret, answers=(500, 200))
     try:
         web, worker = rq_setup
-        server = web(callback_hosts="127.0.0.1", callback_private="true", callback_secret=secret)
+        server = web(callback_hosts="127.0.0.1:*", callback_private="true",
+                     callback_secret=secret)
         worker()
         sid = server.upload(png_bytes(), callback_url=receiver.url + "/hook",
                             threshold="0.0").json()["sid"]

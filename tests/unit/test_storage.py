@@ -338,3 +338,16 @@ def test_a_budget_full_of_pending_jobs_refuses_the_upload(uploads):
     with pytest.raises(StorageFull):
         budget.reserve(5000)  # larger than the whole budget: no point in pruning for it
     assert room_made == [1080] and all(files_of(uploads, sid) for sid in pending)
+
+
+def test_a_job_whose_callback_is_still_to_go_is_kept_and_one_delivered_is_not(uploads):
+    import json
+    open_one = make_job(uploads, DONE, size=100, age_hours=30)
+    delivered = make_job(uploads, DONE, size=100, age_hours=30)
+    for sid, state in ((open_one, "retrying"), (delivered, "delivered")):
+        (uploads / f"{sid}.callback.json").write_text(json.dumps({"url": "x", "state": state}))
+
+    report = prune(uploads, retention_hours=24, max_bytes=0)
+
+    assert files_of(uploads, open_one) and not files_of(uploads, delivered)
+    assert report.removed_jobs == 1

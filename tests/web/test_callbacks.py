@@ -40,11 +40,12 @@ def test_without_allowed_hosts_no_callback_is_taken(service_with):
 
 @pytest.mark.parametrize("url, reason", [
     ("http://other.example/hook", "not one this server calls"),
+    ("http://example.com:8080/hook", "not one this server calls"),  # a bare host: port 80 only
     ("http://127.0.0.1:9/hook", "private, loopback or reserved"),  # allowed host, private address
     ("http://localhost:8080/hook", "private, loopback or reserved"),  # a name for one
     ("http://169.254.169.254/latest/meta-data", "private, loopback or reserved"),  # cloud metadata
     ("http://[::ffff:127.0.0.1]/hook", "private, loopback or reserved"),  # IPv4 in IPv6
-    ("http://0.0.0.0/hook", "not an address to call"),
+    ("http://0.0.0.0/hook", "not a host's"),
     ("http://2130706433/hook", "not one this server calls"),  # 127.0.0.1 as a number
     ("ftp://127.0.0.1/hook", "http:// or https://"),
     ("file:///etc/passwd", "http:// or https://"),
@@ -53,12 +54,15 @@ def test_without_allowed_hosts_no_callback_is_taken(service_with):
     ("http://127.0.0.1:99999/hook", "not a URL"),
     ("http://127.0.0.1/a b", "control characters"),
     ("http://127.0.0.1/" + "a" * 3000, "at most 2048"),
+    ("http://127.0.0.1/caf\u00e9", "ASCII"),
+    ("http://b\u00fccher.example/", "ASCII"),  # a name sent raw, never in its xn-- form
+    ("http://127.0.0.1/a\u2028b", "ASCII"),
     ("http://does-not-resolve.invalid/hook", "does not resolve"),
 ])
 def test_a_callback_is_refused_unless_its_host_and_addresses_are_allowed(service_with, url,
                                                                           reason):
-    testapp = service_with(callback_hosts="127.0.0.1 localhost 169.254.169.254 ::ffff:127.0.0.1 "
-                                          "0.0.0.0 does-not-resolve.invalid")
+    testapp = service_with(callback_hosts="127.0.0.1:* localhost:* 169.254.169.254 example.com "
+                                          "::ffff:127.0.0.1 0.0.0.0 does-not-resolve.invalid")
     error = upload(testapp, url, status=400).json["error"]
     assert reason in error, error
     assert stored(testapp) == []  # nothing kept of a refused upload
@@ -78,7 +82,7 @@ def test_an_allowed_callback_is_recorded_and_shown_and_waits_for_the_job(service
 
 
 def test_a_training_takes_a_callback_and_refuses_a_bad_one(service_with):
-    testapp = service_with(callback_hosts="127.0.0.1", callback_private="true")
+    testapp = service_with(callback_hosts="127.0.0.1:*", callback_private="true")
     testapp.post_json("/datasets", {"name": "pets", "classes": ["cat"]}, status=201)
     for _ in range(5):
         sid = upload(testapp, "").json["sid"]
@@ -100,3 +104,15 @@ def test_allowed_hosts_need_a_secret_long_enough_to_sign_with(make_config, fake_
                           callback_secret=secret)
         with pytest.raises(SettingsError, match="callback_secret"):
             app_for(ini)
+    for host in ("https://example.com", "example.com/hooks", "example.com:port"):
+        ini = make_config({"rtmdet_tiny": fake_checkpoint}, callback_hosts=host,
+                          callback_secret=SECRET)
+        with pytest.raises(SettingsError, match="no scheme, no path"):
+            app_for(ini)
+
+
+def test_a_callbacks_record_is_never_cached(service_with):
+    testapp = service_with(callback_hosts="127.0.0.1:8099", callback_private="true")
+    sid = upload(testapp, "http://127.0.0.1:8099/hook").json["sid"]
+    answer = testapp.get(f"/uploads/{sid}.callback.json")
+    assert answer.cache_control.max_age == 0
