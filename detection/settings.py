@@ -88,6 +88,11 @@ class Settings:
     callback_private: bool
     callback_timeout_seconds: float
     callback_retry_seconds: float
+    max_video_seconds: float
+    max_video_frame_pixels: int
+    max_video_frames: int
+    video_fps: float
+    video_timeout_seconds: float
 
     @property
     def max_storage_bytes(self) -> int | None:
@@ -279,6 +284,11 @@ SETTINGS: dict[str, Setting] = {
     "callback_private": Setting("false", flag),
     "callback_timeout_seconds": Setting("10", number(float, 0.1, 600)),
     "callback_retry_seconds": Setting("3600", number(float, 0, 10**6)),
+    "max_video_seconds": Setting("300", number(float, 1, 10**6)),
+    "max_video_frame_pixels": Setting("8294400", number(int, 1, 2**32)),
+    "max_video_frames": Setting("3000", number(int, 1, 10**7)),
+    "video_fps": Setting("5", number(float, 0.1, 120)),
+    "video_timeout_seconds": Setting("1800", number(float, 1, 10**7)),
 }
 
 

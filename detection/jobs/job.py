@@ -40,6 +40,7 @@ class JobKind(str, Enum):
     DETECT = "detect"
     DOWNLOAD = "download"
     TRAIN = "train"
+    VIDEO = "video"
 
 
 class BadJob(ValueError):
@@ -124,9 +125,34 @@ class TrainOptions:
         return cls(dataset, name, epochs, None if budget is None else float(budget), seed)
 
 
-Options = Union[DetectOptions, DownloadOptions, TrainOptions]
+@dataclass(frozen=True)
+class VideoOptions:
+    """A video's detections: a detection's options for each frame, the frames a second to
+    detect (``fps``), and whether to follow objects across frames (``track``)."""
+    threshold: float
+    classes: tuple[str, ...] = ()
+    max_detections: int = MAX_DETECTIONS
+    fps: float = 5.0
+    track: bool = True
+
+    def to_fields(self) -> dict[str, Any]:
+        return {**DetectOptions(self.threshold, self.classes, self.max_detections).to_fields(),
+                "tiles": None, "fps": self.fps, "track": self.track}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "VideoOptions":
+        frame = DetectOptions.from_fields(fields)
+        fps, track = fields.get("fps", 5.0), fields.get("track", True)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 120:
+            raise BadJob(f"its fps is not a number above 0, at most 120: {fps!r}")
+        if not isinstance(track, bool):
+            raise BadJob(f"its track is not true or false: {track!r}")
+        return cls(frame.threshold, frame.classes, frame.max_detections, float(fps), track)
+
+
+Options = Union[DetectOptions, DownloadOptions, TrainOptions, VideoOptions]
 OPTIONS: dict[JobKind, type] = {JobKind.DETECT: DetectOptions, JobKind.DOWNLOAD: DownloadOptions,
-                                JobKind.TRAIN: TrainOptions}
+                                JobKind.TRAIN: TrainOptions, JobKind.VIDEO: VideoOptions}
 
 
 @dataclass(frozen=True)
@@ -144,6 +170,10 @@ class Job:
         return cls(sid, JobKind.DETECT, model, DetectOptions(threshold, tuple(classes),
                                                              max_detections, tiles),
                    time.time_ns())
+
+    @classmethod
+    def video(cls, sid: str, model: str, options: VideoOptions) -> "Job":
+        return cls(sid, JobKind.VIDEO, model, options, time.time_ns())
 
     @classmethod
     def download(cls, sid: str, model: str) -> "Job":
@@ -179,8 +209,9 @@ class Job:
     @classmethod
     def unknown(cls, sid: str, kind: JobKind = JobKind.DETECT) -> "Job":
         """A job whose fields are lost (its ticket torn): its sid is known, and maybe its kind."""
-        return cls(sid, kind, "unknown", OPTIONS[kind]() if kind is not JobKind.DETECT
-                   else DetectOptions(0.0))
+        if kind in (JobKind.DETECT, JobKind.VIDEO):
+            return cls(sid, kind, "unknown", OPTIONS[kind](0.0))
+        return cls(sid, kind, "unknown", OPTIONS[kind]())
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ class Lane(NamedTuple):
 
 
 DETECT_LANE = Lane("detect", frozenset({JobKind.DETECT}), on_demand=False)
-LONG_LANE = Lane("long", frozenset({JobKind.DOWNLOAD, JobKind.TRAIN}), on_demand=True,
-                 niceness=10)
+LONG_LANE = Lane("long", frozenset({JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO}),
+                 on_demand=True, niceness=10)
 LANES = {lane.name: lane for lane in (DETECT_LANE, LONG_LANE)}
 
 
@@ -35,9 +35,10 @@ def lane_of(kind: JobKind) -> Lane:
 STATUS_FIELDS = {JobKind.DETECT: ("image", "detections", "tiles", "timings"),
                  JobKind.DOWNLOAD: ("checkpoint", "bytes", "sha256", "timings"),
                  JobKind.TRAIN: ("version", "metrics", "served", "promoted", "warning",
-                                 "timings")}
+                                 "timings"),
+                 JobKind.VIDEO: ("video", "frames", "counts", "tracks", "timings")}
 # Kinds that take long enough to say how far they are (a detection takes a fraction of a second).
-REPORTS_PROGRESS = {JobKind.DOWNLOAD, JobKind.TRAIN}
+REPORTS_PROGRESS = {JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO}
 
 
 def max_attempts(kind: JobKind) -> int:
@@ -54,6 +55,8 @@ def time_limit(job: Job, models: dict[str, ModelSpec], settings) -> float:
         return settings.download_timeout_seconds
     if job.kind is JobKind.TRAIN:
         return settings.training_timeout_seconds
+    if job.kind is JobKind.VIDEO:
+        return settings.video_timeout_seconds
     return job_time_limit(models, job.model, settings.job_timeout_seconds)
 
 
@@ -64,4 +67,6 @@ def over_time(job: Job, limit: float) -> str:
     if job.kind is JobKind.TRAIN:
         return (f"training {job.options.name} took longer than {limit:g} s, the time limit "
                 "(training_timeout_seconds); the served model is unchanged")
+    if job.kind is JobKind.VIDEO:
+        return f"the video took longer than {limit:g} s, the time limit (video_timeout_seconds)"
     return f"detection took longer than {limit:g} s, the time limit for model {job.model}"

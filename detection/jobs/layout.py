@@ -6,6 +6,9 @@
     <sid>.error.json     the reason it failed (the job is failed)
     <sid>.progress.json  how far a long job is, while it runs
     <sid>.callback.json  its callback's delivery: where, and how it went (``detection.callbacks``)
+    <sid>.video          a video upload, as sent (its container sniffed and probed)
+    <sid>.out.mp4        a video's drawing: H.264, its boxes, labels and track ids
+    <sid>.jsonl          a video's detections, one line a detected frame
 
 Web, worker, command line, storage, OpenAPI and tests all take names from here; only
 ``records.py`` writes and reads what they hold.
@@ -23,11 +26,15 @@ RESULT = ".json"
 ERROR = ".error.json"
 PROGRESS = ".progress.json"
 CALLBACK = ".callback.json"
-SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS, CALLBACK)
+VIDEO_INPUT = ".video"
+VIDEO_OUTPUT = ".out.mp4"
+FRAMES = ".jsonl"
+SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS, CALLBACK, VIDEO_INPUT, VIDEO_OUTPUT, FRAMES)
 FINISHED = (RESULT, ERROR)  # a job with either file is done or failed
 CONTENT_TYPES = {INPUT: "image/png", OUTPUT: "image/png", RESULT: "application/json",
                  ERROR: "application/json", PROGRESS: "application/json",
-                 CALLBACK: "application/json"}
+                 CALLBACK: "application/json", VIDEO_INPUT: "application/octet-stream",
+                 VIDEO_OUTPUT: "video/mp4", FRAMES: "application/x-ndjson"}
 # Longest suffix first: "<sid>.out.png" is an output, not an input named "<sid>.out".
 FILE_NAME = re.compile(rf"(?P<sid>{SID_PATTERN.pattern})"
                        rf"(?P<kind>{'|'.join(re.escape(s) for s in sorted(SUFFIXES, key=len, reverse=True))})")
@@ -62,3 +69,6 @@ class JobFiles:
 
     def callback(self, sid: str) -> Path:
         return self.uploads_dir / f"{sid}{CALLBACK}"
+
+    def video_input(self, sid: str) -> Path:
+        return self.uploads_dir / f"{sid}{VIDEO_INPUT}"

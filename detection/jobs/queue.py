@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Upload:
     """An accepted upload as the web process hands it to a queue: the bytes as sent, and the
-    pixels it decoded from them (upright RGB, the same as ``<sid>.png`` holds)."""
+    pixels it decoded from them (upright RGB, the same as ``<sid>.png`` holds; a video: none)."""
     data: bytes
-    pixels: np.ndarray
+    pixels: np.ndarray | None
 
 
 class JobQueue(Protocol):

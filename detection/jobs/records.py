@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 from .atomic import fsync_path, write_atomically
 from .errors import DISK_FULL
 from .job import BadJob, Job, JobKind, JobState, JobStatus, Progress
-from .layout import CALLBACK, FILE_NAME, JobFiles
+from .layout import CALLBACK, FILE_NAME, FRAMES, VIDEO_OUTPUT, JobFiles
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,15 @@ class JobFailure(TypedDict, total=False):
     error: str
 
 
-OPEN_CALLBACK_STATES = ("waiting", "retrying")  # a callback not yet delivered, nor given up
+OPEN_CALLBACK_STATES = ("waiting", "retrying")
+OUTCOME_FILES = (VIDEO_OUTPUT, FRAMES)  # the files an outcome may carry besides its drawing  # a callback not yet delivered, nor given up
 
 # What a done record of each kind must hold, and of which type (else it reads as damaged).
 RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "detect": {"detections": list, "timings": dict, "image": dict},
     "download": {"checkpoint": str, "bytes": int, "sha256": str, "timings": dict},
     "train": {"version": str, "metrics": dict, "timings": dict},
+    "video": {"video": dict, "frames": int, "counts": dict, "tracks": list, "timings": dict},
 }
 
 
@@ -105,6 +107,7 @@ class Outcome:
     it failed (``cause``: the exception, for the log; it does not travel)."""
     result: dict | None = None
     output: bytes | None = None
+    files: dict[str, bytes] | None = None  # more of its files, by suffix (a video's)
     error: str | None = None
     cause: BaseException | None = None
 
@@ -116,14 +119,18 @@ class Outcome:
         """As an RQ job's return value."""
         if self.error is not None:
             return {"error": self.error}
-        return {"result": self.result, "output": self.output}
+        return {"result": self.result, "output": self.output, "files": self.files}
 
     @classmethod
     def from_wire(cls, value: Any) -> "Outcome | None":
         """An RQ job's return value, or None when it is not one."""
         if isinstance(value, dict) and isinstance(value.get("result"), dict):
-            output = value.get("output")
-            return cls(result=value["result"], output=output if isinstance(output, bytes) else None)
+            output, files = value.get("output"), value.get("files")
+            files = {suffix: data for suffix, data in files.items()
+                     if suffix in OUTCOME_FILES and isinstance(data, bytes)} \
+                if isinstance(files, dict) else None
+            return cls(result=value["result"], output=output if isinstance(output, bytes) else None,
+                       files=files or None)
         if isinstance(value, dict) and "error" in value:
             return cls.failed(str(value["error"]))
         return None
@@ -149,12 +156,24 @@ class JobRecords:
         """An accepted upload, as PNG (the web process; not yet durable: the ticket is)."""
         write_atomically(self.files.input(sid), png)
 
+    def store_video(self, sid: str, data: bytes) -> None:
+        """An accepted video upload, as sent."""
+        write_atomically(self.files.video_input(sid), data)
+
     def discard_input(self, sid: str) -> None:
         """An upload whose job was not queued after all."""
         self.files.input(sid).unlink(missing_ok=True)
+        self.files.video_input(sid).unlink(missing_ok=True)
 
     def write_output(self, sid: str, png: bytes, durable: bool = False) -> None:
         write_atomically(self.files.output(sid), png, durable=durable)
+
+    def write_files(self, sid: str, files: dict[str, bytes] | None,
+                    durable: bool = False) -> None:
+        """An outcome's other files (a video's drawing and detections), before its result."""
+        for suffix, data in (files or {}).items():
+            if suffix in OUTCOME_FILES:
+                write_atomically(self.uploads_dir / f"{sid}{suffix}", data, durable=durable)
 
     def write_result(self, sid: str, result: dict, durable: bool = False) -> None:
         """The job is done (write its output first: the poll that sees this finds it)."""
@@ -213,6 +232,7 @@ class JobRecords:
             return
         if outcome.output is not None:
             self.write_output(job.sid, outcome.output, durable)
+        self.write_files(job.sid, outcome.files, durable)
         self.write_result(job.sid, outcome.result, durable)
 
     def fail(self, job: Job, reason: str) -> None:
@@ -235,7 +255,7 @@ class JobRecords:
 
     def make_durable(self, sid: str) -> None:
         """fsync a job's output and result, and their directory."""
-        for path in (self.files.output(sid), self.files.result(sid)):
+        for path in self._outputs(sid):
             try:
                 fsync_path(path)
             except FileNotFoundError:
@@ -244,12 +264,18 @@ class JobRecords:
 
     def forget_unsure_result(self, sid: str) -> None:
         """Delete a result that may be torn (written in an earlier boot, never made durable)."""
-        for path in (self.files.output(sid), self.files.result(sid)):
+        for path in self._outputs(sid):
             path.unlink(missing_ok=True)
+
+    def _outputs(self, sid: str) -> list[Path]:
+        """What a done job wrote: its drawing, other files (those there), and its result."""
+        others = [self.uploads_dir / f"{sid}{suffix}" for suffix in OUTCOME_FILES]
+        return [self.files.output(sid), *(path for path in others if path.exists()),
+                self.files.result(sid)]
 
     # --- reading ---------------------------------------------------------------------------
     def has_input(self, sid: str) -> bool:
-        return self.files.input(sid).exists()
+        return self.files.input(sid).exists() or self.files.video_input(sid).exists()
 
     def input_path(self, sid: str) -> Path:
         return self.files.input(sid)

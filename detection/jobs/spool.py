@@ -109,7 +109,8 @@ class SpoolQueue:
     def enqueue(self, job: Job, upload: Upload | None = None) -> None:
         """Queue a job (a detection's upload stored already: the disk is shared), with the
         upload's pixels while they fit (else its worker reads the PNG)."""
-        self._enqueue(job, self.pixels.leave(job.sid, upload.pixels) if upload else None)
+        self._enqueue(job, self.pixels.leave(job.sid, upload.pixels)
+                      if upload is not None and upload.pixels is not None else None)
 
     def _enqueue(self, job: Job, pixels: Path | None) -> None:
         try:

@@ -13,7 +13,8 @@ from pyramid.view import view_config
 
 from ..jobs.job import JobState
 from .errors import DetectionFailed, ModelNotFound
-from .forms import job_request, parse_number, require_image
+from ..videos import is_video
+from .forms import UnsupportedMedia, job_request, parse_number, require_image
 from .security import API_PERMISSION
 
 DEFAULT_MIN_CONFIDENCE = 0.4
@@ -54,7 +55,11 @@ def detect(request, model_name: str | None, command: str | None = None) -> dict:
     threshold = parse_number(form.fields.get("min_confidence"), "min_confidence", 1.0,
                              DEFAULT_MIN_CONFIDENCE)
     job = job_request(form, service.pick_model(model_name), threshold)
-    status = service.detect_now(require_image(form), job)
+    data = require_image(form)
+    if is_video(data):
+        raise UnsupportedMedia("the DeepStack routes take images; send a video to POST /upload "
+                               "(a job with progress: poll its status_url)")
+    status = service.detect_now(data, job)
     if status.state is JobState.FAILED:
         raise DetectionFailed(status.error)
     predictions = [prediction(d) for d in status.result["detections"]]

@@ -23,7 +23,8 @@ from ..images import BadImage, ImageTooLarge
 from ..jobs.errors import DiskFull, QueueFull, QueueUnavailable
 from ..jobs.storage import StorageFull
 from ..models import UnknownModel
-from .forms import BadParameter, BodyTooLarge
+from ..videos import BadVideo, VideoTooLarge
+from .forms import BadParameter, BodyTooLarge, UnsupportedMedia
 from .guards import CrossSiteRequest
 from .routes import ROUTES
 from .teaching import CannotCancel, CannotTrain, UnknownTraining
@@ -58,7 +59,8 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 ImageNotFound: 404, DatasetExists: 409, DatasetFull: 409,
                 DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404,
                 UnknownTraining: 404, CannotCancel: 409, DatasetNotReady: 409,
-                ImageExists: 409, BadArchive: 400, ArchiveTooLarge: 413, CallbackRefused: 400}
+                ImageExists: 409, BadArchive: 400, ArchiveTooLarge: 413, CallbackRefused: 400,
+                UnsupportedMedia: 415, BadVideo: 422, VideoTooLarge: 413}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

@@ -18,7 +18,7 @@ from ..models import MAX_TILES, ModelSpec
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
 TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections",
-               "annotations", "add_classes", "callback_url", "tiles")
+               "annotations", "add_classes", "callback_url", "tiles", "fps", "track")
 IMAGE_FIELD = "image"
 MAX_PARTS = 16
 MAX_TEXT_FIELD_BYTES = 4096  # COCO's 80 class names, comma-separated, are 700 bytes
@@ -34,6 +34,10 @@ FORM_OVERHEAD_BYTES = MAX_PARTS * (MAX_PART_HEADERS * MAX_PART_HEADER_BYTES // 4
 
 class BadParameter(ValueError):
     """A request parameter is missing or malformed; the message says which and why."""
+
+
+class UnsupportedMedia(ValueError):
+    """A body of a kind this route does not take (a video on an image-only route)."""
 
 
 class BodyTooLarge(ValueError):
@@ -102,6 +106,16 @@ def job_request(form: UploadForm, model: ModelSpec, threshold: float) -> JobRequ
                                   MAX_DETECTIONS_LIMIT, MAX_DETECTIONS),
                       form.fields.get("callback_url", "").strip() or None,
                       parse_tiles(form.fields.get("tiles"), model))
+
+
+def parse_fps(raw: str | None) -> float | None:
+    """A video's ``fps``: frames a second to detect (0.1 to 30); absent: the setting's."""
+    if raw is None or not str(raw).strip():
+        return None
+    fps = parse_number(raw, "fps", 30.0, 0.0)
+    if fps < 0.1:
+        raise BadParameter(f"fps must be a number in [0.1, 30], got {raw!r}")
+    return fps
 
 
 def parse_tiles(raw: str | None, model: ModelSpec) -> int | None:
@@ -191,11 +205,13 @@ def parse_json_field(raw: str | None, name: str) -> object:
         raise BadParameter(f"the {name} field is JSON nested too deep") from None
 
 
-def parse_flag(raw: object, name: str) -> bool:
-    """true/false (JSON), or a form field's true, false, 1, 0; absent: false."""
-    if raw is None or isinstance(raw, bool):
-        return bool(raw)
-    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "false", "0", ""):
+def parse_flag(raw: object, name: str, default: bool = False) -> bool:
+    """true/false (JSON), or a form field's true, false, 1, 0; absent or blank: ``default``."""
+    if isinstance(raw, bool):
+        return raw
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return default
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "false", "0"):
         return raw.strip().lower() in ("true", "1")
     raise BadParameter(f"{name} must be true or false, got {raw!r:.40}")
 

@@ -33,8 +33,9 @@ def _errors(schema: str, *codes: int) -> dict:
                410: "the job failed: its results will never exist",
                409: "the model has no weights to download; a dataset exists already or is "
                     "at a limit",
-               413: "the body or the image is too large",
-               422: "not an image, empty, truncated or corrupt",
+               413: "the body, the image or the video is too large",
+               415: "a video, on a route that takes images",
+               422: "not an image (or a video), empty, truncated or corrupt",
                500: "the detection itself failed",
                503: "queue full, too many requests waiting, or timed out waiting",
                507: "no room to store the image (storage budget or disk full)"}
@@ -65,6 +66,10 @@ def _upload_form(model_names: list[str], threshold_name: str, default: float) ->
         properties["model"] = {"type": "string", "enum": ["", *model_names],
                                "description": "an installed model; empty: the default"}
         properties["callback_url"] = CALLBACK_URL
+        properties["fps"] = {"type": "number", "minimum": 0.1, "maximum": 30, "description":
+                             "a video's frames a second to detect (default: video_fps, 5)"}
+        properties["track"] = {"type": "string", "enum": ["true", "false"], "description":
+                               "a video's objects followed across frames (default true)"}
     return {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["image"], "properties": properties}}}}
 
@@ -90,7 +95,7 @@ def _schemas() -> dict:
                                           "error": string, "code": integer}},
         "Detection": detection,
         "Accepted": {"type": "object", "required": ["sid", *urls], "properties": {
-            "sid": string, **urls}},
+            "sid": string, **urls, "frames_url": string}},
         "DownloadAccepted": {"type": "object", "required": ["sid", "model", "status_url",
                                                             "json_url"],
                              "properties": {"sid": string, "model": string, **urls}},
@@ -107,6 +112,10 @@ def _schemas() -> dict:
                        "kind": {"type": "string", "enum": [kind.value for kind in JobKind]},
                        "classes": {"type": "array", "items": string}, "max_detections": integer,
                        "tiles": {"type": "integer", "nullable": True},
+                       "fps": number, "track": {"type": "boolean"}, "frames_url": string,
+                       "video": {"type": "object"}, "frames": integer,
+                       "counts": {"type": "object", "additionalProperties": integer},
+                       "tracks": {"type": "array", "items": {"type": "object"}},
                        "state": {"type": "string",
                                  "enum": ["queued", "running", "done", "failed"]},
                        "queue_position": integer, "image": image, "error": string,
@@ -386,7 +395,7 @@ def openapi_document(service) -> dict:
     metrics_security = [{}] if service.settings.metrics_public else KEYED
     default = service.settings.default_threshold
     sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
-    deepstack_errors = _errors("DeepStackError", 400, 401, 403, 413, 422, 500, 503, 507)
+    deepstack_errors = _errors("DeepStackError", 400, 401, 403, 413, 415, 422, 500, 503, 507)
     # ``?wait=`` is described in words: as a formal optional number, an empty object serializes to
     # no parameter at all, which a fuzzer then expects to be refused.
     wait = (f"Optional query parameter `wait` (seconds, 0 to {MAX_STATUS_WAIT:g}): a long-poll, "
@@ -406,7 +415,11 @@ def openapi_document(service) -> dict:
                                                  "name": "X-API-Key"}}},
         "paths": {
             "/upload": {"post": {
-                "summary": "Queue a photo for detection", "security": KEYED,
+                "summary": "Queue a photo (or a video: MP4, MOV, WebM) for detection",
+                "description": "A video (told by its bytes) is a job of kind video: its "
+                               "frames are detected at fps a second and followed across "
+                               "frames; result_url is its drawn MP4, frames_url its detections "
+                               "frame by frame (JSON lines).", "security": KEYED,
                 "requestBody": _upload_form(models, "threshold", default),
                 "responses": {"202": _json("Accepted", "accepted; poll status_url",
                                            ACCEPTED_HEADERS),

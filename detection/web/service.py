@@ -18,7 +18,7 @@ from ..datasets.review import ReviewList, keep_for_review
 from ..datasets.store import DatasetLimits, DatasetStore
 from ..images import decode_image, encode_png, limit_decoding, png_size
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
-from ..jobs.job import Job, JobKind, JobState, JobStatus, new_sid
+from ..jobs.job import Job, JobKind, JobState, JobStatus, VideoOptions, new_sid
 from ..jobs.layout import SID_PATTERN
 from ..jobs.queue import Upload, open_queue
 from ..jobs.records import JobRecords
@@ -27,6 +27,7 @@ from ..models import ModelsFile, ModelSpec, UnknownModel
 from ..settings import Settings
 from ..stopwatch import Stopwatch
 from ..telemetry.metrics import JOBS, observe_stages
+from ..videos import VideoLimits, probe
 from .forms import JobRequest
 from .launcher import DaemonLauncher
 from .waiting import JobWaiter
@@ -210,6 +211,44 @@ class DetectionService:
             png = kept.read_bytes()
         width, height = png_size(png)
         return png, width, height
+
+    def accept_video(self, data: bytes, request: JobRequest, fps: float | None,
+                     track: bool) -> Accepted:
+        """Probe, store and enqueue a video upload (a job of the long lane); its new sid."""
+        depth = self.queue.depth()
+        if depth >= self.settings.max_queue:
+            raise QueueFull(depth)
+        if request.callback_url:
+            self.callbacks.check(request.callback_url)
+        timings = Stopwatch()
+        options = VideoOptions(request.threshold, request.classes, request.max_detections,
+                               fps or self.settings.video_fps, track)
+        with self._decoding_slot():
+            info = probe(data, VideoLimits.of(self.settings), options.fps)
+        timings.lap("probe")
+        self.storage.reserve(3 * len(data))  # the upload, its drawing and its detections
+        job = Job.video(new_sid(), request.model.name, options)
+        try:
+            if request.callback_url:
+                self.callbacks.register(job.sid, request.callback_url)
+            self.records.store_video(job.sid, data)
+            timings.lap("store")
+            self.queue.enqueue(job, Upload(data, None))  # (RQ: its bytes travel with it)
+            timings.lap("queue")
+        except BaseException as error:
+            self.records.discard_input(job.sid)
+            self.callbacks.discard(job.sid)
+            if isinstance(error, OSError) and error.errno in DISK_FULL:
+                raise DiskFull("the server's disk is full; try again later") from None
+            raise
+        if request.callback_url:
+            self.callbacks.follow(job.sid)
+        log.info("enqueued %s (a video: %dx%d, %s s, model %s)", job.sid, info.width,
+                 info.height, info.seconds, request.model.name,
+                 extra={"sid": job.sid, "event": "enqueued", "kind": job.kind.value,
+                        "model": request.model.name, "video": info.to_json()})
+        self.ensure_daemon()
+        return Accepted(job.sid, timings.laps)
 
     def _store(self, upload: Upload, request: JobRequest, timings: Stopwatch) -> str:
         """Save the image and queue its job; on any failure, neither."""

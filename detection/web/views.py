@@ -6,12 +6,24 @@ from pyramid.view import view_config
 
 from ..jobs.job import JobKind, JobState, JobStatus
 from ..jobs.kinds import REPORTS_PROGRESS, STATUS_FIELDS
-from ..jobs.layout import CALLBACK, CONTENT_TYPES, FILE_NAME, OUTPUT, PROGRESS, RESULT
+from ..jobs.layout import (
+    CALLBACK,
+    CONTENT_TYPES,
+    FILE_NAME,
+    FRAMES,
+    OUTPUT,
+    PROGRESS,
+    RESULT,
+    VIDEO_OUTPUT,
+)
+from ..videos import is_video
 from .errors import JobNotFound, ModelNotFound
 from .forms import (
     MAX_STATUS_WAIT,
     BadParameter,
     job_request,
+    parse_flag,
+    parse_fps,
     parse_number,
     require_image,
 )
@@ -38,8 +50,17 @@ def upload(request):
     threshold = parse_number(form.fields.get("threshold"), "threshold", 1.0,
                              service.settings.default_threshold)
     job = job_request(form, service.pick_model(form.fields.get("model")), threshold)
-    accepted = service.accept_upload(require_image(form), job)
-    urls = _urls(request, accepted.sid, JobKind.DETECT)
+    data = require_image(form)
+    if is_video(data):
+        if job.tiles is not None:
+            raise BadParameter("tiles are for images; a video's frames are detected whole")
+        accepted = service.accept_video(data, job, parse_fps(form.fields.get("fps")),
+                                        parse_flag(form.fields.get("track"), "track", True))
+        kind = JobKind.VIDEO
+    else:
+        accepted = service.accept_upload(data, job)
+        kind = JobKind.DETECT
+    urls = _urls(request, accepted.sid, kind)
     request.response.status_int = 202
     request.response.location = urls["status_url"]
     request.response.cache_control = "no-store"
@@ -160,11 +181,14 @@ def _urls(request, sid: str, kind: JobKind) -> dict:
     """Relative URLs, or absolute ones under ``public_url``: never built from the Host header.
     A download draws nothing: it has no result_url."""
     base = request.service.settings.public_url
+    def url(name: str) -> str:
+        return base + request.route_path("uploaded_file", name=name)
     urls = {"status_url": base + request.route_path("status", sid=sid),
-            "result_url": base + request.route_path("uploaded_file", name=f"{sid}{OUTPUT}"),
-            "json_url": base + request.route_path("uploaded_file", name=f"{sid}{RESULT}")}
-    if kind is not JobKind.DETECT:
-        del urls["result_url"]
+            "json_url": url(f"{sid}{RESULT}")}
+    if kind is JobKind.DETECT:
+        urls["result_url"] = url(f"{sid}{OUTPUT}")
+    elif kind is JobKind.VIDEO:
+        urls.update(result_url=url(f"{sid}{VIDEO_OUTPUT}"), frames_url=url(f"{sid}{FRAMES}"))
     return urls
 
 

@@ -62,7 +62,9 @@ def draw_detections(pixels: np.ndarray, detections: list[Detection]) -> np.ndarr
     font_size = max(12, round(min(width, height) / 40))
     labels, placed = [], []
     for detection in detections:  # best first: they get the best label places
-        label = _label(detection.label, f"{detection.score:.2f}", font_size, line_width,
+        name = detection.label if detection.track_id is None else \
+            f"{detection.label} #{detection.track_id}"
+        label = _label(name, f"{detection.score:.2f}", font_size, line_width,
                        class_color(detection.class_id))
         rectangle = _label_place(detection.bbox, label.shape[1::-1], placed, width)
         placed.append(rectangle)

@@ -70,7 +70,8 @@ def perform(fields: dict) -> dict:
     handler = handler_for(job.kind)
     work = Work(_models, read_input=lambda job: _read_upload(rq_job, job),
                 report_progress=lambda job, progress: _save_progress(rq_job, progress),
-                cancelled=lambda job: _cancel_requested(rq_job, job))
+                cancelled=lambda job: _cancel_requested(rq_job, job),
+                read_bytes=lambda job: _upload_bytes(rq_job, job))
     try:
         if handler.needs_model:
             _models.get(job.model)
@@ -121,10 +122,14 @@ class UploadExpired(FileNotFoundError):
 
 
 def _read_upload(rq_job, job: Job):
+    return decode_image(_upload_bytes(rq_job, job), _models.settings.max_pixels)
+
+
+def _upload_bytes(rq_job, job: Job) -> bytes:
     upload = rq_job.connection.get(upload_key(job.sid))
     if upload is None:
         raise UploadExpired("the upload expired from the queue before a worker took it")
-    return decode_image(upload, _models.settings.max_pixels)
+    return upload
 
 
 def _cancel_requested(rq_job, job: Job) -> str | None:

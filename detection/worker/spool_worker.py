@@ -70,7 +70,8 @@ class SpoolWorker:
         self.batch_size = settings.gpu_batch_size if self.models.device.startswith("cuda") else 1
         self.review = ReviewList.of(settings)
         self.work = Work(self.models, self.read_input, self.report_progress,
-                         lambda job: self.queue.cancel_requested(job.sid))
+                         lambda job: self.queue.cancel_requested(job.sid),
+                         lambda job: self.records.files.video_input(job.sid).read_bytes())
         self.stop = threading.Event()
         self.jobs_done = 0
 
@@ -151,6 +152,7 @@ class SpoolWorker:
             started = time.perf_counter()
             self.records.write_output(job.sid, outcome.output)
             outcome.result["timings"]["write_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        self.records.write_files(job.sid, outcome.files)
         self.records.write_result(job.sid, outcome.result)
         if job.kind is JobKind.DETECT:
             keep_for_review(self.review, self.models.models_file.models.get(job.model),

@@ -414,3 +414,18 @@ def test_a_callback_is_delivered_from_rq_with_no_client_polling(rq_setup, redis_
                    ["callback"]["state"] == "delivered", timeout=10, interval=0.1)
     finally:
         receiver.stop()
+
+
+def test_a_video_runs_on_an_rq_worker_and_its_files_are_collected(rq_setup, redis_server):
+    from tests.clips import panned_photo
+    web, worker = rq_setup
+    server = web()
+    worker()
+    sid = requests.post(server.url + "/upload", files={"image": ("clip.mp4", panned_photo(
+        seconds=1, fps=10))}, data={"fps": "5", "threshold": "0.0"}, timeout=30).json()["sid"]
+    status = server.wait_until_finished(sid, timeout=180)
+    assert (status["kind"], status["state"], status["frames"]) == ("video", "done", 5)
+    drawn = requests.get(server.url + status["result_url"], timeout=10)
+    assert drawn.status_code == 200 and drawn.content[4:8] == b"ftyp"
+    lines = requests.get(server.url + status["frames_url"], timeout=10).text.splitlines()
+    assert len(lines) == 5 and (server.uploads / f"{sid}.out.mp4").is_file()

@@ -75,6 +75,7 @@ class Detection:
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in the input image's pixels
     mask: Mask | None = None  # for instance-segmentation models
     landmarks: tuple[tuple[float, float], ...] | None = None  # (x, y) points, for faces
+    track_id: int | None = None  # in a video, the object it follows across frames
 
     def to_json(self) -> dict:
         document = {"label": self.label, "class_id": self.class_id,
@@ -83,6 +84,8 @@ class Detection:
             document["mask"] = self.mask.rle()
         if self.landmarks is not None:
             document["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
+        if self.track_id is not None:
+            document["track_id"] = self.track_id
         return document
 
 

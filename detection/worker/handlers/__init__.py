@@ -5,6 +5,7 @@ records each job's ``Outcome``; the handler knows nothing of queues or records.
     detect.py     objects on an upload: the result and the drawing
     download.py   a zoo model's weights, with progress
     train.py      a new version of a taught model, from a dataset, with progress
+    video.py      objects in a video's frames, followed across them, with progress
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 from ...jobs.job import Job, JobKind, Progress
 from ...jobs.records import Outcome
 from ...models import UnknownModel
+from ...videos import BadVideo, VideoTooLarge
 from ..model_cache import ModelCache
 
 
@@ -27,6 +29,7 @@ class Work:
     read_input: Callable[[Job], np.ndarray]  # a detection's upload, decoded to RGB pixels
     report_progress: Callable[[Job, Progress], None] = lambda job, progress: None
     cancelled: Callable[[Job], str | None] = lambda job: None  # why a client stopped it, if so
+    read_bytes: Callable[[Job], bytes] = lambda job: b""  # a video's upload, as sent
 
 
 class Handler(Protocol):
@@ -45,6 +48,8 @@ def failure_reason(error: Exception, kind: JobKind = JobKind.DETECT) -> str:
     if isinstance(error, FileNotFoundError):
         gone = Path(error.filename).name if error.filename else None
         return f"{gone} is gone (pruned or deleted)" if gone else str(error)
+    if isinstance(error, (BadVideo, VideoTooLarge)):
+        return f"the video cannot be detected: {error}"
     what = "detection" if kind is JobKind.DETECT else f"the {kind.value}"
     return f"{what} failed: {type(error).__name__}: {error}"
 
@@ -53,5 +58,6 @@ def handler_for(kind: JobKind) -> Handler:
     from .detect import DetectHandler
     from .download import DownloadHandler
     from .train import TrainHandler
+    from .video import VideoHandler
     return {JobKind.DETECT: DetectHandler, JobKind.DOWNLOAD: DownloadHandler,
-            JobKind.TRAIN: TrainHandler}[kind]()
+            JobKind.TRAIN: TrainHandler, JobKind.VIDEO: VideoHandler}[kind]()

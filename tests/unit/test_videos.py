@@ -1,0 +1,46 @@
+"""Reading a video's frames within limits: sampled by their times (a varying frame rate keeps
+its clock), and stopped as soon as the frames break a limit the container did not tell."""
+import pytest
+
+from detection.videos import VideoLimits, VideoTooLarge, is_video, sampled_frames
+from tests.clips import panned_photo
+
+LIMITS = VideoLimits(max_seconds=60, max_frame_pixels=10**7, max_frames=1000)
+
+
+def test_frames_are_sampled_by_their_times_at_a_varying_rate():
+    data = panned_photo(times=[0.0, 0.05, 0.5, 0.55, 1.5, 2.0])
+    assert [round(at, 2) for at, _ in sampled_frames(data, LIMITS, fps=5)] == [0.0, 0.5, 1.5, 2.0]
+    assert len(list(sampled_frames(data, LIMITS, fps=100))) == 6
+
+
+@pytest.mark.parametrize("limits, reason", [
+    (VideoLimits(60, 10**7, max_frames=3), "more than 3 frames"),
+    (VideoLimits(1, 10**7, 1000), "runs past 1 s"),
+    (VideoLimits(60, 640 * 360 - 1, 1000), "pixels a frame"),
+])
+def test_frames_past_a_limit_stop_the_reading(limits, reason):
+    frames = sampled_frames(panned_photo(seconds=2, fps=10), limits, fps=10)
+    with pytest.raises(VideoTooLarge, match=reason):
+        for _ in frames:
+            pass
+
+
+def test_videos_are_told_from_images_by_their_first_bytes():
+    assert is_video(panned_photo(seconds=0.5)) and is_video(
+        panned_photo(seconds=0.5, container="webm", codec="libvpx-vp9"))
+    assert not is_video(b"\x89PNG\r\n\x1a\n" + bytes(20)) and not is_video(b"\xff\xd8\xff\xe0")
+
+
+def test_the_tracker_follows_a_moving_box_and_skips_boxes_with_no_area():
+    from detection.worker.detectors import Detection
+    from detection.worker.tracking import Tracker
+    tracker = Tracker(threshold=0.3)
+    ids = []
+    for frame in range(6):
+        x = 10.0 + 8 * frame
+        found = tracker.follow(frame, [Detection("dog", 16, 0.9, (x, 20.0, x + 50, 90.0)),
+                                       Detection("cat", 15, 0.9, (5.0, 5.0, 5.0, 40.0))])
+        assert all(d.label == "dog" for d in found)
+        ids += [d.track_id for d in found]
+    assert len(ids) >= 5 and len(set(ids)) == 1
