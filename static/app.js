@@ -91,6 +91,8 @@ class JobCard {
   async showStatus(status) {
     if (status.kind === "download") {
       this.showDownload(status);
+    } else if (status.kind === "video") {
+      await this.showVideo(status);
     } else if (status.state === "queued") {
       this.setState("queued");
       this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
@@ -121,6 +123,41 @@ class JobCard {
       this.setMessage(`Model ${status.model} is installed: ${(status.bytes / 2 ** 20).toFixed(1)} MB, ` +
                       `sha256 ${status.sha256.slice(0, 12)}…`);
       loadModels();
+    }
+  }
+  async showVideo(status) {
+    const bar = $(".upload-progress", this.el);
+    $(".figure", this.el).hidden = true;
+    if (status.state === "queued") {
+      this.setState("queued");
+      this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
+    } else if (status.state === "running") {
+      this.setState("running", "detecting");
+      bar.hidden = false;
+      bar.value = status.progress || 0;
+      const eta = status.eta_seconds ? `, about ${Math.ceil(status.eta_seconds)} s left` : "";
+      this.setMessage(status.frames_done
+        ? `Detecting frame ${status.frames_done}${status.frames_total ? ` of ${status.frames_total}` : ""}${eta}…`
+        : "Starting…");
+    } else if (status.state === "failed") {
+      this.fail(`The video failed: ${status.error}`);
+    } else if (status.state === "done") {
+      this.setState("done");
+      this.setMessage("");
+      bar.hidden = true;
+      const view = $("#video-template").content.firstElementChild.cloneNode(true);
+      const video = $("video", view);
+      video.src = await fileUrl(status.result_url);
+      $(".mp4-link", view).href = video.src;
+      $(".frames-link", view).href = await fileUrl(status.frames_url);
+      $(".json-link", view).href = await fileUrl(status.json_url);
+      const counts = Object.entries(status.counts).sort((a, b) => b[1] - a[1]).map(([l, n]) => `${n} × ${l}`);
+      $(".video-summary", view).textContent =
+        `${status.frames} frames at ${status.fps} a second (model ${status.model}): ` +
+        (counts.length ? counts.join(", ") : "no objects above the threshold");
+      drawTimeline($(".timeline", view), status, video);
+      $(".video-result", this.el)?.remove();
+      this.el.append(view);
     }
   }
   async showResult(status) {
@@ -212,6 +249,34 @@ async function reviewItem(item) {
   return el;
 }
 
+// One row a track, from when it was first seen to when last; a click plays from its start.
+function drawTimeline(svg, status, video) {
+  const NS = "http://www.w3.org/2000/svg";
+  const tracks = status.tracks.slice(0, 40);
+  const seconds = Math.max(status.video.seconds || 0, ...tracks.map((t) => t.last_seen), 0.1);
+  const row = 16, left = 110, width = 600;
+  svg.setAttribute("viewBox", `0 0 ${left + width + 10} ${Math.max(1, tracks.length) * row + 4}`);
+  svg.setAttribute("aria-label", `${status.tracks.length} tracks over ${seconds.toFixed(1)} s`);
+  svg.replaceChildren();
+  tracks.forEach((track, i) => {
+    const y = i * row + 2;
+    const name = document.createElementNS(NS, "text");
+    Object.entries({ x: 0, y: y + 11, class: "track-name" }).forEach(([k, v]) => name.setAttribute(k, v));
+    name.textContent = `${track.label} #${track.id}`;
+    const bar = document.createElementNS(NS, "rect");
+    const x = left + (track.first_seen / seconds) * width;
+    const w = Math.max(3, ((track.last_seen - track.first_seen) / seconds) * width);
+    Object.entries({ x, y, width: w, height: row - 4, rx: 3, class: "track",
+                     fill: `hsl(${(track.id * 137.5) % 360} 70% 50%)` })
+      .forEach(([k, v]) => bar.setAttribute(k, v));
+    const title = document.createElementNS(NS, "title");
+    title.textContent = `${track.label} #${track.id}: ${track.first_seen}–${track.last_seen} s, ${track.frames} frames`;
+    bar.append(title);
+    bar.addEventListener("click", () => { video.currentTime = track.first_seen; video.play(); });
+    svg.append(name, bar);
+  });
+}
+
 function summarize(detections) {
   if (!detections.length) return "No objects above the threshold";
   const counts = {};
@@ -236,7 +301,8 @@ function upload(file, card, choice) {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: described below */ }
     if (xhr.status === 202) {
-      const job = { sid: body.sid, name: file.name, started: Date.now() };
+      const job = { sid: body.sid, name: file.name, started: Date.now(),
+                    kind: body.frames_url ? "video" : "detect" };
       rememberJob(job);
       poll(card, job);
     } else if (xhr.status === 401 && askForKey()) {
@@ -283,8 +349,9 @@ async function poll(card, job) {
       if (!response.ok) throw new Error(status.error || `HTTP ${response.status}`);
       await card.showStatus(status);
       if (status.state === "done" || status.state === "failed") return;
-      // A download says how far it is: poll it (a long-poll answers only at the end).
-      next = job.kind !== "download" && (status.state === "running" || status.queue_position === 1);
+      // A download or a video says how far it is: poll it (a long-poll answers only at the end).
+      const reports = status.kind === "download" || status.kind === "video";
+      next = !reports && (status.state === "running" || status.queue_position === 1);
       delay = next && !longPoll ? 0 : POLL_MS; // the first long-poll at once; then at most 1/s
     } catch (error) {
       delay = Math.min(delay * 2, MAX_POLL_MS);
@@ -359,9 +426,13 @@ async function startDownload(name) {
 function startJobs(files) {
   for (const file of files) {
     const card = new JobCard(file.name);
-    card.image.classList.add("preview");
-    card.image.alt = `Preview of ${file.name}`;
-    card.image.src = URL.createObjectURL(file);
+    if (file.type.startsWith("video/")) {
+      $(".figure", card.el).hidden = true;
+    } else {
+      card.image.classList.add("preview");
+      card.image.alt = `Preview of ${file.name}`;
+      card.image.src = URL.createObjectURL(file);
+    }
     upload(file, card, { model: $("#model").value, threshold: $("#threshold").value,
                          classes: $("#classes").value });
   }

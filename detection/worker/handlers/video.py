@@ -22,6 +22,7 @@ from ..tracking import LOW_SCORE, Tracker, untracked
 from . import Work
 
 PROGRESS_EVERY_SECONDS = 0.5
+MIN_TRACK_FRAMES = 3  # a track seen in fewer detected frames is a flicker: not summed up
 MILLISECOND = Fraction(1, 1000)
 
 
@@ -66,7 +67,7 @@ class VideoHandler:
             spent["encode_ms"] += _lap(clock)
             lines.append(json.dumps({"frame": index, "time": round(at, 3),
                                      "detections": [d.to_json() for d in found]}))
-            _summarize(found, at, tracks, counts, index)
+            _summarize(found, at, tracks, counts)
             if time.monotonic() - reported >= PROGRESS_EVERY_SECONDS:
                 reported = time.monotonic()
                 work.report_progress(job, _progress(index + 1, total, reported - started))
@@ -76,11 +77,14 @@ class VideoHandler:
         clock = time.perf_counter()
         mp4 = writer.close()
         spent["encode_ms"] += _lap(clock)
+        kept = [t for t in tracks.values() if t["frames"] >= MIN_TRACK_FRAMES]
+        for track in kept:
+            counts.setdefault(track["label"], set()).add(track["id"])
         result = {"sid": job.sid, "kind": job.kind.value, "model": job.model,
                   **options.to_fields(), "device": work.models.device,
                   "video": info.to_json(), "frames": len(lines),
                   "counts": {label: len(ids) for label, ids in sorted(counts.items())},
-                  "tracks": sorted(tracks.values(), key=lambda t: t["first_seen"]),
+                  "tracks": sorted(kept, key=lambda t: t["first_seen"]),
                   "timings": {k: round(v, 1) for k, v in {**timings.laps, **spent}.items()}}
         return Outcome(result=result, files={VIDEO_OUTPUT: mp4,
                                              FRAMES: ("\n".join(lines) + "\n").encode()})
@@ -90,9 +94,9 @@ def _lap(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
 
-def _summarize(found, at: float, tracks: dict, counts: dict, index: int) -> None:
-    """Each track's class, first and last time seen, frames and best score; the objects of
-    each class (tracks; without tracking, the most seen in one frame)."""
+def _summarize(found, at: float, tracks: dict, counts: dict) -> None:
+    """Each track's class, first and last time seen, frames and best score; without tracking,
+    the objects of each class (the most seen in one frame)."""
     per_frame: dict[str, int] = {}
     for d in found:
         if d.track_id is None:
@@ -103,7 +107,6 @@ def _summarize(found, at: float, tracks: dict, counts: dict, index: int) -> None
                                                "best_score": 0.0})
         track["last_seen"], track["frames"] = round(at, 3), track["frames"] + 1
         track["best_score"] = round(max(track["best_score"], d.score), 4)
-        counts.setdefault(d.label, set()).add(d.track_id)
     for label, count in per_frame.items():
         best = counts.setdefault(label, set())
         best.update(range(len(best), count))  # as many as the most seen at once
