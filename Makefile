@@ -31,3 +31,4 @@ bench: install
 	$(PYTHON) bench/scaling.py --output docs/scaling.md
 	$(PYTHON) bench/runtimes.py --output docs/runtimes.md
 	$(PYTHON) bench/tiles.py --output docs/tiles.md
+	$(PYTHON) bench/long_jobs.py --output docs/long_jobs.md

@@ -93,6 +93,7 @@ class Settings:
     max_video_frames: int
     video_fps: float
     video_timeout_seconds: float
+    long_lane_idle_seconds: float
 
     @property
     def max_storage_bytes(self) -> int | None:
@@ -289,6 +290,7 @@ SETTINGS: dict[str, Setting] = {
     "max_video_frames": Setting("3000", number(int, 1, 10**7)),
     "video_fps": Setting("5", number(float, 0.1, 120)),
     "video_timeout_seconds": Setting("1800", number(float, 1, 10**7)),
+    "long_lane_idle_seconds": Setting("60", number(float, 0, 10**6)),
 }
 
 

@@ -40,7 +40,6 @@ from .protocol import Event, Finished, Loading, Reporter, Started, Unusable
 log = logging.getLogger(__name__)
 
 IDLE_WAKE_MS = 500
-LEAVE_IDLE_SECONDS = 5.0  # a worker of a lane used on demand, with nothing to do
 
 
 class SpoolWorker:
@@ -50,7 +49,7 @@ class SpoolWorker:
     Worker ``slot`` holds that slot's lock from its start to its end (see ``spool.py``). On a
     GPU it takes up to ``gpu_batch_size`` waiting detections of one model at once, and detects
     them in one batch; on the CPU one at a time (a batch was slower there). A worker of a lane
-    used on demand leaves once no job of its lane has waited for ``LEAVE_IDLE_SECONDS``."""
+    used on demand leaves once no job of its lane has waited for ``long_lane_idle_seconds``."""
 
     def __init__(self, settings: Settings, slot: int = 0,
                  report: Callable[[Event], None] = lambda event: None, lane: Lane = DETECT_LANE):
@@ -177,7 +176,8 @@ class SpoolWorker:
                 if jobs:
                     self.run_jobs(jobs)
                     idle_since = time.monotonic()
-                elif self.lane.on_demand and time.monotonic() - idle_since > LEAVE_IDLE_SECONDS:
+                elif (self.lane.on_demand and time.monotonic() - idle_since
+                      > self.settings.long_lane_idle_seconds):
                     log.info("no %s job waits: leaving", self.lane.name)
                     return
                 elif watch is not None:

@@ -135,7 +135,7 @@ class Mp4Writer:
             self.container = av.open(self.file.name, mode="w", format="mp4",
                                      options={"movflags": "+faststart"})
             self.stream = self.container.add_stream("libx264", rate=1000, options={
-                "crf": "26", "preset": "veryfast"})
+                "crf": "26", "preset": "superfast"})
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]),
                                            format="rgb24")
