@@ -94,6 +94,9 @@ class Settings:
     video_fps: float
     video_timeout_seconds: float
     long_lane_idle_seconds: float
+    max_batch_images: int
+    max_batch_mb: int
+    batch_timeout_seconds: float
 
     @property
     def max_storage_bytes(self) -> int | None:
@@ -291,6 +294,9 @@ SETTINGS: dict[str, Setting] = {
     "video_fps": Setting("5", number(float, 0.1, 120)),
     "video_timeout_seconds": Setting("1800", number(float, 1, 10**7)),
     "long_lane_idle_seconds": Setting("60", number(float, 0, 10**6)),
+    "max_batch_images": Setting("500", number(int, 1, 100_000)),
+    "max_batch_mb": Setting("256", number(int, 1, 2**40)),
+    "batch_timeout_seconds": Setting("1800", number(float, 1, 10**7)),
 }
 
 

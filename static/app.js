@@ -93,6 +93,8 @@ class JobCard {
       this.showDownload(status);
     } else if (status.kind === "video") {
       await this.showVideo(status);
+    } else if (status.kind === "batch") {
+      await this.showBatch(status);
     } else if (status.state === "queued") {
       this.setState("queued");
       this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
@@ -124,6 +126,76 @@ class JobCard {
                       `sha256 ${status.sha256.slice(0, 12)}…`);
       loadModels();
     }
+  }
+  async showBatch(status) {
+    const bar = $(".upload-progress", this.el);
+    $(".figure", this.el).hidden = true;
+    if (status.state === "queued") {
+      this.setState("queued");
+      this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
+    } else if (status.state === "running") {
+      this.setState("running", "detecting");
+      bar.hidden = false;
+      bar.value = status.progress || 0;
+      const eta = status.eta_seconds ? `, about ${Math.ceil(status.eta_seconds)} s left` : "";
+      this.setMessage(status.images_done
+        ? `Image ${status.images_done} of ${status.images_total}${eta}…` : "Starting…");
+    } else if (status.state === "failed") {
+      this.fail(`The batch failed: ${status.error}`);
+    } else if (status.state === "done") {
+      this.setState("done");
+      this.setMessage("");
+      bar.hidden = true;
+      const view = $("#batch-template").content.firstElementChild.cloneNode(true);
+      const counts = Object.entries(status.counts).sort((a, b) => b[1] - a[1]).map(([l, n]) => `${n} × ${l}`);
+      $(".batch-summary", view).textContent = `${status.images.length} images (model ${status.model}): ` +
+        (counts.length ? counts.join(", ") : "no objects above the threshold");
+      for (const [cls, url] of [[".coco-link", status.coco_url], [".csv-link", status.csv_url],
+                                [".zip-link", status.result_url], [".json-link", status.json_url]]) {
+        $(cls, view).href = await fileUrl(url);
+      }
+      if (status.failed.length) {
+        const failed = $(".batch-failed", view);
+        failed.hidden = false;
+        failed.textContent = `Not read: ${status.failed.map((f) => `${f.file_name} (${f.error})`).join("; ")}`;
+      }
+      const coco = await (await api(status.coco_url)).json();
+      const grid = $(".batch-grid", view);
+      coco.images.forEach((image) => grid.append(this.batchItem(image, coco)));
+      $(".batch-result", this.el)?.remove();
+      this.el.append(view);
+    }
+  }
+  // A batch's image: its own file where this page still has it, with its boxes on top
+  batchItem(image, coco) {
+    const item = document.createElement("li");
+    item.className = "gallery-item";
+    const found = coco.annotations.filter((a) => a.image_id === image.id);
+    const file = (this.files || []).find((f) => f.name === image.file_name);
+    if (file) {
+      const figure = document.createElement("div");
+      figure.className = "figure";
+      const img = document.createElement("img");
+      img.src = URL.createObjectURL(file);
+      img.alt = `${image.file_name}: ${found.length} detections`;
+      figure.append(img);
+      for (const a of found) {
+        const box = document.createElement("div");
+        box.className = "gallery-box";
+        const [x, y, w, h] = a.bbox;
+        Object.assign(box.style, { left: `${(100 * x) / image.width}%`, top: `${(100 * y) / image.height}%`,
+                                   width: `${(100 * w) / image.width}%`, height: `${(100 * h) / image.height}%` });
+        box.title = `${coco.categories[a.category_id].name} ${a.score.toFixed(2)}`;
+        figure.append(box);
+      }
+      item.append(figure);
+    }
+    const caption = document.createElement("p");
+    const labels = {};
+    for (const a of found) labels[coco.categories[a.category_id].name] = (labels[coco.categories[a.category_id].name] || 0) + 1;
+    caption.textContent = `${image.file_name}: ${Object.entries(labels).map(([l, n]) => `${n} × ${l}`).join(", ") || "nothing found"}`;
+    item.append(caption);
+    return item;
   }
   async showVideo(status) {
     const bar = $(".upload-progress", this.el);
@@ -288,12 +360,12 @@ function summarize(detections) {
 // --- Upload and poll ----------------------------------------------------------------------------
 function upload(file, card, choice) {
   const form = new FormData();
-  form.append("image", file);
+  for (const each of card.files || [file]) form.append("image", each);
   form.append("threshold", choice.threshold);
   form.append("model", choice.model);
   form.append("classes", choice.classes);
   const xhr = new XMLHttpRequest();
-  xhr.open("POST", "/upload");
+  xhr.open("POST", card.files && card.files.length > 1 ? "/upload?batch=1" : "/upload");
   for (const [name, value] of Object.entries(keyHeaders())) xhr.setRequestHeader(name, value);
   xhr.upload.onprogress = (e) => { if (e.lengthComputable) card.showProgress(e.loaded / e.total); };
   xhr.onload = () => {
@@ -302,7 +374,7 @@ function upload(file, card, choice) {
     try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: described below */ }
     if (xhr.status === 202) {
       const job = { sid: body.sid, name: file.name, started: Date.now(),
-                    kind: body.frames_url ? "video" : "detect" };
+                    kind: body.frames_url ? "video" : body.coco_url ? "batch" : "detect" };
       rememberJob(job);
       poll(card, job);
     } else if (xhr.status === 401 && askForKey()) {
@@ -350,7 +422,7 @@ async function poll(card, job) {
       await card.showStatus(status);
       if (status.state === "done" || status.state === "failed") return;
       // A download or a video says how far it is: poll it (a long-poll answers only at the end).
-      const reports = status.kind === "download" || status.kind === "video";
+      const reports = ["download", "video", "batch"].includes(status.kind);
       next = !reports && (status.state === "running" || status.queue_position === 1);
       delay = next && !longPoll ? 0 : POLL_MS; // the first long-poll at once; then at most 1/s
     } catch (error) {
@@ -424,9 +496,18 @@ async function startDownload(name) {
 }
 
 function startJobs(files) {
+  const images = files.filter((f) => f.type.startsWith("image/"));
+  if ($("#as-batch").checked && images.length > 1) { // one card, one job for all the images
+    const card = new JobCard(`${images.length} images (a batch)`);
+    card.files = images;
+    $(".figure", card.el).hidden = true;
+    upload(images[0], card, { model: $("#model").value, threshold: $("#threshold").value,
+                              classes: $("#classes").value });
+    files = files.filter((f) => !images.includes(f));
+  }
   for (const file of files) {
     const card = new JobCard(file.name);
-    if (file.type.startsWith("video/")) {
+    if (file.type.startsWith("video/") || /\.zip$/i.test(file.name)) {
       $(".figure", card.el).hidden = true;
     } else {
       card.image.classList.add("preview");

@@ -1,6 +1,7 @@
-"""A dataset sent as a zip (a COCO annotation file and its images, as ``dataset export`` lays
-them out), unpacked with bounds before anything reads it: the bytes each entry really inflates
-to (not what its header claims), the number of entries, and names that stay in the folder.
+"""A zip from a client, read with bounds before anything reads what it holds: a dataset (a COCO
+annotation file and its images, as ``dataset export`` lays them out) unpacked into a folder, or
+a batch's images read into memory. Bounded: the bytes each entry really inflates to (not what
+its header claims), the number of entries, and names that stay in the folder.
 
 Nothing is extracted by ``zipfile.extractall``: each entry's name is checked (no absolute path,
 no ``..``, no backslash, no control character, no link) and written under the folder only.
@@ -8,6 +9,7 @@ no ``..``, no backslash, no control character, no link) and written under the fo
 from __future__ import annotations
 
 import errno
+import io
 import stat
 import zipfile
 import zlib
@@ -81,6 +83,51 @@ def unpack_dataset_zip(archive: IO[bytes], folder: Path, limits: ArchiveLimits) 
     return folder / annotation_files[0]
 
 
+def read_zip_files(data: bytes, limits: ArchiveLimits) -> list[tuple[str, bytes]]:
+    """The files of zip ``data`` (folders and macOS's extras left out), names checked as an
+    unpacked zip's are, in the zip's order; ``BadArchive`` or ``ArchiveTooLarge`` otherwise."""
+    archive = io.BytesIO(data)
+    try:
+        _check_directory(archive, limits)
+        with zipfile.ZipFile(archive) as opened:
+            entries = [entry for entry in opened.infolist()
+                       if not entry.is_dir() and not entry.filename.startswith(IGNORED)]
+            if len(entries) > limits.entries:
+                raise ArchiveTooLarge(f"the zip has {len(entries)} files; at most "
+                                      f"{limits.entries} are taken")
+            names = [_safe_name(entry) for entry in entries]
+            if method := next((e.compress_type for e in entries if e.compress_type not in METHODS),
+                              None):
+                raise BadArchive(f"the zip uses compression method {method}; send it stored or "
+                                 "deflated (what every zip tool writes by default)")
+            files, budget = [], limits.bytes
+            for entry, name in zip(entries, names):
+                if entry.file_size > budget:
+                    raise ArchiveTooLarge(_over(limits))
+                content = _read(opened, entry, budget, limits)
+                budget -= len(content)
+                files.append((name, content))
+            return files
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as error:
+        raise BadArchive(f"the body is not a readable zip ({type(error).__name__}: "
+                         f"{error})") from None
+    except (RuntimeError, NotImplementedError) as error:
+        raise BadArchive(f"the zip cannot be read: {error}") from None
+
+
+def _read(opened: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: int,
+          limits: ArchiveLimits) -> bytes:
+    """``entry``'s bytes, counted as they inflate: refused once past ``budget``."""
+    parts, read = [], 0
+    with opened.open(entry) as source:
+        while chunk := source.read(min(CHUNK, budget - read + 1)):
+            read += len(chunk)
+            if read > budget:
+                raise ArchiveTooLarge(_over(limits))
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 def _check_directory(archive: IO[bytes], limits: ArchiveLimits) -> None:
     """Before ``zipfile`` reads the central directory into an object per entry: no larger than
     ``limits.entries`` entries need (a small zip can list millions of empty files). Its size is
@@ -89,8 +136,7 @@ def _check_directory(archive: IO[bytes], limits: ArchiveLimits) -> None:
     if end is None:
         raise BadArchive("the body is not a readable zip (no end of central directory)")
     if end[zipfile._ECD_SIZE] > limits.entries * ENTRY_RECORD_BYTES:
-        raise ArchiveTooLarge(f"the zip lists more files than the {limits.entries} an import "
-                              "takes (a dataset's images and its annotation file)")
+        raise ArchiveTooLarge(f"the zip lists more files than the {limits.entries} taken here")
     archive.seek(0)
 
 
@@ -136,4 +182,4 @@ def _inflate(opened: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, budg
 
 
 def _over(limits: ArchiveLimits) -> str:
-    return f"the zip's files inflate to more than {limits.bytes} bytes, the import's limit"
+    return f"the zip's files inflate to more than {limits.bytes} bytes, the limit here"

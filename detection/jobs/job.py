@@ -41,6 +41,7 @@ class JobKind(str, Enum):
     DOWNLOAD = "download"
     TRAIN = "train"
     VIDEO = "video"
+    BATCH = "batch"
 
 
 class BadJob(ValueError):
@@ -150,9 +151,32 @@ class VideoOptions:
         return cls(frame.threshold, frame.classes, frame.max_detections, float(fps), track)
 
 
-Options = Union[DetectOptions, DownloadOptions, TrainOptions, VideoOptions]
+@dataclass(frozen=True)
+class BatchOptions:
+    """A batch's detections: a detection's options for each of its ``count`` images."""
+    threshold: float
+    classes: tuple[str, ...] = ()
+    max_detections: int = MAX_DETECTIONS
+    tiles: int | None = None
+    count: int = 0
+
+    def to_fields(self) -> dict[str, Any]:
+        return {**DetectOptions(self.threshold, self.classes, self.max_detections,
+                                self.tiles).to_fields(), "count": self.count}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "BatchOptions":
+        each = DetectOptions.from_fields(fields)
+        count = fields.get("count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise BadJob(f"its count is not a whole number: {count!r}")
+        return cls(each.threshold, each.classes, each.max_detections, each.tiles, count)
+
+
+Options = Union[DetectOptions, DownloadOptions, TrainOptions, VideoOptions, BatchOptions]
 OPTIONS: dict[JobKind, type] = {JobKind.DETECT: DetectOptions, JobKind.DOWNLOAD: DownloadOptions,
-                                JobKind.TRAIN: TrainOptions, JobKind.VIDEO: VideoOptions}
+                                JobKind.TRAIN: TrainOptions, JobKind.VIDEO: VideoOptions,
+                                JobKind.BATCH: BatchOptions}
 
 
 @dataclass(frozen=True)
@@ -174,6 +198,10 @@ class Job:
     @classmethod
     def video(cls, sid: str, model: str, options: VideoOptions) -> "Job":
         return cls(sid, JobKind.VIDEO, model, options, time.time_ns())
+
+    @classmethod
+    def batch(cls, sid: str, model: str, options: BatchOptions) -> "Job":
+        return cls(sid, JobKind.BATCH, model, options, time.time_ns())
 
     @classmethod
     def download(cls, sid: str, model: str) -> "Job":
@@ -209,7 +237,7 @@ class Job:
     @classmethod
     def unknown(cls, sid: str, kind: JobKind = JobKind.DETECT) -> "Job":
         """A job whose fields are lost (its ticket torn): its sid is known, and maybe its kind."""
-        if kind in (JobKind.DETECT, JobKind.VIDEO):
+        if kind in (JobKind.DETECT, JobKind.VIDEO, JobKind.BATCH):
             return cls(sid, kind, "unknown", OPTIONS[kind](0.0))
         return cls(sid, kind, "unknown", OPTIONS[kind]())
 

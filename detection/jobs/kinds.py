@@ -22,7 +22,8 @@ class Lane(NamedTuple):
 
 
 DETECT_LANE = Lane("detect", frozenset({JobKind.DETECT}), on_demand=False)
-LONG_LANE = Lane("long", frozenset({JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO}),
+LONG_LANE = Lane("long", frozenset({JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO,
+                                   JobKind.BATCH}),
                  on_demand=True, niceness=10)
 LANES = {lane.name: lane for lane in (DETECT_LANE, LONG_LANE)}
 
@@ -36,9 +37,10 @@ STATUS_FIELDS = {JobKind.DETECT: ("image", "detections", "tiles", "timings"),
                  JobKind.DOWNLOAD: ("checkpoint", "bytes", "sha256", "timings"),
                  JobKind.TRAIN: ("version", "metrics", "served", "promoted", "warning",
                                  "timings"),
-                 JobKind.VIDEO: ("video", "frames", "counts", "tracks", "timings")}
+                 JobKind.VIDEO: ("video", "frames", "counts", "tracks", "timings"),
+                 JobKind.BATCH: ("images", "counts", "failed", "timings")}
 # Kinds that take long enough to say how far they are (a detection takes a fraction of a second).
-REPORTS_PROGRESS = {JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO}
+REPORTS_PROGRESS = {JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO, JobKind.BATCH}
 
 
 def max_attempts(kind: JobKind) -> int:
@@ -57,6 +59,8 @@ def time_limit(job: Job, models: dict[str, ModelSpec], settings) -> float:
         return settings.training_timeout_seconds
     if job.kind is JobKind.VIDEO:
         return settings.video_timeout_seconds
+    if job.kind is JobKind.BATCH:
+        return settings.batch_timeout_seconds
     return job_time_limit(models, job.model, settings.job_timeout_seconds)
 
 
@@ -69,4 +73,6 @@ def over_time(job: Job, limit: float) -> str:
                 "(training_timeout_seconds); the served model is unchanged")
     if job.kind is JobKind.VIDEO:
         return f"the video took longer than {limit:g} s, the time limit (video_timeout_seconds)"
+    if job.kind is JobKind.BATCH:
+        return f"the batch took longer than {limit:g} s, the time limit (batch_timeout_seconds)"
     return f"detection took longer than {limit:g} s, the time limit for model {job.model}"

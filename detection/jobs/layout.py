@@ -9,6 +9,10 @@
     <sid>.video          a video upload, as sent (its container sniffed and probed)
     <sid>.out.mp4        a video's drawing: H.264, its boxes, labels and track ids
     <sid>.jsonl          a video's detections, one line a detected frame
+    <sid>.batch.zip      a batch's images, as sent, in order
+    <sid>.out.zip        a batch's drawings, one PNG an image
+    <sid>.coco.json      a batch's detections, as COCO results with its images and categories
+    <sid>.csv            a batch's detections, one row each
 
 Web, worker, command line, storage, OpenAPI and tests all take names from here; only
 ``records.py`` writes and reads what they hold.
@@ -29,12 +33,19 @@ CALLBACK = ".callback.json"
 VIDEO_INPUT = ".video"
 VIDEO_OUTPUT = ".out.mp4"
 FRAMES = ".jsonl"
-SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS, CALLBACK, VIDEO_INPUT, VIDEO_OUTPUT, FRAMES)
+BATCH_INPUT = ".batch.zip"
+BATCH_OUTPUT = ".out.zip"
+COCO = ".coco.json"
+CSV = ".csv"
+SUFFIXES = (INPUT, OUTPUT, RESULT, ERROR, PROGRESS, CALLBACK, VIDEO_INPUT, VIDEO_OUTPUT, FRAMES,
+            BATCH_INPUT, BATCH_OUTPUT, COCO, CSV)
 FINISHED = (RESULT, ERROR)  # a job with either file is done or failed
 CONTENT_TYPES = {INPUT: "image/png", OUTPUT: "image/png", RESULT: "application/json",
                  ERROR: "application/json", PROGRESS: "application/json",
                  CALLBACK: "application/json", VIDEO_INPUT: "application/octet-stream",
-                 VIDEO_OUTPUT: "video/mp4", FRAMES: "application/x-ndjson"}
+                 VIDEO_OUTPUT: "video/mp4", FRAMES: "application/x-ndjson",
+                 BATCH_INPUT: "application/zip", BATCH_OUTPUT: "application/zip",
+                 COCO: "application/json", CSV: "text/csv"}
 # Longest suffix first: "<sid>.out.png" is an output, not an input named "<sid>.out".
 FILE_NAME = re.compile(rf"(?P<sid>{SID_PATTERN.pattern})"
                        rf"(?P<kind>{'|'.join(re.escape(s) for s in sorted(SUFFIXES, key=len, reverse=True))})")
@@ -72,3 +83,6 @@ class JobFiles:
 
     def video_input(self, sid: str) -> Path:
         return self.uploads_dir / f"{sid}{VIDEO_INPUT}"
+
+    def batch_input(self, sid: str) -> Path:
+        return self.uploads_dir / f"{sid}{BATCH_INPUT}"

@@ -19,7 +19,16 @@ from typing import Any, TypedDict
 from .atomic import fsync_path, write_atomically
 from .errors import DISK_FULL
 from .job import BadJob, Job, JobKind, JobState, JobStatus, Progress
-from .layout import CALLBACK, FILE_NAME, FRAMES, VIDEO_OUTPUT, JobFiles
+from .layout import (
+    BATCH_OUTPUT,
+    CALLBACK,
+    COCO,
+    CSV,
+    FILE_NAME,
+    FRAMES,
+    VIDEO_OUTPUT,
+    JobFiles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +93,8 @@ class JobFailure(TypedDict, total=False):
 
 
 OPEN_CALLBACK_STATES = ("waiting", "retrying")
-OUTCOME_FILES = (VIDEO_OUTPUT, FRAMES)  # the files an outcome may carry besides its drawing  # a callback not yet delivered, nor given up
+# The files an outcome may carry besides its drawing: a video's, a batch's
+OUTCOME_FILES = (VIDEO_OUTPUT, FRAMES, BATCH_OUTPUT, COCO, CSV)  # a callback not yet delivered, nor given up
 
 # What a done record of each kind must hold, and of which type (else it reads as damaged).
 RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -92,6 +102,7 @@ RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "download": {"checkpoint": str, "bytes": int, "sha256": str, "timings": dict},
     "train": {"version": str, "metrics": dict, "timings": dict},
     "video": {"video": dict, "frames": int, "counts": dict, "tracks": list, "timings": dict},
+    "batch": {"images": list, "counts": dict, "failed": list, "timings": dict},
 }
 
 
@@ -160,10 +171,21 @@ class JobRecords:
         """An accepted video upload, as sent."""
         write_atomically(self.files.video_input(sid), data)
 
+    def store_batch(self, sid: str, data: bytes) -> None:
+        """An accepted batch: its images in one stored zip."""
+        write_atomically(self.files.batch_input(sid), data)
+
+    def raw_input(self, job: Job) -> bytes:
+        """A video's or a batch's upload, as stored."""
+        path = self.files.video_input(job.sid) if job.kind is JobKind.VIDEO \
+            else self.files.batch_input(job.sid)
+        return path.read_bytes()
+
     def discard_input(self, sid: str) -> None:
         """An upload whose job was not queued after all."""
-        self.files.input(sid).unlink(missing_ok=True)
-        self.files.video_input(sid).unlink(missing_ok=True)
+        for path in (self.files.input(sid), self.files.video_input(sid),
+                     self.files.batch_input(sid)):
+            path.unlink(missing_ok=True)
 
     def write_output(self, sid: str, png: bytes, durable: bool = False) -> None:
         write_atomically(self.files.output(sid), png, durable=durable)
@@ -275,7 +297,8 @@ class JobRecords:
 
     # --- reading ---------------------------------------------------------------------------
     def has_input(self, sid: str) -> bool:
-        return self.files.input(sid).exists() or self.files.video_input(sid).exists()
+        return any(path.exists() for path in (self.files.input(sid), self.files.video_input(sid),
+                                              self.files.batch_input(sid)))
 
     def input_path(self, sid: str) -> Path:
         return self.files.input(sid)

@@ -125,7 +125,7 @@ class RQQueue:
         limit = max(1, math.ceil(time_limit(job, self.models_file.models, self.settings)))
         # RQ's alarm allows a model load too; the worker sets it to the limit once it is ready.
         load = int(self.settings.model_load_timeout_seconds) \
-            if job.kind in (JobKind.DETECT, JobKind.VIDEO) else 0
+            if job.kind in (JobKind.DETECT, JobKind.VIDEO, JobKind.BATCH) else 0
         try:
             with self.redis.lock(f"{KEY_PREFIX}enqueue", timeout=ENQUEUE_LOCK_SECONDS,
                                  blocking_timeout=ENQUEUE_LOCK_SECONDS):

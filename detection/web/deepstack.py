@@ -13,6 +13,7 @@ from pyramid.view import view_config
 
 from ..jobs.job import JobState
 from .errors import DetectionFailed, ModelNotFound
+from ..batches import is_zip
 from ..videos import is_video
 from .forms import UnsupportedMedia, job_request, parse_number, require_image
 from .security import API_PERMISSION
@@ -56,9 +57,10 @@ def detect(request, model_name: str | None, command: str | None = None) -> dict:
                              DEFAULT_MIN_CONFIDENCE)
     job = job_request(form, service.pick_model(model_name), threshold)
     data = require_image(form)
-    if is_video(data):
-        raise UnsupportedMedia("the DeepStack routes take images; send a video to POST /upload "
-                               "(a job with progress: poll its status_url)")
+    if is_video(data) or is_zip(data):
+        raise UnsupportedMedia("the DeepStack routes take images; send a video or a zip of "
+                               "images to POST /upload (a job with progress: poll its "
+                               "status_url)")
     status = service.detect_now(data, job)
     if status.state is JobState.FAILED:
         raise DetectionFailed(status.error)

@@ -23,6 +23,7 @@ from ..images import BadImage, ImageTooLarge
 from ..jobs.errors import DiskFull, QueueFull, QueueUnavailable
 from ..jobs.storage import StorageFull
 from ..models import UnknownModel
+from ..batches import BadBatch, BatchTooLarge
 from ..videos import BadVideo, VideoTooLarge
 from .forms import BadParameter, BodyTooLarge, UnsupportedMedia
 from .guards import CrossSiteRequest
@@ -60,7 +61,8 @@ ERROR_STATUS = {BadParameter: 400, UnknownModel: 400, ModelNotFound: 404, BadIma
                 DatasetStorageFull: 507, CannotTrain: 409, UnknownVersion: 404,
                 UnknownTraining: 404, CannotCancel: 409, DatasetNotReady: 409,
                 ImageExists: 409, BadArchive: 400, ArchiveTooLarge: 413, CallbackRefused: 400,
-                UnsupportedMedia: 415, BadVideo: 422, VideoTooLarge: 413}
+                UnsupportedMedia: 415, BadVideo: 422, VideoTooLarge: 413, BadBatch: 400,
+                BatchTooLarge: 413}
 RETRY_LATER = (QueueFull, QueueUnavailable, DetectionTimeout, ServerBusy)
 DEEPSTACK_PREFIX = "/v1/"
 

@@ -59,7 +59,8 @@ class JobRequest:
 @dataclass
 class UploadForm:
     fields: dict[str, str] = field(default_factory=dict)
-    image: bytes | None = None
+    image: bytes | None = None  # the first image part
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # all, with file names
 
 
 def parse_number(raw: str | None, name: str, high: float, default: float) -> float:
@@ -219,15 +220,17 @@ def parse_flag(raw: object, name: str, default: bool = False) -> bool:
 def require_image(form: UploadForm) -> bytes:
     if form.image is None:
         raise BadParameter("send the image as a multipart/form-data file field named 'image'")
+    if len(form.images) > 1:
+        raise BadParameter("send the image field once (several images: POST /upload?batch=1, "
+                           "or one zip of them)")
     return form.image
 
 
 def _take_part(form: UploadForm, part: multipart.MultipartPart, limit: int) -> None:
     if part.name == IMAGE_FIELD:
-        if form.image is not None:
-            raise BadParameter("send the image field once, not several times")
         # Bytes as sent, with or without a file name (some DeepStack clients send none).
-        form.image = part.file.getvalue()
+        form.images.append((part.filename or "", part.file.getvalue()))
+        form.image = form.images[0][1]
     elif part.name in TEXT_FIELDS:
         if part.name in form.fields:
             raise BadParameter(f"send the {part.name} field once, not several times")

@@ -95,7 +95,8 @@ def _schemas() -> dict:
                                           "error": string, "code": integer}},
         "Detection": detection,
         "Accepted": {"type": "object", "required": ["sid", *urls], "properties": {
-            "sid": string, **urls, "frames_url": string}},
+            "sid": string, **urls, "frames_url": string, "coco_url": string,
+            "csv_url": string}},
         "DownloadAccepted": {"type": "object", "required": ["sid", "model", "status_url",
                                                             "json_url"],
                              "properties": {"sid": string, "model": string, **urls}},
@@ -116,6 +117,9 @@ def _schemas() -> dict:
                        "video": {"type": "object"}, "frames": integer,
                        "counts": {"type": "object", "additionalProperties": integer},
                        "tracks": {"type": "array", "items": {"type": "object"}},
+                       "count": integer, "coco_url": string, "csv_url": string,
+                       "images": {"type": "array", "items": {"type": "object"}},
+                       "failed": {"type": "array", "items": {"type": "object"}},
                        "state": {"type": "string",
                                  "enum": ["queued", "running", "done", "failed"]},
                        "queue_position": integer, "image": image, "error": string,
@@ -419,7 +423,13 @@ def openapi_document(service) -> dict:
                 "description": "A video (told by its bytes) is a job of kind video: its "
                                "frames are detected at fps a second and followed across "
                                "frames; result_url is its drawn MP4, frames_url its detections "
-                               "frame by frame (JSON lines).", "security": KEYED,
+                               "frame by frame (JSON lines). A zip of images, or several image "
+                               "parts with ?batch=1, is a job of kind batch: coco_url, csv_url, "
+                               "and result_url a zip of the drawings.", "security": KEYED,
+                "parameters": [{"name": "batch", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["true", "false", "1",
+                                                                      "0"]},
+                                "description": "several image parts: one batch"}],
                 "requestBody": _upload_form(models, "threshold", default),
                 "responses": {"202": _json("Accepted", "accepted; poll status_url",
                                            ACCEPTED_HEADERS),

@@ -18,7 +18,8 @@ from ..datasets.review import ReviewList, keep_for_review
 from ..datasets.store import DatasetLimits, DatasetStore
 from ..images import decode_image, encode_png, limit_decoding, png_size
 from ..jobs.errors import DISK_FULL, DiskFull, QueueFull, QueueUnavailable
-from ..jobs.job import Job, JobKind, JobState, JobStatus, VideoOptions, new_sid
+from ..batches import BatchLimits, checked_images, images_of_zip, pack
+from ..jobs.job import BatchOptions, Job, JobKind, JobState, JobStatus, VideoOptions, new_sid
 from ..jobs.layout import SID_PATTERN
 from ..jobs.queue import Upload, open_queue
 from ..jobs.records import JobRecords
@@ -215,11 +216,7 @@ class DetectionService:
     def accept_video(self, data: bytes, request: JobRequest, fps: float | None,
                      track: bool) -> Accepted:
         """Probe, store and enqueue a video upload (a job of the long lane); its new sid."""
-        depth = self.queue.depth()
-        if depth >= self.settings.max_queue:
-            raise QueueFull(depth)
-        if request.callback_url:
-            self.callbacks.check(request.callback_url)
+        self._check_room(request)
         timings = Stopwatch()
         options = VideoOptions(request.threshold, request.classes, request.max_detections,
                                fps or self.settings.video_fps, track)
@@ -228,10 +225,51 @@ class DetectionService:
         timings.lap("probe")
         self.storage.reserve(3 * len(data))  # the upload, its drawing and its detections
         job = Job.video(new_sid(), request.model.name, options)
+        self._queue_stored(job, request, data, self.records.store_video, timings)
+        log.info("enqueued %s (a video: %dx%d, %s s, model %s)", job.sid, info.width,
+                 info.height, info.seconds, request.model.name,
+                 extra={"sid": job.sid, "event": "enqueued", "kind": job.kind.value,
+                        "model": request.model.name, "video": info.to_json()})
+        return Accepted(job.sid, timings.laps)
+
+    def accept_batch(self, images: list[tuple[str, bytes]] | bytes,
+                     request: JobRequest) -> Accepted:
+        """Check, store and enqueue a batch: several images (file name, bytes), or a zip of
+        them (a job of the long lane); its new sid."""
+        self._check_room(request)
+        timings = Stopwatch()
+        limits = BatchLimits.of(self.settings)
+        with self._decoding_slot():
+            images = images_of_zip(images, limits) if isinstance(images, bytes) \
+                else checked_images(images, limits)
+            packed = pack(images)
+        timings.lap("check")
+        self.storage.reserve(4 * len(packed))  # the images, their drawings, COCO and CSV
+        job = Job.batch(new_sid(), request.model.name, BatchOptions(
+            request.threshold, request.classes, request.max_detections, request.tiles,
+            len(images)))
+        self._queue_stored(job, request, packed, self.records.store_batch, timings)
+        log.info("enqueued %s (a batch of %d images, model %s)", job.sid, len(images),
+                 request.model.name, extra={"sid": job.sid, "event": "enqueued",
+                                            "kind": job.kind.value, "images": len(images),
+                                            "model": request.model.name})
+        return Accepted(job.sid, timings.laps)
+
+    def _check_room(self, request: JobRequest) -> None:
+        """Refuse a long upload before reading it: a full queue, a callback not allowed."""
+        depth = self.queue.depth()
+        if depth >= self.settings.max_queue:
+            raise QueueFull(depth)
+        if request.callback_url:
+            self.callbacks.check(request.callback_url)
+
+    def _queue_stored(self, job: Job, request: JobRequest, data: bytes, store,
+                      timings: Stopwatch) -> None:
+        """Store a long upload's bytes (``store``) and queue its job; on any failure, neither."""
         try:
             if request.callback_url:
                 self.callbacks.register(job.sid, request.callback_url)
-            self.records.store_video(job.sid, data)
+            store(job.sid, data)
             timings.lap("store")
             self.queue.enqueue(job, Upload(data, None))  # (RQ: its bytes travel with it)
             timings.lap("queue")
@@ -243,12 +281,7 @@ class DetectionService:
             raise
         if request.callback_url:
             self.callbacks.follow(job.sid)
-        log.info("enqueued %s (a video: %dx%d, %s s, model %s)", job.sid, info.width,
-                 info.height, info.seconds, request.model.name,
-                 extra={"sid": job.sid, "event": "enqueued", "kind": job.kind.value,
-                        "model": request.model.name, "video": info.to_json()})
         self.ensure_daemon()
-        return Accepted(job.sid, timings.laps)
 
     def _store(self, upload: Upload, request: JobRequest, timings: Stopwatch) -> str:
         """Save the image and queue its job; on any failure, neither."""

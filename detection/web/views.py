@@ -6,8 +6,12 @@ from pyramid.view import view_config
 
 from ..jobs.job import JobKind, JobState, JobStatus
 from ..jobs.kinds import REPORTS_PROGRESS, STATUS_FIELDS
+from ..batches import is_zip
 from ..jobs.layout import (
+    BATCH_OUTPUT,
     CALLBACK,
+    COCO,
+    CSV,
     CONTENT_TYPES,
     FILE_NAME,
     FRAMES,
@@ -50,16 +54,7 @@ def upload(request):
     threshold = parse_number(form.fields.get("threshold"), "threshold", 1.0,
                              service.settings.default_threshold)
     job = job_request(form, service.pick_model(form.fields.get("model")), threshold)
-    data = require_image(form)
-    if is_video(data):
-        if job.tiles is not None:
-            raise BadParameter("tiles are for images; a video's frames are detected whole")
-        accepted = service.accept_video(data, job, parse_fps(form.fields.get("fps")),
-                                        parse_flag(form.fields.get("track"), "track", True))
-        kind = JobKind.VIDEO
-    else:
-        accepted = service.accept_upload(data, job)
-        kind = JobKind.DETECT
+    kind, accepted = _accept(service, form, job, parse_flag(request.GET.get("batch"), "batch"))
     urls = _urls(request, accepted.sid, kind)
     request.response.status_int = 202
     request.response.location = urls["status_url"]
@@ -67,6 +62,25 @@ def upload(request):
     request.response.headers["Server-Timing"] = ", ".join(
         f"{step};dur={ms:.1f}" for step, ms in accepted.timings.items())
     return {"sid": accepted.sid, **urls}
+
+
+def _accept(service, form, job, batch: bool):
+    """An upload as its job: a batch (``?batch=1``'s images, or one zip of them), a video, or
+    a photo; the job's kind, and what the service answered."""
+    zipped = len(form.images) == 1 and is_zip(form.images[0][1])
+    if batch or zipped:
+        if not form.images:
+            require_image(form)
+        return JobKind.BATCH, service.accept_batch(form.images[0][1] if zipped else form.images,
+                                                   job)
+    data = require_image(form)
+    if not is_video(data):
+        return JobKind.DETECT, service.accept_upload(data, job)
+    if job.tiles is not None:
+        raise BadParameter("tiles are for images; a video's frames are detected whole")
+    return JobKind.VIDEO, service.accept_video(
+        data, job, parse_fps(form.fields.get("fps")),
+        parse_flag(form.fields.get("track"), "track", True))
 
 
 @view_config(route_name="status", request_method="GET", renderer="json", http_cache=0,
@@ -189,6 +203,9 @@ def _urls(request, sid: str, kind: JobKind) -> dict:
         urls["result_url"] = url(f"{sid}{OUTPUT}")
     elif kind is JobKind.VIDEO:
         urls.update(result_url=url(f"{sid}{VIDEO_OUTPUT}"), frames_url=url(f"{sid}{FRAMES}"))
+    elif kind is JobKind.BATCH:
+        urls.update(result_url=url(f"{sid}{BATCH_OUTPUT}"), coco_url=url(f"{sid}{COCO}"),
+                    csv_url=url(f"{sid}{CSV}"))
     return urls
 
 

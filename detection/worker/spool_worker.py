@@ -70,7 +70,7 @@ class SpoolWorker:
         self.review = ReviewList.of(settings)
         self.work = Work(self.models, self.read_input, self.report_progress,
                          lambda job: self.queue.cancel_requested(job.sid),
-                         lambda job: self.records.files.video_input(job.sid).read_bytes())
+                         self.records.raw_input)
         self.stop = threading.Event()
         self.jobs_done = 0
 

@@ -429,3 +429,17 @@ def test_a_video_runs_on_an_rq_worker_and_its_files_are_collected(rq_setup, redi
     assert drawn.status_code == 200 and drawn.content[4:8] == b"ftyp"
     lines = requests.get(server.url + status["frames_url"], timeout=10).text.splitlines()
     assert len(lines) == 5 and (server.uploads / f"{sid}.out.mp4").is_file()
+
+
+def test_a_batch_runs_on_an_rq_worker_and_its_files_are_collected(rq_setup, redis_server):
+    web, worker = rq_setup
+    server = web()
+    worker()
+    parts = [("image", (f"{i}.png", png_bytes(size=(200 + 10 * i, 150)))) for i in range(3)]
+    sid = requests.post(server.url + "/upload?batch=1", files=parts, data={"threshold": "0.0"},
+                        timeout=30).json()["sid"]
+    status = server.wait_until_finished(sid, timeout=180)
+    assert (status["kind"], status["state"], len(status["images"])) == ("batch", "done", 3)
+    coco = requests.get(server.url + status["coco_url"], timeout=10).json()
+    assert [image["width"] for image in coco["images"]] == [200, 210, 220]
+    assert requests.get(server.url + status["result_url"], timeout=10).content[:2] == b"PK"

@@ -6,6 +6,7 @@ records each job's ``Outcome``; the handler knows nothing of queues or records.
     download.py   a zoo model's weights, with progress
     train.py      a new version of a taught model, from a dataset, with progress
     video.py      objects in a video's frames, followed across them, with progress
+    batch.py      objects in many images, as COCO results, a CSV and a zip of drawings
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Work:
     read_input: Callable[[Job], np.ndarray]  # a detection's upload, decoded to RGB pixels
     report_progress: Callable[[Job, Progress], None] = lambda job, progress: None
     cancelled: Callable[[Job], str | None] = lambda job: None  # why a client stopped it, if so
-    read_bytes: Callable[[Job], bytes] = lambda job: b""  # a video's upload, as sent
+    read_bytes: Callable[[Job], bytes] = lambda job: b""  # a video's or a batch's upload
 
 
 class Handler(Protocol):
@@ -58,6 +59,8 @@ def handler_for(kind: JobKind) -> Handler:
     from .detect import DetectHandler
     from .download import DownloadHandler
     from .train import TrainHandler
+    from .batch import BatchHandler
     from .video import VideoHandler
     return {JobKind.DETECT: DetectHandler, JobKind.DOWNLOAD: DownloadHandler,
-            JobKind.TRAIN: TrainHandler, JobKind.VIDEO: VideoHandler}[kind]()
+            JobKind.TRAIN: TrainHandler, JobKind.VIDEO: VideoHandler,
+            JobKind.BATCH: BatchHandler}[kind]()
