@@ -66,7 +66,10 @@ def upload(request):
 
 def _accept(service, form, job, batch: bool):
     """An upload as its job: a batch (``?batch=1``'s images, or one zip of them), a video, or
-    a photo; the job's kind, and what the service answered."""
+    a photo; the job's kind, and what the service answered. A video's options are checked
+    whatever is sent."""
+    fps = parse_fps(form.fields.get("fps"))
+    track = parse_flag(form.fields.get("track"), "track", True)
     zipped = len(form.images) == 1 and is_zip(form.images[0][1])
     if batch or zipped:
         if not form.images:
@@ -78,9 +81,7 @@ def _accept(service, form, job, batch: bool):
         return JobKind.DETECT, service.accept_upload(data, job)
     if job.tiles is not None:
         raise BadParameter("tiles are for images; a video's frames are detected whole")
-    return JobKind.VIDEO, service.accept_video(
-        data, job, parse_fps(form.fields.get("fps")),
-        parse_flag(form.fields.get("track"), "track", True))
+    return JobKind.VIDEO, service.accept_video(data, job, fps, track)
 
 
 @view_config(route_name="status", request_method="GET", renderer="json", http_cache=0,
