@@ -1,6 +1,6 @@
 """Long jobs and push, timed through the live service with the real YOLOX-Nano on this machine:
-a video end to end against the model alone on the same frames, and callback delivery after a
-job ends.
+a video end to end against the model alone on the same frames, callback delivery after a job
+ends, and a batch of photos against single uploads.
 
     .venv/bin/python bench/long_jobs.py --output docs/long_jobs.md
 
@@ -78,6 +78,31 @@ def video_numbers(server: LiveServer, fps: float, seconds: float) -> dict:
             "bytes": len(clip)}
 
 
+def batch_numbers(server: LiveServer, count: int) -> dict:
+    """Images a second: ``count`` photos as one zip, and as single uploads one at a time."""
+    import zipfile
+    photos = [(SHARED_PHOTOS / "dog.jpg").read_bytes()] * count
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for index, photo in enumerate(photos):
+            archive.writestr(f"photo{index:03d}.jpg", photo)
+    runs = []
+    for _ in range(2):  # the first starts the long lane's worker; the second is warm
+        started = time.perf_counter()
+        sid = requests.post(server.url + "/upload", files={"image": ("p.zip", buffer.getvalue())},
+                            data={"threshold": "0.3"}, timeout=120).json()["sid"]
+        status = server.wait_until_finished(sid, timeout=1800, interval=0.05)
+        assert status["state"] == "done" and len(status["images"]) == count, status
+        runs.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    for photo in photos:
+        sid = server.upload(photo, threshold="0.3").json()["sid"]
+        assert server.wait_until_finished(sid)["state"] == "done"
+    single = time.perf_counter() - started
+    return {"count": count, "cold_s": runs[0], "batch_s": runs[1], "single_s": single,
+            "timings": status["timings"]}
+
+
 def callback_delays(server: LiveServer, receiver: CallbackReceiver, count: int) -> list[float]:
     photo = (SHARED_PHOTOS / "dog.jpg").read_bytes()
     delays = []
@@ -100,6 +125,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=float, nargs="+", default=[5.0, 10.0])
     parser.add_argument("--callbacks", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -107,13 +133,14 @@ def main() -> None:
     ini = write_config(WORK, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
                        callback_hosts="127.0.0.1:*", callback_private="true",
                        callback_secret=SECRET, max_upload_bytes=200_000_000,
-                       max_video_frames=10_000)
+                       max_video_frames=10_000, max_batch_images=1000)
     server = LiveServer(ini).start(timeout=60)
     try:
         warm = server.upload((SHARED_PHOTOS / "dog.jpg").read_bytes()).json()["sid"]
         server.wait_until_finished(warm)
         videos = [(fps, video_numbers(server, fps, args.seconds)) for fps in args.fps]
         delays = callback_delays(server, receiver, args.callbacks)
+        batch = batch_numbers(server, args.batch)
     finally:
         server.stop()
         server.kill_worker()
@@ -143,6 +170,18 @@ def main() -> None:
               "to a receiver on 127.0.0.1; from the job's result written to the receiver "
               f"reading the delivery: p50 **{statistics.median(delays):.0f} ms**, max "
               f"{max(delays):.0f} ms."]
+    t = batch["timings"]
+    lines += ["", f"**Batch**: {batch['count']} photos (dog.jpg, 768 × 576) as one zip, from the "
+              "upload's start to the job's end, against the same photos uploaded one at a time "
+              "(each upload, then its result long-polled, as a script would):", "",
+              "| | seconds | images/s |", "|---|---|---|",
+              f"| batch, warm | {batch['batch_s']:.1f} | {batch['count'] / batch['batch_s']:.1f} |",
+              f"| batch, its worker started for it | {batch['cold_s']:.1f} | "
+              f"{batch['count'] / batch['cold_s']:.1f} |",
+              f"| single uploads | {batch['single_s']:.1f} | "
+              f"{batch['count'] / batch['single_s']:.1f} |", "",
+              "The batch's worker, ms in all: " + ", ".join(
+                  f"{k.removesuffix('_ms')} {v:.0f}" for k, v in t.items()) + "."]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.output:

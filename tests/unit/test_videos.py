@@ -3,7 +3,7 @@ its clock), and stopped as soon as the frames break a limit the container did no
 import pytest
 
 from detection.videos import VideoLimits, VideoTooLarge, is_video, sampled_frames
-from tests.clips import panned_photo
+from tests.clips import encode, grey, panned_photo
 
 LIMITS = VideoLimits(max_seconds=60, max_frame_pixels=10**7, max_frames=1000)
 
@@ -44,3 +44,12 @@ def test_the_tracker_follows_a_moving_box_and_skips_boxes_with_no_area():
         assert all(d.label == "dog" for d in found)
         ids += [d.track_id for d in found]
     assert len(ids) >= 5 and len(set(ids)) == 1
+
+
+def test_a_frame_is_turned_upright_as_its_display_matrix_says():
+    sideways = grey(64, 48)
+    sideways[:, :8] = 255  # a white band on the left, as recorded
+    data = encode([(0.0, sideways), (0.1, sideways)], rotation=90)
+    (_, upright), *_ = sampled_frames(data, LIMITS, fps=10)
+    assert upright.shape == (64, 48, 3)  # shown a quarter turn counterclockwise
+    assert upright[-8:].min() > 240 and upright[:-8].max() < 140  # the band now at the bottom
