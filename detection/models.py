@@ -16,6 +16,7 @@ import tomllib
 from . import zoo
 from .coco import COCO_CLASSES
 from .datasets.review import ReviewRule
+from .jobs.job import MAX_TILES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ PLAIN_FILE_NAME = re.compile(r"[\w.-]+\.pth")
 # How a model is loaded (models.toml's ``backend``): an mmdet config and checkpoint, or
 # facenet-pytorch's MTCNN face detector with the weights its wheel ships.
 BACKENDS = ("mmdet", "mtcnn")
-MAX_TILES = 6  # a tiled detection's grid, at most this many tiles a side
 
 
 @dataclass(frozen=True)

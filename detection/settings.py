@@ -291,7 +291,7 @@ SETTINGS: dict[str, Setting] = {
     "max_video_seconds": Setting("300", number(float, 1, 10**6)),
     "max_video_frame_pixels": Setting("8294400", number(int, 1, 2**32)),
     "max_video_frames": Setting("3000", number(int, 1, 10**7)),
-    "video_fps": Setting("5", number(float, 0.1, 120)),
+    "video_fps": Setting("5", number(float, 0.1, 30)),
     "video_timeout_seconds": Setting("1800", number(float, 1, 10**7)),
     "long_lane_idle_seconds": Setting("60", number(float, 0, 10**6)),
     "max_batch_images": Setting("500", number(int, 1, 100_000)),

@@ -48,14 +48,14 @@ class _Stream:
 
 
 def encode(frames, container: str = "mp4", codec: str = "libx264", live: bool = False,
-           rotation: int = 0) -> bytes:
+           rotation: int = 0, pix_fmt: str = "yuv420p") -> bytes:
     """``(time, rgb)`` frames as a video file's bytes; ``rotation``: its display matrix's
     (counterclockwise degrees, as phones record held sideways)."""
     buffer = _Stream() if live else io.BytesIO()
     with av.open(buffer, mode="w", format=container) as output:
         stream = output.add_stream(codec, rate=1000)
         height, width = frames[0][1].shape[:2]
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if rotation:
             stream.set_display_rotation(rotation)
         for at, rgb in frames:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Mapping, Union
 
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, then failed
 MAX_DETECTIONS = 100  # a detection's default bound on the detections it returns and draws
+MAX_TILES = 6  # a tiled detection's grid, at most this many tiles a side
+MAX_VIDEO_FPS = 30  # frames a second a video is detected at, at most
 
 
 def new_sid() -> str:
@@ -72,8 +74,8 @@ class DetectOptions:
             raise BadJob(f"its max_detections is not a whole number above 0: {limit!r}")
         tiles = fields.get("tiles")
         if tiles is not None and (isinstance(tiles, bool) or not isinstance(tiles, int)
-                                  or not 1 <= tiles <= 16):
-            raise BadJob(f"its tiles is not a whole number from 1 to 16: {tiles!r}")
+                                  or not 1 <= tiles <= MAX_TILES):
+            raise BadJob(f"its tiles is not a whole number from 1 to {MAX_TILES}: {tiles!r}")
         return cls(float(threshold), tuple(classes), limit, tiles)
 
 
@@ -144,8 +146,9 @@ class VideoOptions:
     def from_fields(cls, fields: Mapping[str, Any]) -> "VideoOptions":
         frame = DetectOptions.from_fields(fields)
         fps, track = fields.get("fps", 5.0), fields.get("track", True)
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 120:
-            raise BadJob(f"its fps is not a number above 0, at most 120: {fps!r}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) \
+                or not 0 < fps <= MAX_VIDEO_FPS:
+            raise BadJob(f"its fps is not a number above 0, at most {MAX_VIDEO_FPS}: {fps!r}")
         if not isinstance(track, bool):
             raise BadJob(f"its track is not true or false: {track!r}")
         return cls(frame.threshold, frame.classes, frame.max_detections, float(fps), track)

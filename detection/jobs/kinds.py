@@ -61,7 +61,11 @@ def time_limit(job: Job, models: dict[str, ModelSpec], settings) -> float:
         return settings.video_timeout_seconds
     if job.kind is JobKind.BATCH:
         return settings.batch_timeout_seconds
-    return job_time_limit(models, job.model, settings.job_timeout_seconds)
+    spec = models.get(job.model)
+    grid = job.options.tiles or (spec.tiles if spec is not None else 1)
+    # A tiled detection runs the model on the whole image and on each tile
+    return job_time_limit(models, job.model, settings.job_timeout_seconds) * (
+        grid * grid + 1 if grid > 1 else 1)
 
 
 def over_time(job: Job, limit: float) -> str:

@@ -92,9 +92,9 @@ class JobFailure(TypedDict, total=False):
     error: str
 
 
-OPEN_CALLBACK_STATES = ("waiting", "retrying")
+OPEN_CALLBACK_STATES = ("waiting", "retrying")  # a callback not yet delivered, nor given up
 # The files an outcome may carry besides its drawing: a video's, a batch's
-OUTCOME_FILES = (VIDEO_OUTPUT, FRAMES, BATCH_OUTPUT, COCO, CSV)  # a callback not yet delivered, nor given up
+OUTCOME_FILES = (VIDEO_OUTPUT, FRAMES, BATCH_OUTPUT, COCO, CSV)
 
 # What a done record of each kind must hold, and of which type (else it reads as damaged).
 RESULT_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {

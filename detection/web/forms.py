@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import multipart
 
-from ..jobs.job import MAX_DETECTIONS
-from ..models import MAX_TILES, ModelSpec
+from ..jobs.job import MAX_DETECTIONS, MAX_TILES, MAX_VIDEO_FPS
+from ..models import ModelSpec
 
 # The fields any route reads. Other parts are tolerated (some clients add their own) but counted.
 TEXT_FIELDS = ("threshold", "model", "min_confidence", "api_key", "classes", "max_detections",
@@ -113,9 +113,9 @@ def parse_fps(raw: str | None) -> float | None:
     """A video's ``fps``: frames a second to detect (0.1 to 30); absent: the setting's."""
     if raw is None or not str(raw).strip():
         return None
-    fps = parse_number(raw, "fps", 30.0, 0.0)
+    fps = parse_number(raw, "fps", MAX_VIDEO_FPS, 0.0)
     if fps < 0.1:
-        raise BadParameter(f"fps must be a number in [0.1, 30], got {raw!r}")
+        raise BadParameter(f"fps must be a number in [0.1, {MAX_VIDEO_FPS}], got {raw!r}")
     return fps
 
 

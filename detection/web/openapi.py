@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..datasets.annotations import MAX_BOXES, MAX_LABEL_CHARS
-from ..jobs.job import MAX_DETECTIONS, JobKind
-from ..models import MAX_TILES
+from ..jobs.job import MAX_DETECTIONS, MAX_TILES, JobKind
 from .forms import MAX_DETECTIONS_LIMIT, MAX_STATUS_WAIT
 
 

@@ -8,6 +8,7 @@ from ..jobs.job import JobKind, JobState, JobStatus
 from ..jobs.kinds import REPORTS_PROGRESS, STATUS_FIELDS
 from ..batches import is_zip
 from ..jobs.layout import (
+    BATCH_INPUT,
     BATCH_OUTPUT,
     CALLBACK,
     COCO,
@@ -18,6 +19,7 @@ from ..jobs.layout import (
     OUTPUT,
     PROGRESS,
     RESULT,
+    VIDEO_INPUT,
     VIDEO_OUTPUT,
 )
 from ..videos import is_video
@@ -117,24 +119,32 @@ def uploaded_file(request):
     if path is None:
         raise JobNotFound(f"no such file: {name!r}")
     match = FILE_NAME.fullmatch(name)
-    cache_seconds = 0 if match["kind"] in CHANGING else 3600
     try:
-        return FileResponse(str(path), request, cache_max_age=cache_seconds,
-                            content_type=CONTENT_TYPES[match["kind"]])
+        return _job_file(request, path, match["kind"])
     except FileNotFoundError:
         pass  # not made yet, or pruned: say which
     job_status = request.service.job_status(match["sid"])  # (RQ: writes a finished job's files)
     if job_status is None:
         raise JobNotFound(f"no job with id {match['sid']!r}")
     if job_status.state is JobState.DONE and path.exists():
-        return FileResponse(str(path), request, cache_max_age=cache_seconds,
-                            content_type=CONTENT_TYPES[match["kind"]])
+        return _job_file(request, path, match["kind"])
     request.response.cache_expires(0)
     if job_status.state is JobState.FAILED:
         request.response.status_int = 410
         return {"error": f"the job failed: {job_status.error}", "state": "failed"}
     request.response.status_int = 404
     return {"error": f"{name} is not ready yet", "state": job_status.state.value}
+
+
+def _job_file(request, path, kind: str) -> FileResponse:
+    """A job's file as its kind is served: never sniffed into another type by a browser; what
+    changes never cached; a client's own video or zip a download, never shown in the page."""
+    response = FileResponse(str(path), request, cache_max_age=0 if kind in CHANGING else 3600,
+                            content_type=CONTENT_TYPES[kind])
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if kind in (VIDEO_INPUT, BATCH_INPUT):
+        response.content_disposition = "attachment"
+    return response
 
 
 @view_config(route_name="health", request_method="GET", renderer="json", http_cache=0)

@@ -19,16 +19,19 @@ from .detectors import Detection, DetectorBackend
 OVERLAP = 0.25  # of a tile's width and height, shared with its neighbour
 MERGE_IOU = 0.5  # boxes of one class overlapping more than this are one object
 EDGE_PIXELS = 2.0  # a box this close to a tile's inner edge is cut by it
+CHUNK = 8  # crops in one pass of the network, at most
 
 
 def tile_windows(width: int, height: int, grid: int) -> list[tuple[int, int, int, int]]:
     """The ``grid`` x ``grid`` tiles of an image, ``(x1, y1, x2, y2)``, each sharing
-    ``OVERLAP`` of itself with its neighbours."""
+    ``OVERLAP`` of itself with its neighbours (fewer, for an image too small for so many)."""
     def spans(size: int) -> list[tuple[int, int]]:
         tile = math.ceil(size / (grid - (grid - 1) * OVERLAP))
         step = (size - tile) / (grid - 1) if grid > 1 else 0
         return [(round(i * step), min(size, round(i * step) + tile)) for i in range(grid)]
-    return [(x1, y1, x2, y2) for y1, y2 in spans(height) for x1, x2 in spans(width)]
+    # A tiny image's tiles repeat one another: each once
+    return list(dict.fromkeys((x1, y1, x2, y2) for y1, y2 in spans(height)
+                              for x1, x2 in spans(width)))
 
 
 def detect_tiled(detector: DetectorBackend, image: np.ndarray, threshold: float,
@@ -40,7 +43,9 @@ def detect_tiled(detector: DetectorBackend, image: np.ndarray, threshold: float,
     height, width = image.shape[:2]
     windows = [(0, 0, width, height), *tile_windows(width, height, grid)]
     crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in windows]
-    found = detector.detect_batch(crops, [threshold] * len(crops))
+    found = [detections for start in range(0, len(crops), CHUNK)  # a bounded batch at a time
+             for detections in detector.detect_batch(crops[start:start + CHUNK],
+                                                     [threshold] * len(crops[start:start + CHUNK]))]
     candidates = list(found[0])
     for (x1, y1, x2, y2), detections in zip(windows[1:], found[1:]):
         inner = (x1 > 0, y1 > 0, x2 < width, y2 < height)  # edges that cut the image

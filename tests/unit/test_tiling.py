@@ -29,12 +29,14 @@ class Objects:
     spec = None
 
     def __init__(self, objects, windows):
-        self.objects, self.windows, self.calls = objects, windows, 0
+        self.objects, self.windows, self.calls, self.seen = objects, windows, 0, 0
 
     def detect_batch(self, crops, thresholds):
         self.calls += 1
         found = []
-        for crop, (x1, y1, x2, y2) in zip(crops, self.windows):
+        windows = self.windows[self.seen:self.seen + len(crops)]
+        self.seen += len(crops)
+        for crop, (x1, y1, x2, y2) in zip(crops, windows):
             assert crop.shape[:2] == (y2 - y1, x2 - x1)
             here = []
             for label, class_id, score, (bx1, by1, bx2, by2) in self.objects:
@@ -54,7 +56,7 @@ def test_objects_are_merged_into_the_images_coordinates_and_cut_ones_dropped():
     large = ("car", 2, 0.7, (100.0, 100.0, 1100.0, 700.0))  # cut by every tile
     detector = Objects([small, kite, large], windows)
     found = detect_tiled(detector, np.zeros((height, width, 3), np.uint8), 0.3, grid)
-    assert detector.calls == 1  # the image and its 9 tiles in one batch
+    assert detector.calls == 2  # the image and its 9 tiles, in batches of at most 8
     assert [(d.label, d.bbox) for d in found] == [
         ("person", small[3]), ("kite", kite[3]), ("car", large[3])]  # best first, one each
 
@@ -63,3 +65,8 @@ def test_a_grid_of_one_is_the_plain_detection():
     detector = Objects([("dog", 16, 0.5, (10.0, 10.0, 50.0, 50.0))], [(0, 0, 100, 100)])
     found = detect_tiled(detector, np.zeros((100, 100, 3), np.uint8), 0.3, 1)
     assert [d.bbox for d in found] == [(10.0, 10.0, 50.0, 50.0)] and detector.calls == 1
+
+
+def test_a_tiny_image_gets_no_tile_twice():
+    windows = tile_windows(5, 1, 6)
+    assert len(windows) == len(set(windows)) < 36

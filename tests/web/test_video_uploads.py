@@ -43,10 +43,21 @@ def test_a_video_is_a_job_of_its_own_kind_whatever_its_name(testapp, container, 
     (lambda: encode([(0, grey(64, 48)), (3 * 3600, grey(64, 48))]), 413, "lasts 10800 s"),
     (lambda: encode([(0, grey(4096, 2304))]), 413, "pixels a frame"),
     (lambda: panned_photo(seconds=5, fps=10), 413, "ask for a lower fps"),  # 5 s x 30 > 100
+    (lambda: encode([(0, grey(64, 48)), (0.1, grey(64, 48))], "mov", "png", pix_fmt="rgb24"),
+     422, "this service reads"),  # a still-image codec in a MOV
+    # WebM's first bytes, then an RTP session description: read as Matroska, never as SDP
+    (lambda: b"\x1aE\xdf\xa3\x01v=0\nc=IN IP4 127.0.0.1\nm=video 45004 RTP/AVP 96\n", 422,
+     "FFmpeg"),
 ])
 def test_what_cannot_be_a_video_job_is_refused_before_it_is_decoded(testapp, make, code, reason):
     error = upload(testapp, make(), code, fps="30").json["error"]
     assert reason in error, error
+    assert kept(testapp) == []
+
+
+def test_a_heif_or_avif_still_image_is_not_taken_for_a_video(testapp):
+    avif = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64)
+    assert "video" not in upload(testapp, avif, 422).json["error"]  # refused as an image is
     assert kept(testapp) == []
 
 

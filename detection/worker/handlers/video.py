@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
+import secrets
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from ...jobs.atomic import TEMP_SUFFIX
 from ...jobs.job import Job, Progress
 from ...jobs.layout import FRAMES, VIDEO_OUTPUT
 from ...jobs.records import Outcome
-from ...stopwatch import Stopwatch
 from ...videos import VideoLimits, probe, sampled_frames
 from ..drawing import draw_detections
 from ..tracking import LOW_SCORE, Tracker, untracked
@@ -24,6 +24,7 @@ from . import Work
 PROGRESS_EVERY_SECONDS = 0.5
 MIN_TRACK_FRAMES = 3  # a track seen in fewer detected frames is a flicker: not summed up
 MILLISECOND = Fraction(1, 1000)
+MAX_BITRATE = "6M"  # bits a second of the drawn video, at most: 225 MB for 300 s
 
 
 class VideoHandler:
@@ -34,14 +35,20 @@ class VideoHandler:
         return [self._video(job, work) for job in jobs]
 
     def _video(self, job: Job, work: Work) -> Outcome:
-        options, timings = job.options, Stopwatch()
+        writer = Mp4Writer(work.models.settings.uploads_dir)
+        try:
+            return self._detect(job, work, writer)
+        finally:
+            writer.close()
+
+    def _detect(self, job: Job, work: Work, writer: "Mp4Writer") -> Outcome:
+        options = job.options
         data = work.read_bytes(job)
         limits = VideoLimits.of(work.models.settings)
         info = probe(data, limits, options.fps)
         total = math.ceil(info.seconds * options.fps) if info.seconds else None
         detector = work.models.get(job.model)
         tracker = Tracker(options.threshold) if options.track else None
-        writer = Mp4Writer()
         lines, tracks, counts = [], {}, {}
         started, reported = time.monotonic(), 0.0
         spent = dict.fromkeys(("read_ms", "inference_ms", "track_ms", "draw_ms", "encode_ms"),
@@ -75,7 +82,7 @@ class VideoHandler:
         if not lines:
             return Outcome.failed("the video has no frame to detect")
         clock = time.perf_counter()
-        mp4 = writer.close()
+        mp4 = writer.finish()
         spent["encode_ms"] += _lap(clock)
         kept = [t for t in tracks.values() if t["frames"] >= MIN_TRACK_FRAMES]
         for track in kept:
@@ -85,7 +92,7 @@ class VideoHandler:
                   "video": info.to_json(), "frames": len(lines),
                   "counts": {label: len(ids) for label, ids in sorted(counts.items())},
                   "tracks": sorted(kept, key=lambda t: t["first_seen"]),
-                  "timings": {k: round(v, 1) for k, v in {**timings.laps, **spent}.items()}}
+                  "timings": {k: round(v, 1) for k, v in spent.items()}}
         return Outcome(result=result, files={VIDEO_OUTPUT: mp4,
                                              FRAMES: ("\n".join(lines) + "\n").encode()})
 
@@ -121,10 +128,12 @@ def _progress(done: int, total: int | None, elapsed: float) -> Progress:
 
 class Mp4Writer:
     """Frames into an H.264 MP4 (yuv420p, its index first: browsers play it as it comes), each
-    shown from its time; written to a temporary file (moving the index there needs a file)."""
+    shown from its time, its bitrate capped (a noisy clip cannot swell it); written to a
+    temporary file in ``folder`` (moving the index needs a file; a killed worker's is pruned
+    there as any temporary file is)."""
 
-    def __init__(self):
-        self.file = tempfile.NamedTemporaryFile(suffix=".mp4")
+    def __init__(self, folder: Path):
+        self.path = folder / f".mp4.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         self.container = None
         self.stream = None
 
@@ -132,10 +141,11 @@ class Mp4Writer:
         import av
         height, width = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2  # H.264 wants even
         if self.container is None:
-            self.container = av.open(self.file.name, mode="w", format="mp4",
+            self.container = av.open(str(self.path), mode="w", format="mp4",
                                      options={"movflags": "+faststart"})
             self.stream = self.container.add_stream("libx264", rate=1000, options={
-                "crf": "26", "preset": "superfast"})
+                "crf": "26", "preset": "superfast", "maxrate": MAX_BITRATE,
+                "bufsize": MAX_BITRATE})
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]),
                                            format="rgb24")
@@ -143,12 +153,16 @@ class Mp4Writer:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
-    def close(self) -> bytes:
-        """The MP4's bytes (the temporary file goes)."""
-        try:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
+    def finish(self) -> bytes:
+        """The MP4's bytes."""
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        self.container = None
+        return self.path.read_bytes()
+
+    def close(self) -> None:
+        """Whatever happened, the temporary file goes."""
+        if self.container is not None:
             self.container.close()
-            return Path(self.file.name).read_bytes()
-        finally:
-            self.file.close()
+        self.path.unlink(missing_ok=True)
