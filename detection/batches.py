@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .datasets.archive import ArchiveLimits, read_zip_files
-from .image_checks import BadImage, check_container
+from PIL import Image
+
+from .image_checks import BadImage, ImageTooLarge, check_container
 
 ZIP_MAGIC = b"PK\x03\x04"
+MAX_NAME_CHARS = 120
 
 
 class BadBatch(ValueError):
@@ -58,14 +61,15 @@ def checked_images(files: list[tuple[str, bytes]], limits: BatchLimits
                             f"{limits.images} images")
     named, seen = [], set()
     for index, (name, content) in enumerate(files, 1):
-        base = PurePosixPath(name).name or f"image{index}"
+        base = clean_name(PurePosixPath(name.replace("\\", "/")).name) or f"image{index}"
         if not looks_like_image(content):
             raise BadImage(f"{base[:120]}: not an image (a batch takes JPEG, PNG, WebP, GIF, "
                            "BMP, TIFF, ICO or PPM files)")
         try:
             check_container(content, limits.max_pixels)
+            _check_pixels(content, limits.max_pixels)
         except BadImage as error:
-            raise BadImage(f"{base[:120]}: {error}") from None
+            raise type(error)(f"{base[:120]}: {error}") from None
         unique, stem, suffix, n = base, PurePosixPath(base).stem, PurePosixPath(base).suffix, 1
         while unique.lower() in seen:
             n += 1
@@ -73,6 +77,27 @@ def checked_images(files: list[tuple[str, bytes]], limits: BatchLimits
         seen.add(unique.lower())
         named.append((unique, content))
     return named
+
+
+def clean_name(name: str) -> str:
+    """A file name as a batch keeps it: control characters and backslashes replaced, no
+    leading dot, at most ``MAX_NAME_CHARS`` characters (it reaches CSV cells, COCO files and
+    zip entries)."""
+    kept = "".join(c if c.isprintable() and c not in "\\/" else "_" for c in name)
+    return kept.lstrip(".")[-MAX_NAME_CHARS:]
+
+
+def _check_pixels(data: bytes, max_pixels: int) -> None:
+    """An image's size, as its header says (Pillow reads no pixel for it), within the limit."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"it has more than {max_pixels} pixels") from None
+    except Exception as error:  # Pillow cannot read it: the worker would not either
+        raise BadImage(f"not an image Pillow reads ({type(error).__name__})") from None
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"it is {width}x{height}; the limit is {max_pixels} pixels")
 
 
 def looks_like_image(data: bytes) -> bool:

@@ -118,7 +118,7 @@ class Outcome:
     it failed (``cause``: the exception, for the log; it does not travel)."""
     result: dict | None = None
     output: bytes | None = None
-    files: dict[str, bytes] | None = None  # more of its files, by suffix (a video's)
+    files: dict[str, bytes] | None = None  # more of its files, by suffix (a video's, a batch's)
     error: str | None = None
     cause: BaseException | None = None
 
@@ -192,7 +192,7 @@ class JobRecords:
 
     def write_files(self, sid: str, files: dict[str, bytes] | None,
                     durable: bool = False) -> None:
-        """An outcome's other files (a video's drawing and detections), before its result."""
+        """An outcome's other files (a video's or a batch's), before its result."""
         for suffix, data in (files or {}).items():
             if suffix in OUTCOME_FILES:
                 write_atomically(self.uploads_dir / f"{sid}{suffix}", data, durable=durable)
@@ -270,10 +270,13 @@ class JobRecords:
             if error.errno not in DISK_FULL:
                 raise
             for path in (self.files.output(job.sid), self.files.input(job.sid),
+                         self.files.video_input(job.sid), self.files.batch_input(job.sid),
                          self.files.progress(job.sid)):
                 path.unlink(missing_ok=True)
             write_atomically(self.files.error(job.sid), data, durable=True)
         self.files.progress(job.sid).unlink(missing_ok=True)
+        for suffix in OUTCOME_FILES:  # a result half-written when it failed is no result
+            (self.uploads_dir / f"{job.sid}{suffix}").unlink(missing_ok=True)
 
     def make_durable(self, sid: str) -> None:
         """fsync a job's output and result, and their directory."""

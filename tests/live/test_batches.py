@@ -62,15 +62,17 @@ def test_a_zip_of_photos_is_one_job_whose_results_match_single_uploads(server):
     drawn = zipfile.ZipFile(io.BytesIO(requests.get(server.url + status["result_url"],
                                                     timeout=10).content))
     assert [n.split("_", 1)[0] for n in drawn.namelist()] == ["0001", "0002", "0003", "0004"]
-    assert all(drawn.read(n)[:4] == b"\x89PNG" for n in drawn.namelist())
+    assert all(drawn.read(n)[:3] == b"\xff\xd8\xff" for n in drawn.namelist())  # JPEGs
 
 
 def test_image_parts_are_one_batch_and_an_image_that_cannot_decode_fails_alone(server):
-    truncated = (SHARED_PHOTOS / "dog.jpg").read_bytes()[:2000]
-    parts = [("image", ("eagle.jpg", (SHARED_PHOTOS / "eagle.jpg").read_bytes())),
+    truncated = (SHARED_PHOTOS / "dog.jpg").read_bytes()[:20000]  # its header whole
+    parts = [("image", ("=cmd.jpg", (SHARED_PHOTOS / "eagle.jpg").read_bytes())),
              ("image", ("dog.jpg", truncated))]
     accepted = requests.post(server.url + "/upload?batch=1", files=parts, timeout=30).json()
     status = server.wait_until_finished(accepted["sid"])
     assert status["state"] == "done" and status["counts"].get("bird") == 1
     assert [f["file_name"] for f in status["failed"]] == ["dog.jpg"]
+    rows = requests.get(server.url + status["csv_url"], timeout=10).text.splitlines()
+    assert rows[1].startswith("'=cmd.jpg,bird,")  # shown as text, never run as a formula
     assert "truncated" in status["failed"][0]["error"] or "image" in status["failed"][0]["error"]

@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 
+from tests.bombs import bomb_png
 from tests.clips import panned_photo
 from tests.support import app_for, png_bytes
 
@@ -50,6 +51,10 @@ def test_a_zip_or_image_parts_are_one_batch_job(testapp):
     sid = post(testapp, [("image", f"{i}.png", png_bytes()) for i in range(3)], 202,
                "?batch=1").json["sid"]
     assert testapp.get(f"/status/{sid}").json["count"] == 3
+    sid = post(testapp, [("image", "a\\..\\..\\evil.png", png_bytes()),
+                         ("image", ".profile\x07.png", png_bytes())], 202, "?batch=1").json["sid"]
+    stored = zipfile.ZipFile(io.BytesIO(testapp.get(f"/uploads/{sid}.batch.zip").body))
+    assert stored.namelist() == ["evil.png", "profile_.png"]  # no folder, dot or control left
 
 
 def link(name: str) -> zipfile.ZipInfo:
@@ -68,6 +73,7 @@ def link(name: str) -> zipfile.ZipInfo:
     ([("notes.txt", b"hello")], 422, "notes.txt: not an image"),
     ([("clip.mp4", panned_photo(seconds=0.5))], 422, "clip.mp4: not an image"),
     ([(".hidden.png", png_bytes())], 400, "no image"),
+    ([("huge.png", bomb_png(5000, 5000))], 413, "huge.png: "),  # over max_pixels, as it says
 ])
 def test_a_hostile_or_oversized_batch_is_refused_and_leaves_nothing(testapp, files, code, reason):
     error = post(testapp, [("image", "b.zip", zipped(files))], code).json["error"]

@@ -1,6 +1,7 @@
 """Batch jobs: detect each of a batch's images in turn (on tiles too, if asked), and make its
 results: COCO results with its images and the model's categories (``<sid>.coco.json``), one CSV
-row a detection (``<sid>.csv``), the drawings in a zip (``<sid>.out.zip``), and a summary. An
+row a detection (``<sid>.csv``), the drawings in a zip (``<sid>.out.zip``: JPEGs, 2048 px a
+side at most), and a summary. An
 image that cannot be decoded fails alone, named in the summary's ``failed``."""
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import time
 import zipfile
 from pathlib import PurePosixPath
 
+from PIL import Image
+
 from ...batches import unpack
-from ...images import decode_image, encode_png
+from ...images import decode_image
 from ...jobs.job import Job, Progress
 from ...jobs.layout import BATCH_OUTPUT, COCO, CSV
 from ...jobs.records import Outcome
@@ -22,6 +25,7 @@ from ..tiling import detect_tiled
 from . import Work, failure_reason
 
 PROGRESS_EVERY_SECONDS = 0.5
+DRAWN_SIDE = 2048
 
 
 class BatchHandler:
@@ -41,7 +45,9 @@ class BatchHandler:
         rows, summary, failed, counts = [], [], [], {}
         spent = dict.fromkeys(("read_ms", "inference_ms", "draw_ms", "encode_ms"), 0.0)
         started = reported = time.monotonic()
-        with tempfile.TemporaryFile() as drawn_file:
+        folder = work.models.settings.uploads_dir
+        folder.mkdir(parents=True, exist_ok=True)  # (an RQ worker's own may not exist yet)
+        with tempfile.TemporaryFile(dir=folder) as drawn_file:
             with zipfile.ZipFile(drawn_file, "w", zipfile.ZIP_STORED) as drawn:
                 for index, (name, data) in enumerate(images):
                     if (reason := work.cancelled(job)) is not None:
@@ -62,8 +68,8 @@ class BatchHandler:
                     picture = draw_detections(rgb, found)
                     spent["draw_ms"] += _since(clock)
                     clock = time.perf_counter()
-                    drawn.writestr(f"{index + 1:04d}_{PurePosixPath(name).stem}.png",
-                                   encode_png(picture))
+                    drawn.writestr(f"{index + 1:04d}_{PurePosixPath(name).stem}.jpg",
+                                   _drawing(picture))
                     spent["encode_ms"] += _since(clock)
                     height, width = rgb.shape[:2]
                     image_id = len(coco["images"]) + 1
@@ -78,7 +84,7 @@ class BatchHandler:
                             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
                                      round(y2 - y1, 2)],
                             "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
-                        rows.append((name, d.label, f"{d.score:.4f}",
+                        rows.append((_cell(name), d.label, f"{d.score:.4f}",
                                      *(f"{v:.2f}" for v in d.bbox)))
                         here[d.label] = here.get(d.label, 0) + 1
                         counts[d.label] = counts.get(d.label, 0) + 1
@@ -103,6 +109,21 @@ class BatchHandler:
         return Outcome(result=result, files={BATCH_OUTPUT: drawings,
                                              COCO: json.dumps(coco).encode(),
                                              CSV: table.getvalue().encode()})
+
+
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _drawing(picture) -> bytes:
+    """A batch's drawing as its zip keeps it: a JPEG at most ``DRAWN_SIDE`` pixels a side (a
+    batch of large photos stays a download, not gigabytes of PNGs)."""
+    image = Image.fromarray(picture)
+    image.thumbnail((DRAWN_SIDE, DRAWN_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def _read_all(file) -> bytes:

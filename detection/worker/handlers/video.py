@@ -133,6 +133,7 @@ class Mp4Writer:
     there as any temporary file is)."""
 
     def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)  # (an RQ worker's own may not exist yet)
         self.path = folder / f".mp4.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         self.container = None
         self.stream = None
