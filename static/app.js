@@ -127,7 +127,9 @@ class JobCard {
       loadModels();
     }
   }
-  async showBatch(status) {
+  // A video's or a batch's card while it waits, runs (its bar and "Image 3 of 10, about 4 s
+  // left…") or failed; true once it is done (the caller shows its result)
+  showLongJob(status, what, unit, done, total) {
     const bar = $(".upload-progress", this.el);
     $(".figure", this.el).hidden = true;
     if (status.state === "queued") {
@@ -138,14 +140,19 @@ class JobCard {
       bar.hidden = false;
       bar.value = status.progress || 0;
       const eta = status.eta_seconds ? `, about ${Math.ceil(status.eta_seconds)} s left` : "";
-      this.setMessage(status.images_done
-        ? `Image ${status.images_done} of ${status.images_total}${eta}…` : "Starting…");
+      this.setMessage(done ? `${unit} ${done}${total ? ` of ${total}` : ""}${eta}…` : "Starting…");
     } else if (status.state === "failed") {
-      this.fail(`The batch failed: ${status.error}`);
+      this.fail(`The ${what} failed: ${status.error}`);
     } else if (status.state === "done") {
       this.setState("done");
       this.setMessage("");
       bar.hidden = true;
+      return true;
+    }
+    return false;
+  }
+  async showBatch(status) {
+    if (this.showLongJob(status, "batch", "Image", status.images_done, status.images_total)) {
       const view = $("#batch-template").content.firstElementChild.cloneNode(true);
       const counts = Object.entries(status.counts).sort((a, b) => b[1] - a[1]).map(([l, n]) => `${n} × ${l}`);
       $(".batch-summary", view).textContent = `${status.images.length} images (model ${status.model}): ` +
@@ -198,25 +205,7 @@ class JobCard {
     return item;
   }
   async showVideo(status) {
-    const bar = $(".upload-progress", this.el);
-    $(".figure", this.el).hidden = true;
-    if (status.state === "queued") {
-      this.setState("queued");
-      this.setMessage(`Waiting in the queue, position ${status.queue_position}.`);
-    } else if (status.state === "running") {
-      this.setState("running", "detecting");
-      bar.hidden = false;
-      bar.value = status.progress || 0;
-      const eta = status.eta_seconds ? `, about ${Math.ceil(status.eta_seconds)} s left` : "";
-      this.setMessage(status.frames_done
-        ? `Detecting frame ${status.frames_done}${status.frames_total ? ` of ${status.frames_total}` : ""}${eta}…`
-        : "Starting…");
-    } else if (status.state === "failed") {
-      this.fail(`The video failed: ${status.error}`);
-    } else if (status.state === "done") {
-      this.setState("done");
-      this.setMessage("");
-      bar.hidden = true;
+    if (this.showLongJob(status, "video", "Detecting frame", status.frames_done, status.frames_total)) {
       const view = $("#video-template").content.firstElementChild.cloneNode(true);
       const video = $("video", view);
       video.src = await fileUrl(status.result_url);

@@ -50,17 +50,7 @@ def unpack_dataset_zip(archive: IO[bytes], folder: Path, limits: ArchiveLimits) 
     try:
         _check_directory(archive, limits)
         with zipfile.ZipFile(archive) as opened:
-            entries = [entry for entry in opened.infolist()
-                       if not entry.is_dir() and not entry.filename.startswith(IGNORED)]
-            if len(entries) > limits.entries:
-                raise ArchiveTooLarge(f"the zip has {len(entries)} files; at most "
-                                      f"{limits.entries} are taken (a dataset's images and "
-                                      "its annotation file)")
-            names = [_safe_name(entry) for entry in entries]
-            if method := next((e.compress_type for e in entries if e.compress_type not in METHODS),
-                              None):
-                raise BadArchive(f"the zip uses compression method {method}; send it stored or "
-                                 "deflated (what every zip tool writes by default)")
+            entries, names = _entries(opened, limits)
             if len(set(map(str.lower, names))) != len(names):
                 raise BadArchive("the zip names a file twice")
             annotation_files = [name for name in names if name.lower().endswith(".json")]
@@ -90,23 +80,14 @@ def read_zip_files(data: bytes, limits: ArchiveLimits) -> list[tuple[str, bytes]
     try:
         _check_directory(archive, limits)
         with zipfile.ZipFile(archive) as opened:
-            entries = [entry for entry in opened.infolist()
-                       if not entry.is_dir() and not entry.filename.startswith(IGNORED)]
-            if len(entries) > limits.entries:
-                raise ArchiveTooLarge(f"the zip has {len(entries)} files; at most "
-                                      f"{limits.entries} are taken")
-            names = [_safe_name(entry) for entry in entries]
-            if method := next((e.compress_type for e in entries if e.compress_type not in METHODS),
-                              None):
-                raise BadArchive(f"the zip uses compression method {method}; send it stored or "
-                                 "deflated (what every zip tool writes by default)")
+            entries, names = _entries(opened, limits)
             files, budget = [], limits.bytes
             for entry, name in zip(entries, names):
                 if entry.file_size > budget:
                     raise ArchiveTooLarge(_over(limits))
-                content = _read(opened, entry, budget, limits)
-                budget -= len(content)
-                files.append((name, content))
+                sink = io.BytesIO()
+                budget -= _copy(opened, entry, sink, budget, limits)
+                files.append((name, sink.getvalue()))
             return files
     except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as error:
         raise BadArchive(f"the body is not a readable zip ({type(error).__name__}: "
@@ -115,17 +96,21 @@ def read_zip_files(data: bytes, limits: ArchiveLimits) -> list[tuple[str, bytes]
         raise BadArchive(f"the zip cannot be read: {error}") from None
 
 
-def _read(opened: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: int,
-          limits: ArchiveLimits) -> bytes:
-    """``entry``'s bytes, counted as they inflate: refused once past ``budget``."""
-    parts, read = [], 0
-    with opened.open(entry) as source:
-        while chunk := source.read(min(CHUNK, budget - read + 1)):
-            read += len(chunk)
-            if read > budget:
-                raise ArchiveTooLarge(_over(limits))
-            parts.append(chunk)
-    return b"".join(parts)
+def _entries(opened: zipfile.ZipFile, limits: ArchiveLimits
+             ) -> tuple[list[zipfile.ZipInfo], list[str]]:
+    """The zip's files (folders and macOS's extras left out) and their checked names: at most
+    ``limits.entries``, stored or deflated."""
+    entries = [entry for entry in opened.infolist()
+               if not entry.is_dir() and not entry.filename.startswith(IGNORED)]
+    if len(entries) > limits.entries:
+        raise ArchiveTooLarge(f"the zip has {len(entries)} files; at most {limits.entries} "
+                              "are taken")
+    names = [_safe_name(entry) for entry in entries]
+    if method := next((e.compress_type for e in entries if e.compress_type not in METHODS),
+                      None):
+        raise BadArchive(f"the zip uses compression method {method}; send it stored or "
+                         "deflated (what every zip tool writes by default)")
+    return entries, names
 
 
 def _check_directory(archive: IO[bytes], limits: ArchiveLimits) -> None:
@@ -171,8 +156,15 @@ def _inflate(opened: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, budg
             raise BadArchive(f"zip entry {entry.filename!r:.120}: its name is too long") \
                 from None
         raise
+    with sink:
+        return _copy(opened, entry, sink, budget, limits)
+
+
+def _copy(opened: zipfile.ZipFile, entry: zipfile.ZipInfo, sink: IO[bytes], budget: int,
+          limits: ArchiveLimits) -> int:
+    """Inflate ``entry`` into ``sink``, counting the bytes as they come; how many."""
     written = 0
-    with opened.open(entry) as source, sink:
+    with opened.open(entry) as source:
         while chunk := source.read(min(CHUNK, budget - written + 1)):
             written += len(chunk)
             if written > budget:  # its header lied: refused as soon as the bytes pass it

@@ -141,11 +141,7 @@ class DetectionService:
 
     def accept_upload(self, data: bytes, job: JobRequest) -> Accepted:
         """Decode, store and enqueue an upload; return its new sid."""
-        depth = self.queue.depth()
-        if depth >= self.settings.max_queue:  # refuse before spending time on decoding
-            raise QueueFull(depth)
-        if job.callback_url:
-            self.callbacks.check(job.callback_url)
+        self._check_room(job)  # before spending time on decoding
         timings = Stopwatch()
         with self._decoding_slot():
             pixels = decode_image(data, self.settings.max_pixels)
@@ -256,7 +252,7 @@ class DetectionService:
         return Accepted(job.sid, timings.laps)
 
     def _check_room(self, request: JobRequest) -> None:
-        """Refuse a long upload before reading it: a full queue, a callback not allowed."""
+        """Refuse an upload before decoding it: a full queue, a callback not allowed."""
         depth = self.queue.depth()
         if depth >= self.settings.max_queue:
             raise QueueFull(depth)
