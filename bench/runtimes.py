@@ -8,7 +8,9 @@ MTCNN's ``detect`` for the faces model), warm, against the service (``POST /uplo
 drawn PNG is served, one upload at a time) with ``runtime = torch``, ``onnxruntime`` and ``auto``
 (what auto chose is read from /health). Each plain run is interleaved with a service upload of
 the same image. Random-weights checkpoints (the compute of trained ones) except YOLOX-Nano, which
-uses the real checkpoint from ../shared when it is there.
+uses the real checkpoint from ../shared when it is there. The images are the benchmark's shapes,
+except for the faces model: a portrait (../shared/photos/grace_hopper.jpg, resized), since how
+long MTCNN takes depends on the faces it considers.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from benchmark import THRESHOLD, make_images, one_upload  # noqa: E402
 from plain_mmdet import PlainMMDet  # noqa: E402
 
 from tests.random_weights import build_random_checkpoint  # noqa: E402
-from tests.support import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
+from tests.support import SHARED_CHECKPOINT, SHARED_PHOTOS, LiveServer, write_config  # noqa: E402
 
 SIZES = ((640, 480), (1280, 960))  # the first two of the benchmark's images
 RUNTIMES = ("torch", "onnxruntime", "auto")
@@ -47,6 +49,20 @@ def checkpoint_for(name: str, config: str | None, workdir: Path) -> Path | None:
     if not path.exists():
         build_random_checkpoint(config, path)
     return path
+
+
+def portraits() -> list[bytes]:
+    """The faces model's images: a portrait at each size, as JPEGs."""
+    import io
+
+    from PIL import Image
+    portrait = Image.open(SHARED_PHOTOS / "grace_hopper.jpg").convert("RGB")
+    images = []
+    for size in SIZES:
+        buffer = io.BytesIO()
+        portrait.resize(size).save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
 
 
 def bench_model(name: str, config: str | None, workdir: Path, images: list[bytes],
@@ -141,7 +157,9 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     images = make_images()[:len(SIZES)]
     started = time.perf_counter()
-    results = [bench_model(name, tables[name].get("config"), workdir, images,
+    faces = portraits() if SHARED_PHOTOS.is_dir() else images
+    results = [bench_model(name, tables[name].get("config"), workdir,
+                           faces if tables[name].get("backend") == "mtcnn" else images,
                            max(3, args.runs // 3) if name in HEAVY else args.runs)
                for name in args.models]
     table = report(results)

@@ -9,7 +9,7 @@ import requests
 from PIL import Image
 
 from tests.oracle import iou
-from tests.support import SHARED_PHOTOS, LiveServer, write_config
+from tests.support import ROOT, SHARED_PHOTOS, LiveServer, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("facenet_pytorch") is None or not SHARED_PHOTOS.is_dir(),
@@ -54,6 +54,33 @@ def test_grace_hoppers_face_is_found_with_its_five_landmarks_and_drawn(server):
     original = np.asarray(Image.open(io.BytesIO(photo("grace_hopper.jpg"))).convert("RGB"))
     left_eye = [round(v) for v in face["landmarks"][0]]
     assert (drawn[left_eye[1], left_eye[0]] != original[left_eye[1], left_eye[0]]).any()
+
+
+@pytest.mark.parametrize("name, size, least", [("grace_hopper.jpg", None, 1),
+                                               ("grace_hopper.jpg", (1280, 960), 1),
+                                               ("person.jpg", None, 0)])
+def test_the_faces_are_facenet_pytorchs_own(name, size, least):
+    """The worker's MTCNN (its networks channels-last) finds what facenet-pytorch's ``detect``
+    does, the oracle, to within 1e-3 px."""
+    from detection.models import load_registry
+    from detection.worker.detectors import load_detector
+    from detection.worker.detectors.face_detector import _import_mtcnn
+
+    image = Image.open(io.BytesIO(photo(name))).convert("RGB")
+    rgb = np.asarray(image.resize(size) if size else image)
+    spec = load_registry(ROOT / "configs" / "models.toml", ROOT / "checkpoints")["faces"]
+    ours = load_detector(spec, "cpu").detect(rgb, threshold=0.0)
+    boxes, scores, points = _import_mtcnn()(keep_all=True, device="cpu").detect(
+        rgb, landmarks=True)
+    assert len(ours) == (0 if boxes is None else len(boxes)) >= least
+    if boxes is not None:
+        order = np.argsort(-scores, kind="stable")
+        for face, box, score, landmarks in zip(ours, boxes[order], scores[order], points[order]):
+            height, width = rgb.shape[:2]
+            clipped = np.clip(box, 0, [width, height, width, height])
+            assert np.abs(np.array(face.bbox) - clipped).max() < 1e-3
+            assert abs(face.score - score) < 1e-4
+            assert np.abs(np.array(face.landmarks) - landmarks).max() < 1e-3
 
 
 def test_an_image_too_small_for_a_face_has_none(server):

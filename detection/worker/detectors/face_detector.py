@@ -5,6 +5,10 @@ facenet-pytorch pins torch < 2.3, so it is installed without its dependencies; o
 its detection uses only ``batched_nms``, which mmcv has too (torchvision's wheels on PyPI want
 torch's CUDA build). While facenet_pytorch is imported, a stand-in offers mmcv's; it is gone
 from ``sys.modules`` afterwards, so that nothing else takes it for torchvision.
+
+On the CPU its three networks run channels-last: PyTorch's max pooling on NCHW tensors is slow
+there, and MTCNN pools at every scale of its pyramid (640x480, 2 cores: 100 -> 66 ms per photo;
+the same faces within 1e-3 px, tested against facenet-pytorch's own ``detect``).
 """
 from __future__ import annotations
 
@@ -48,6 +52,21 @@ def _import_mtcnn():
     return MTCNN
 
 
+def _channels_last(net):
+    """``net`` run on channels-last tensors, as MTCNN calls it (NCHW in, its outputs out)."""
+    import torch
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net.to(memory_format=torch.channels_last)
+
+        def forward(self, images):
+            return self.net(images.contiguous(memory_format=torch.channels_last))
+
+    return ChannelsLast()
+
+
 class FaceDetector:
     """MTCNN, as the worker uses every detector: ``detect_batch`` in RGB pixels."""
 
@@ -59,6 +78,9 @@ class FaceDetector:
         self.spec = spec
         self.classes = spec.classes
         self.mtcnn = _import_mtcnn()(keep_all=True, device=device)
+        if device == "cpu":
+            for name in ("pnet", "rnet", "onet"):
+                setattr(self.mtcnn, name, _channels_last(getattr(self.mtcnn, name)))
 
     def detect_batch(self, images_rgb: list[np.ndarray],
                      thresholds: list[float]) -> list[list[Detection]]:
