@@ -1,8 +1,11 @@
 """Plain mmdet, as a user would time it: a fresh process with default settings, the model loaded
 with ``init_detector`` and run with ``inference_detector`` on each image (BGR arrays, as mmdet
-takes them). For the faces model, facenet-pytorch's MTCNN ``detect`` in the same way.
+takes them). For the faces model, facenet-pytorch's MTCNN ``detect`` in the same way. With
+``--tiles N``, a tiled model's work done with mmdet alone: ``inference_detector`` on the whole
+image and on each of the same N x N windows the service detects (their merge, an NMS of a few
+hundred boxes, left out).
 
-    python bench/plain_mmdet.py CONFIG CHECKPOINT IMAGE...     (CONFIG "mtcnn": the faces model)
+    python bench/plain_mmdet.py [--tiles N] CONFIG CHECKPOINT IMAGE...   (CONFIG "mtcnn": faces)
 
 It warms up on every image twice, prints ``ready``, then answers each line of its input (an
 image's index) with the milliseconds one run took: the benchmarks interleave it with the service,
@@ -22,7 +25,7 @@ from PIL import Image
 warnings.filterwarnings("ignore")
 
 
-def load(config: str, checkpoint: str):
+def load(config: str, checkpoint: str, tiles: int = 1):
     """A function that detects on one array, and the array it takes for an RGB image."""
     if config == "mtcnn":
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,12 +34,22 @@ def load(config: str, checkpoint: str):
         return (lambda rgb: mtcnn.detect(rgb, landmarks=True)), (lambda rgb: rgb)
     from mmdet.apis import inference_detector, init_detector
     model = init_detector(config, checkpoint, device="cpu")
-    return (lambda bgr: inference_detector(model, bgr)), (lambda rgb: rgb[:, :, ::-1].copy())
+    if tiles == 1:
+        return (lambda bgr: inference_detector(model, bgr)), (lambda rgb: rgb[:, :, ::-1].copy())
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from detection.worker.tiling import tile_windows
+
+    def tiled(bgr):
+        height, width = bgr.shape[:2]
+        return [inference_detector(model, np.ascontiguousarray(bgr[y1:y2, x1:x2]))
+                for x1, y1, x2, y2 in [(0, 0, width, height),
+                                       *tile_windows(width, height, tiles)]]
+    return tiled, (lambda rgb: rgb[:, :, ::-1].copy())
 
 
-def main(config: str, checkpoint: str, paths: list[str]) -> None:
+def main(config: str, checkpoint: str, paths: list[str], tiles: int = 1) -> None:
     with contextlib.redirect_stdout(sys.stderr):  # stdout answers the benchmark; mmdet talks
-        detect, prepare = load(config, checkpoint)
+        detect, prepare = load(config, checkpoint, tiles)
         images = [prepare(np.asarray(Image.open(path).convert("RGB"))) for path in paths]
         for image in images * 2:
             detect(image)
@@ -51,10 +64,11 @@ def main(config: str, checkpoint: str, paths: list[str]) -> None:
 class PlainMMDet:
     """The benchmarks' side of this script: one fresh process, measured run by run."""
 
-    def __init__(self, config: str, checkpoint: Path, image_files: list[Path]):
+    def __init__(self, config: str, checkpoint: Path, image_files: list[Path], tiles: int = 1):
         import subprocess
         self.process = subprocess.Popen(
-            [sys.executable, __file__, config, str(checkpoint), *map(str, image_files)],
+            [sys.executable, __file__, "--tiles", str(tiles), config, str(checkpoint),
+             *map(str, image_files)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.process.stdout.readline().strip()
         if ready != "ready":
@@ -77,4 +91,11 @@ class PlainMMDet:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiles", type=int, default=1)
+    parser.add_argument("config")
+    parser.add_argument("checkpoint")
+    parser.add_argument("images", nargs="+")
+    arguments = parser.parse_args()
+    main(arguments.config, arguments.checkpoint, arguments.images, arguments.tiles)

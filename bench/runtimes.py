@@ -10,7 +10,8 @@ drawn PNG is served, one upload at a time) with ``runtime = torch``, ``onnxrunti
 the same image. Random-weights checkpoints (the compute of trained ones) except YOLOX-Nano, which
 uses the real checkpoint from ../shared when it is there. The images are the benchmark's shapes,
 except for the faces model: a portrait (../shared/photos/grace_hopper.jpg, resized), since how
-long MTCNN takes depends on the faces it considers.
+long MTCNN takes depends on the faces it considers. A model with tiles (``yolox_nano_tiled``) is
+compared with plain mmdet run on the same windows (``plain_mmdet.py --tiles``).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ GOAL = 1.15  # the service's p50 within this of plain mmdet's
 
 
 def checkpoint_for(name: str, config: str | None, workdir: Path) -> Path | None:
-    if name == "yolox_nano" and SHARED_CHECKPOINT.is_file():
+    if name.startswith("yolox_nano") and SHARED_CHECKPOINT.is_file():  # the tiled one too
         return SHARED_CHECKPOINT
     if config is None:
         return None  # faces: facenet-pytorch's own weights
@@ -66,7 +67,7 @@ def portraits() -> list[bytes]:
 
 
 def bench_model(name: str, config: str | None, workdir: Path, images: list[bytes],
-                runs: int) -> dict:
+                runs: int, tiles: int = 1) -> dict:
     from detection.models import mmdet_configs_dir
     checkpoint = checkpoint_for(name, config, workdir)
     files = []
@@ -75,7 +76,7 @@ def bench_model(name: str, config: str | None, workdir: Path, images: list[bytes
         path.write_bytes(data)
         files.append(path)
     plain = PlainMMDet(str(mmdet_configs_dir() / config) if config else "mtcnn",
-                       checkpoint or Path("-"), files)
+                       checkpoint or Path("-"), files, tiles)
     service: dict[str, dict[int, list[float]]] = {}
     chosen: dict[str, str] = {}
     try:
@@ -160,7 +161,8 @@ def main() -> None:
     faces = portraits() if SHARED_PHOTOS.is_dir() else images
     results = [bench_model(name, tables[name].get("config"), workdir,
                            faces if tables[name].get("backend") == "mtcnn" else images,
-                           max(3, args.runs // 3) if name in HEAVY else args.runs)
+                           max(3, args.runs // 3) if name in HEAVY else args.runs,
+                           tables[name].get("tiles", 1))
                for name in args.models]
     table = report(results)
     print(table)
