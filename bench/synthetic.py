@@ -155,12 +155,11 @@ def make_suite_dataset(name: str, directory: Path) -> tuple[Path, Path]:
             make_split(suite, directory / "val", suite.val, seed + 1))
 
 
-def clear_photo(name: str, seed: int = 99) -> tuple[bytes, str]:
+def clear_photo(name: str) -> tuple[bytes, str]:
     """A new image with one clear object of the suite's first class (as a user would try a
     model on): its PNG and the class."""
     import io
     suite = SUITE[name]
-    rng = np.random.default_rng(seed)
     image = Image.new("RGB", (suite.size, suite.size), (200, 200, 200))
     side = float(np.clip(suite.size * 0.3, *suite.sides))
     draw_object(ImageDraw.Draw(image), suite.classes[0], suite.size / 2, suite.size / 2, side,

@@ -9,10 +9,11 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Iterator
 
-from .datasets.archive import ArchiveLimits, read_zip_files
 from PIL import Image
 
+from .datasets.archive import ArchiveLimits, read_zip_files
 from .image_checks import BadImage, ImageTooLarge, check_container
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -117,7 +118,9 @@ def pack(images: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def unpack(data: bytes) -> list[tuple[str, bytes]]:
-    """A stored batch's images, in order."""
-    with zipfile.ZipFile(io.BytesIO(data)) as packed:
-        return [(entry.filename, packed.read(entry)) for entry in packed.infolist()]
+def unpack(data: bytes) -> tuple[int, Iterator[tuple[str, bytes]]]:
+    """How many images a stored batch holds, and its images in order, each read when it is
+    taken."""
+    packed = zipfile.ZipFile(io.BytesIO(data))
+    entries = packed.infolist()
+    return len(entries), ((entry.filename, packed.read(entry)) for entry in entries)

@@ -84,5 +84,33 @@ def audio_only(seconds: float = 1.0) -> bytes:
     return buffer.getvalue()
 
 
+def resized_midway(first=(320, 240), then=(640, 480), frames: int = 20, at: int = 10,
+                   fps: int = 10) -> bytes:
+    """A WebM whose frames change size at frame ``at``: VP8 keyframes carry their own size, so a
+    second encoder's packets muxed into the same track make a stream whose header tells only the
+    first size (as a spliced or hostile clip can)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="webm") as output:
+        stream = output.add_stream("libvpx", rate=1000)
+        stream.width, stream.height, stream.pix_fmt = *first, "yuv420p"
+        other = av.CodecContext.create("libvpx", "w")
+        other.width, other.height, other.pix_fmt, other.time_base = *then, "yuv420p", MILLISECOND
+        for index in range(frames):
+            width, height = first if index < at else then
+            frame = av.VideoFrame.from_ndarray(grey(width, height), format="rgb24")
+            frame.pts, frame.time_base = round(index * 1000 / fps), MILLISECOND
+            encoder = stream if index < at else other
+            packets = list(encoder.encode(frame))
+            if index == at - 1:
+                packets += stream.encode()  # the first encoder's last frames
+            for packet in packets:
+                packet.stream = stream
+                output.mux(packet)
+        for packet in other.encode():
+            packet.stream = stream
+            output.mux(packet)
+    return buffer.getvalue()
+
+
 def grey(width: int, height: int) -> np.ndarray:
     return np.full((height, width, 3), 128, np.uint8)

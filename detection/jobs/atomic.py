@@ -33,13 +33,18 @@ def atomic_path(path: Path, durable: bool = False) -> Iterator[Path]:
     temp = temp_path_for(path)
     try:
         yield temp
-        if durable:
-            fsync_path(temp)
-        os.replace(temp, path)
-        if durable:
-            fsync_path(path.parent)
+        move_into_place(temp, path, durable)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def move_into_place(temp: Path, path: Path, durable: bool = False) -> None:
+    """Rename the finished file ``temp`` (in ``path``'s directory) to ``path``."""
+    if durable:
+        fsync_path(temp)
+    os.replace(temp, path)
+    if durable:
+        fsync_path(path.parent)
 
 
 def write_atomically(path: Path, data: bytes, durable: bool = False) -> None:

@@ -37,7 +37,7 @@ STATUS_FIELDS = {JobKind.DETECT: ("image", "detections", "tiles", "timings"),
                  JobKind.DOWNLOAD: ("checkpoint", "bytes", "sha256", "timings"),
                  JobKind.TRAIN: ("version", "metrics", "served", "promoted", "warning",
                                  "timings"),
-                 JobKind.VIDEO: ("video", "frames", "counts", "tracks", "timings"),
+                 JobKind.VIDEO: ("video", "frames", "counts", "tracks", "tracks_total", "timings"),
                  JobKind.BATCH: ("images", "counts", "failed", "timings")}
 # Kinds that take long enough to say how far they are (a detection takes a fraction of a second).
 REPORTS_PROGRESS = {JobKind.DOWNLOAD, JobKind.TRAIN, JobKind.VIDEO, JobKind.BATCH}

@@ -10,7 +10,7 @@
     <sid>.out.mp4        a video's drawing: H.264, its boxes, labels and track ids
     <sid>.jsonl          a video's detections, one line a detected frame
     <sid>.batch.zip      a batch's images, as sent, in order
-    <sid>.out.zip        a batch's drawings, one PNG an image
+    <sid>.out.zip        a batch's drawings, one JPEG an image
     <sid>.coco.json      a batch's detections, as COCO results with its images and categories
     <sid>.csv            a batch's detections, one row each
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .atomic import fsync_path, write_atomically
+from .atomic import fsync_path, move_into_place, write_atomically
 from .errors import DISK_FULL
 from .job import BadJob, Job, JobKind, JobState, JobStatus, Progress
 from .layout import (
@@ -118,7 +118,9 @@ class Outcome:
     it failed (``cause``: the exception, for the log; it does not travel)."""
     result: dict | None = None
     output: bytes | None = None
-    files: dict[str, bytes] | None = None  # more of its files, by suffix (a video's, a batch's)
+    # More of its files, by suffix (a video's, a batch's): their bytes, or a finished
+    # temporary file in the uploads folder (``OutputFiles``), moved into place as it is.
+    files: dict[str, bytes | Path] | None = None
     error: str | None = None
     cause: BaseException | None = None
 
@@ -127,10 +129,11 @@ class Outcome:
         return cls(error=reason, cause=cause)
 
     def to_wire(self) -> dict[str, Any]:
-        """As an RQ job's return value."""
+        """As an RQ job's return value (its files read in, their temporary files removed)."""
         if self.error is not None:
             return {"error": self.error}
-        return {"result": self.result, "output": self.output, "files": self.files}
+        files = {suffix: _taken(data) for suffix, data in (self.files or {}).items()}
+        return {"result": self.result, "output": self.output, "files": files or None}
 
     @classmethod
     def from_wire(cls, value: Any) -> "Outcome | None":
@@ -145,6 +148,16 @@ class Outcome:
         if isinstance(value, dict) and "error" in value:
             return cls.failed(str(value["error"]))
         return None
+
+
+def _taken(data: bytes | Path) -> bytes:
+    """A file's bytes; a temporary file is read and removed."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return data.read_bytes()
+    finally:
+        data.unlink(missing_ok=True)
 
 
 class JobRecords:
@@ -190,11 +203,15 @@ class JobRecords:
     def write_output(self, sid: str, png: bytes, durable: bool = False) -> None:
         write_atomically(self.files.output(sid), png, durable=durable)
 
-    def write_files(self, sid: str, files: dict[str, bytes] | None,
+    def write_files(self, sid: str, files: dict[str, bytes | Path] | None,
                     durable: bool = False) -> None:
         """An outcome's other files (a video's or a batch's), before its result."""
         for suffix, data in (files or {}).items():
-            if suffix in OUTCOME_FILES:
+            if suffix not in OUTCOME_FILES:
+                continue
+            if isinstance(data, Path):
+                move_into_place(data, self.uploads_dir / f"{sid}{suffix}", durable)
+            else:
                 write_atomically(self.uploads_dir / f"{sid}{suffix}", data, durable=durable)
 
     def write_result(self, sid: str, result: dict, durable: bool = False) -> None:

@@ -116,6 +116,7 @@ def _schemas() -> dict:
                        "video": {"type": "object"}, "frames": integer,
                        "counts": {"type": "object", "additionalProperties": integer},
                        "tracks": {"type": "array", "items": {"type": "object"}},
+                       "tracks_total": integer,
                        "count": integer, "coco_url": string, "csv_url": string,
                        "images": {"type": "array", "items": {"type": "object"}},
                        "failed": {"type": "array", "items": {"type": "object"}},

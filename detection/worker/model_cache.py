@@ -48,6 +48,12 @@ class ModelCache:
         self._lock = threading.Lock()  # the heartbeat thread reads what the worker changes
 
     @property
+    def batch_size(self) -> int:
+        """Images detected in one pass: ``gpu_batch_size`` on a GPU; one on the CPU, where two
+        at once were slower (docs/benchmarks.md)."""
+        return self.settings.gpu_batch_size if self.device.startswith("cuda") else 1
+
+    @property
     def loaded(self) -> dict[str, str]:
         """Loaded model names -> the runtime each runs on."""
         with self._lock:

@@ -66,7 +66,6 @@ class SpoolWorker:
         limit_decoding(settings.max_pixels)  # the stored PNGs are within it
         self.models = ModelCache(ModelsFile(settings.models_file, settings.checkpoints_dir),
                                  settings, slot)
-        self.batch_size = settings.gpu_batch_size if self.models.device.startswith("cuda") else 1
         self.review = ReviewList.of(settings)
         self.work = Work(self.models, self.read_input, self.report_progress,
                          lambda job: self.queue.cancel_requested(job.sid),
@@ -86,8 +85,8 @@ class SpoolWorker:
         first = self.queue.claim_next(self.lane.kinds)
         if first is None:
             return []
-        if self.batch_size > 1 and handler_for(first.kind).batches:
-            return [first, *self.queue.claim_like(first, self.batch_size - 1)]
+        if self.models.batch_size > 1 and handler_for(first.kind).batches:
+            return [first, *self.queue.claim_like(first, self.models.batch_size - 1)]
         return [first]
 
     def read_input(self, job: Job) -> np.ndarray:

@@ -34,6 +34,14 @@ def tile_windows(width: int, height: int, grid: int) -> list[tuple[int, int, int
                               for x1, x2 in spans(width)))
 
 
+def detect_each(detector: DetectorBackend, images: list[np.ndarray], threshold: float,
+                grid: int) -> list[list[Detection]]:
+    """Each image's detections: in one pass when untiled, else each on its tiles."""
+    if grid == 1:
+        return detector.detect_batch(images, [threshold] * len(images))
+    return [detect_tiled(detector, image, threshold, grid) for image in images]
+
+
 def detect_tiled(detector: DetectorBackend, image: np.ndarray, threshold: float,
                  grid: int) -> list[Detection]:
     """``image``'s detections, best first, from the whole image and its ``grid`` x ``grid``

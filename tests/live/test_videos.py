@@ -1,7 +1,8 @@
 """Video jobs through the live service with the real YOLOX-Nano: a photo of a dog panned across
 a clip is one dog track from start to end; the drawing is an H.264 MP4 of the detected frames,
 the JSON lines hold each frame, the summary its tracks and counts; progress is reported while
-it runs; a video over a limit its container hid fails with the reason."""
+it runs; a video over a limit its container hid, or whose frames change size, fails with the
+reason and leaves no half-made file."""
 import io
 import json
 
@@ -9,7 +10,7 @@ import av
 import pytest
 import requests
 
-from tests.clips import panned_photo
+from tests.clips import panned_photo, resized_midway
 from tests.support import SHARED_CHECKPOINT, LiveServer, write_config
 
 pytestmark = [
@@ -54,6 +55,16 @@ def test_a_panned_dog_is_one_track_drawn_in_an_mp4_with_its_frames_as_json_lines
         assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (640, 360)
         assert sum(1 for _ in drawn.decode(stream)) == 20
     assert answer.content.find(b"moov") < answer.content.find(b"mdat")  # plays as it loads
+
+
+def test_a_video_whose_frames_change_size_midway_fails_and_leaves_no_half_made_file(server):
+    sid = requests.post(server.url + "/upload", files={"image": ("spliced.webm", resized_midway())},
+                        data={"fps": "10"}, timeout=30).json()["sid"]
+    status = server.wait_until_finished(sid)
+    assert status["state"] == "failed", status
+    assert "its frame size changes at 1.0 s, from 320x240 to 640x480" in status["error"]
+    left = sorted(path.name for path in server.uploads.iterdir() if sid in path.name)
+    assert left == [f"{sid}.error.json", f"{sid}.video"]  # no drawing, frames or temporary file
 
 
 def test_a_video_over_a_limit_its_container_hid_fails_with_the_reason(tmp_path):

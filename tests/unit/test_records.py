@@ -5,7 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from detection.jobs.job import BadJob, Job, JobKind, JobState, Progress, new_sid
+from detection.jobs.atomic import temp_path_for
+from detection.jobs.job import BadJob, Job, JobKind, JobState, Progress, VideoOptions, new_sid
+from detection.jobs.layout import FRAMES, VIDEO_OUTPUT
 from detection.jobs.records import JobRecords, Outcome, worker_died
 from tests.support import done_result
 
@@ -75,6 +77,23 @@ def test_an_end_handed_over_the_wire_is_recorded_as_the_worker_would(records):
     status = records.final_status(failed.sid)
     assert status.error == "no network" and status.job.kind is JobKind.DOWNLOAD
     assert Outcome.from_wire("not an outcome") is None
+
+
+@pytest.mark.parametrize("over_the_wire", [False, True], ids=["spool", "rq"])
+def test_result_files_written_beside_their_place_are_moved_in_or_carried(records, over_the_wire):
+    job = Job.video(new_sid(), "yolox_nano", VideoOptions(0.3))
+    drawn = temp_path_for(records.uploads_dir / f"{job.sid}{VIDEO_OUTPUT}")
+    drawn.write_bytes(b"\0\0\0\x18ftypisom drawn")
+    result = {"sid": job.sid, "kind": "video", "model": job.model, **job.options.to_fields(),
+              "video": {}, "frames": 1, "counts": {}, "tracks": [], "timings": {}}
+    outcome = Outcome(result=result, files={VIDEO_OUTPUT: drawn, FRAMES: b'{"frame": 0}\n'})
+    if over_the_wire:  # RQ: the files' bytes travel in the job's result
+        outcome = Outcome.from_wire(outcome.to_wire())
+        assert not drawn.exists()
+    records.record(job, outcome, durable=True)
+    assert (records.uploads_dir / f"{job.sid}{VIDEO_OUTPUT}").read_bytes().endswith(b"drawn")
+    assert (records.uploads_dir / f"{job.sid}{FRAMES}").read_bytes() == b'{"frame": 0}\n'
+    assert not drawn.exists() and records.final_status(job.sid).state is JobState.DONE
 
 
 def test_progress_is_a_hint_while_it_runs_and_gone_when_it_ends(records):

@@ -1,9 +1,11 @@
 """Reading a video's frames within limits: sampled by their times (a varying frame rate keeps
 its clock), and stopped as soon as the frames break a limit the container did not tell."""
+import itertools
+
 import pytest
 
 from detection.videos import BadVideo, VideoLimits, VideoTooLarge, is_video, sampled_frames
-from tests.clips import encode, grey, panned_photo
+from tests.clips import encode, grey, panned_photo, resized_midway
 
 LIMITS = VideoLimits(max_seconds=60, max_frame_pixels=10**7, max_frames=1000)
 
@@ -24,6 +26,17 @@ def test_frames_past_a_limit_stop_the_reading(limits, reason):
     with pytest.raises((VideoTooLarge, BadVideo), match=reason):
         for _ in frames:
             pass
+
+
+@pytest.mark.parametrize("limits, reason", [
+    (LIMITS, "its frame size changes at 1.0 s, from 320x240 to 640x480"),
+    (VideoLimits(60, 320 * 240, 1000), "cannot be decoded after 10 frames"),  # FFmpeg refuses
+])
+def test_a_frame_size_that_changes_midway_stops_the_reading(limits, reason):
+    frames = sampled_frames(resized_midway(), limits, fps=10)
+    assert [rgb.shape for _, rgb in itertools.islice(frames, 10)] == [(240, 320, 3)] * 10
+    with pytest.raises((VideoTooLarge, BadVideo), match=reason):
+        next(frames)
 
 
 def test_videos_are_told_from_images_by_their_first_bytes():

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-import tempfile
 import time
 import zipfile
 from pathlib import PurePosixPath
@@ -21,7 +21,8 @@ from ...jobs.job import Job, Progress
 from ...jobs.layout import BATCH_OUTPUT, COCO, CSV
 from ...jobs.records import Outcome
 from ..drawing import draw_detections
-from ..tiling import detect_tiled
+from ..output_files import OutputFiles
+from ..tiling import detect_each
 from . import Work, failure_reason
 
 PROGRESS_EVERY_SECONDS = 0.5
@@ -36,8 +37,17 @@ class BatchHandler:
         return [self._batch(job, work) for job in jobs]
 
     def _batch(self, job: Job, work: Work) -> Outcome:
+        with OutputFiles(work.models.settings.uploads_dir, job.sid) as outputs:
+            with zipfile.ZipFile(outputs.path(BATCH_OUTPUT), "w", zipfile.ZIP_STORED) as drawn:
+                outcome = self._detect(job, work, drawn)
+            if outcome.error:
+                return outcome
+            return Outcome(result=outcome.result, files={**outcome.files, **outputs.keep()})
+
+    def _detect(self, job: Job, work: Work, drawn: zipfile.ZipFile) -> Outcome:
+        """The batch's summary, COCO results and CSV; its drawings written to ``drawn``."""
         options = job.options
-        images = unpack(work.read_bytes(job))
+        total, images = unpack(work.read_bytes(job))
         detector = work.models.get(job.model)
         grid = options.tiles or detector.spec.tiles
         coco = {"images": [], "annotations": [],
@@ -45,56 +55,40 @@ class BatchHandler:
         rows, summary, failed, counts = [], [], [], {}
         spent = dict.fromkeys(("read_ms", "inference_ms", "draw_ms", "encode_ms"), 0.0)
         started = reported = time.monotonic()
-        folder = work.models.settings.uploads_dir
-        folder.mkdir(parents=True, exist_ok=True)  # (an RQ worker's own may not exist yet)
-        with tempfile.TemporaryFile(dir=folder) as drawn_file:
-            with zipfile.ZipFile(drawn_file, "w", zipfile.ZIP_STORED) as drawn:
-                for index, (name, data) in enumerate(images):
-                    if (reason := work.cancelled(job)) is not None:
-                        return Outcome.failed(reason)
-                    clock = time.perf_counter()
-                    try:
-                        rgb = decode_image(data, work.models.settings.max_pixels)
-                    except Exception as error:  # this image alone
-                        failed.append({"file_name": name, "error": failure_reason(error)})
-                        continue
-                    spent["read_ms"] += _since(clock)
-                    clock = time.perf_counter()
-                    found = detect_tiled(detector, rgb, options.threshold, grid)
-                    found = [d for d in found if not options.classes
-                             or d.label in options.classes][:options.max_detections]
-                    spent["inference_ms"] += _since(clock)
-                    clock = time.perf_counter()
-                    picture = draw_detections(rgb, found)
-                    spent["draw_ms"] += _since(clock)
-                    clock = time.perf_counter()
-                    drawn.writestr(f"{index + 1:04d}_{PurePosixPath(name).stem}.jpg",
-                                   _drawing(picture))
-                    spent["encode_ms"] += _since(clock)
-                    height, width = rgb.shape[:2]
-                    image_id = len(coco["images"]) + 1
-                    coco["images"].append({"id": image_id, "file_name": name, "width": width,
-                                           "height": height})
-                    here: dict[str, int] = {}
-                    for d in found:
-                        x1, y1, x2, y2 = d.bbox
-                        coco["annotations"].append({
-                            "id": len(coco["annotations"]) + 1, "image_id": image_id,
-                            "category_id": d.class_id, "score": round(d.score, 4),
-                            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
-                                     round(y2 - y1, 2)],
-                            "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
-                        rows.append((_cell(name), d.label, f"{d.score:.4f}",
-                                     *(f"{v:.2f}" for v in d.bbox)))
-                        here[d.label] = here.get(d.label, 0) + 1
-                        counts[d.label] = counts.get(d.label, 0) + 1
-                    summary.append({"file_name": name, "width": width, "height": height,
-                                    "detections": len(found), "counts": here})
-                    if time.monotonic() - reported >= PROGRESS_EVERY_SECONDS:
-                        reported = time.monotonic()
-                        work.report_progress(job, _progress(index + 1, len(images),
-                                                            reported - started))
-            drawings = _read_all(drawn_file)
+        numbered = enumerate(images)
+        # A GPU detects several images in one pass; each is then drawn and summed up
+        while group := list(itertools.islice(numbered, work.models.batch_size)):
+            if (reason := work.cancelled(job)) is not None:
+                return Outcome.failed(reason)
+            clock = time.perf_counter()
+            decoded = []
+            for index, (name, data) in group:
+                try:
+                    decoded.append((index, name, decode_image(data,
+                                                              work.models.settings.max_pixels)))
+                except Exception as error:  # this image alone
+                    failed.append({"file_name": name, "error": failure_reason(error)})
+            spent["read_ms"] += _since(clock)
+            clock = time.perf_counter()
+            found_in = detect_each(detector, [rgb for _, _, rgb in decoded], options.threshold,
+                                   grid) if decoded else []
+            spent["inference_ms"] += _since(clock)
+            for (index, name, rgb), found in zip(decoded, found_in):
+                found = [d for d in found if not options.classes
+                         or d.label in options.classes][:options.max_detections]
+                clock = time.perf_counter()
+                picture = draw_detections(rgb, found)
+                spent["draw_ms"] += _since(clock)
+                clock = time.perf_counter()
+                drawn.writestr(f"{index + 1:04d}_{PurePosixPath(name).stem}.jpg",
+                               _drawing(picture))
+                spent["encode_ms"] += _since(clock)
+                height, width = rgb.shape[:2]
+                summary.append(_add_image(coco, rows, counts, name, width, height, found))
+            if time.monotonic() - reported >= PROGRESS_EVERY_SECONDS:
+                reported = time.monotonic()
+                work.report_progress(job, _progress(group[-1][0] + 1, total,
+                                                    reported - started))
         if not summary:
             return Outcome.failed(f"no image of the batch could be read ({failed[0]['error']})"
                                   if failed else "the batch has no image")
@@ -106,9 +100,29 @@ class BatchHandler:
                   **options.to_fields(), "tiles": grid, "device": work.models.device,
                   "images": summary, "counts": dict(sorted(counts.items())), "failed": failed,
                   "timings": {k: round(v, 1) for k, v in spent.items()}}
-        return Outcome(result=result, files={BATCH_OUTPUT: drawings,
-                                             COCO: json.dumps(coco).encode(),
+        return Outcome(result=result, files={COCO: json.dumps(coco).encode(),
                                              CSV: table.getvalue().encode()})
+
+
+def _add_image(coco: dict, rows: list, counts: dict, name: str, width: int, height: int,
+               found: list) -> dict:
+    """An image's detections added to the COCO results, the CSV's rows and the counts; its line
+    of the summary."""
+    image_id = len(coco["images"]) + 1
+    coco["images"].append({"id": image_id, "file_name": name, "width": width, "height": height})
+    here: dict[str, int] = {}
+    for d in found:
+        x1, y1, x2, y2 = d.bbox
+        coco["annotations"].append({
+            "id": len(coco["annotations"]) + 1, "image_id": image_id,
+            "category_id": d.class_id, "score": round(d.score, 4),
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
+        rows.append((_cell(name), d.label, f"{d.score:.4f}", *(f"{v:.2f}" for v in d.bbox)))
+        here[d.label] = here.get(d.label, 0) + 1
+        counts[d.label] = counts.get(d.label, 0) + 1
+    return {"file_name": name, "width": width, "height": height, "detections": len(found),
+            "counts": here}
 
 
 def _cell(text: str) -> str:
@@ -124,11 +138,6 @@ def _drawing(picture) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-def _read_all(file) -> bytes:
-    file.seek(0)
-    return file.read()
 
 
 def _since(clock: float) -> float:

@@ -3,21 +3,21 @@
 frame (JSON lines) and a summary: its tracks, and the objects of each class."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import secrets
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from ...jobs.atomic import TEMP_SUFFIX
 from ...jobs.job import Job, Progress
 from ...jobs.layout import FRAMES, VIDEO_OUTPUT
 from ...jobs.records import Outcome
 from ...videos import VideoLimits, probe, sampled_frames
 from ..drawing import draw_detections
+from ..output_files import OutputFiles
 from ..tracking import LOW_SCORE, Tracker, untracked
 from . import Work
 
@@ -25,6 +25,7 @@ PROGRESS_EVERY_SECONDS = 0.5
 MIN_TRACK_FRAMES = 3  # a track seen in fewer detected frames is a flicker: not summed up
 MILLISECOND = Fraction(1, 1000)
 MAX_BITRATE = "6M"  # bits a second of the drawn video, at most: 225 MB for 300 s
+MAX_SUMMARY_TRACKS = 1000  # the summary's tracks, the longest seen (its counts count them all)
 
 
 class VideoHandler:
@@ -35,13 +36,18 @@ class VideoHandler:
         return [self._video(job, work) for job in jobs]
 
     def _video(self, job: Job, work: Work) -> Outcome:
-        writer = Mp4Writer(work.models.settings.uploads_dir)
-        try:
-            return self._detect(job, work, writer)
-        finally:
-            writer.close()
+        with OutputFiles(work.models.settings.uploads_dir, job.sid) as outputs:
+            writer = Mp4Writer(outputs.path(VIDEO_OUTPUT))
+            try:
+                with open(outputs.path(FRAMES), "w", encoding="utf-8") as frames:
+                    outcome = self._detect(job, work, writer, frames)
+            finally:
+                writer.close()
+            return outcome if outcome.error else Outcome(result=outcome.result,
+                                                         files=outputs.keep())
 
-    def _detect(self, job: Job, work: Work, writer: "Mp4Writer") -> Outcome:
+    def _detect(self, job: Job, work: Work, writer: "Mp4Writer", frames) -> Outcome:
+        """The video's summary; its drawing and frames' detections written as they come."""
         options = job.options
         data = work.read_bytes(job)
         limits = VideoLimits.of(work.models.settings)
@@ -49,52 +55,58 @@ class VideoHandler:
         total = math.ceil(info.seconds * options.fps) if info.seconds else None
         detector = work.models.get(job.model)
         tracker = Tracker(options.threshold) if options.track else None
-        lines, tracks, counts = [], {}, {}
+        detected, tracks, counts = 0, {}, {}
         started, reported = time.monotonic(), 0.0
         spent = dict.fromkeys(("read_ms", "inference_ms", "track_ms", "draw_ms", "encode_ms"),
                               0.0)
         clock = time.perf_counter()
-        for index, (at, rgb) in enumerate(sampled_frames(data, limits, options.fps)):
+        frames_read = enumerate(sampled_frames(data, limits, options.fps))
+        # A GPU detects several frames in one pass; then each is followed, drawn and written
+        while group := list(itertools.islice(frames_read, work.models.batch_size)):
             spent["read_ms"] += _lap(clock)
             if (reason := work.cancelled(job)) is not None:
                 return Outcome.failed(reason)
             clock = time.perf_counter()
-            found = detector.detect_batch([rgb], [min(options.threshold, LOW_SCORE)])[0]
-            found = [d for d in found if not options.classes or d.label in options.classes]
+            found_in = detector.detect_batch([rgb for _, (_, rgb) in group],
+                                             [min(options.threshold, LOW_SCORE)] * len(group))
             spent["inference_ms"] += _lap(clock)
-            clock = time.perf_counter()
-            found = (tracker.follow(index, found) if tracker
-                     else untracked(found, options.threshold))[:options.max_detections]
-            spent["track_ms"] += _lap(clock)
-            clock = time.perf_counter()
-            drawn = draw_detections(rgb, found)
-            spent["draw_ms"] += _lap(clock)
-            clock = time.perf_counter()
-            writer.add(drawn, at)
-            spent["encode_ms"] += _lap(clock)
-            lines.append(json.dumps({"frame": index, "time": round(at, 3),
-                                     "detections": [d.to_json() for d in found]}))
-            _summarize(found, at, tracks, counts)
+            for (index, (at, rgb)), found in zip(group, found_in):
+                clock = time.perf_counter()
+                found = [d for d in found if not options.classes or d.label in options.classes]
+                found = (tracker.follow(index, found) if tracker
+                         else untracked(found, options.threshold))[:options.max_detections]
+                spent["track_ms"] += _lap(clock)
+                clock = time.perf_counter()
+                drawn = draw_detections(rgb, found)
+                spent["draw_ms"] += _lap(clock)
+                clock = time.perf_counter()
+                writer.add(drawn, at)
+                spent["encode_ms"] += _lap(clock)
+                frames.write(json.dumps({"frame": index, "time": round(at, 3),
+                                         "detections": [d.to_json() for d in found]}) + "\n")
+                detected += 1
+                _summarize(found, at, tracks, counts)
             if time.monotonic() - reported >= PROGRESS_EVERY_SECONDS:
                 reported = time.monotonic()
-                work.report_progress(job, _progress(index + 1, total, reported - started))
+                work.report_progress(job, _progress(detected, total, reported - started))
             clock = time.perf_counter()
-        if not lines:
+        if not detected:
             return Outcome.failed("the video has no frame to detect")
         clock = time.perf_counter()
-        mp4 = writer.finish()
+        writer.finish()
         spent["encode_ms"] += _lap(clock)
         kept = [t for t in tracks.values() if t["frames"] >= MIN_TRACK_FRAMES]
         for track in kept:
             counts.setdefault(track["label"], set()).add(track["id"])
+        longest = sorted(kept, key=lambda t: -t["frames"])[:MAX_SUMMARY_TRACKS]
         result = {"sid": job.sid, "kind": job.kind.value, "model": job.model,
                   **options.to_fields(), "device": work.models.device,
-                  "video": info.to_json(), "frames": len(lines),
+                  "video": info.to_json(), "frames": detected,
                   "counts": {label: len(ids) for label, ids in sorted(counts.items())},
-                  "tracks": sorted(kept, key=lambda t: t["first_seen"]),
+                  "tracks": sorted(longest, key=lambda t: t["first_seen"]),
+                  "tracks_total": len(kept),
                   "timings": {k: round(v, 1) for k, v in spent.items()}}
-        return Outcome(result=result, files={VIDEO_OUTPUT: mp4,
-                                             FRAMES: ("\n".join(lines) + "\n").encode()})
+        return Outcome(result=result)
 
 
 def _lap(since: float) -> float:
@@ -128,13 +140,10 @@ def _progress(done: int, total: int | None, elapsed: float) -> Progress:
 
 class Mp4Writer:
     """Frames into an H.264 MP4 (yuv420p, its index first: browsers play it as it comes), each
-    shown from its time, its bitrate capped (a noisy clip cannot swell it); written to a
-    temporary file in ``folder`` (moving the index needs a file; a killed worker's is pruned
-    there as any temporary file is)."""
+    shown from its time, its bitrate capped (a noisy clip cannot swell it), at ``path``."""
 
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)  # (an RQ worker's own may not exist yet)
-        self.path = folder / f".mp4.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    def __init__(self, path: Path):
+        self.path = path
         self.container = None
         self.stream = None
 
@@ -154,16 +163,12 @@ class Mp4Writer:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
-    def finish(self) -> bytes:
-        """The MP4's bytes."""
+    def finish(self) -> None:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
         self.container = None
-        return self.path.read_bytes()
 
     def close(self) -> None:
-        """Whatever happened, the temporary file goes."""
         if self.container is not None:
             self.container.close()
-        self.path.unlink(missing_ok=True)
