@@ -1,18 +1,18 @@
-"""Benchmark the service against raw mmdet and the original spawn-per-upload design.
+"""Benchmark the service against plain mmdet and the original spawn-per-upload design.
 
     make bench      (= .venv/bin/python bench/benchmark.py --output docs/benchmarks.md)
 
-For each model, in one run on this machine: raw ``inference_detector`` on a warm model (the floor),
-the service one upload at a time (POST /upload until the PNG is served) with its breakdown, the
-original design (a fresh process per upload), a burst of concurrent uploads, the peak memory of
-web + worker during it, and the cold start. Random-weights checkpoints (the compute of trained
+For each model, in one run on this machine: plain mmdet as a user times it (the floor: a fresh
+process with default settings, ``init_detector`` + ``inference_detector`` on a warm model, run
+beside each upload: ``plain_mmdet.py``), the service one upload at a time (POST /upload until
+the PNG is served) with its breakdown, the original design (a fresh process per upload), a
+burst of concurrent uploads, the peak memory of web + worker during it, and the cold start. Random-weights checkpoints (the compute of trained
 ones) except YOLOX-Nano, which uses the real checkpoint from ../shared when it is there.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import gc
 import io
 import os
 import platform
@@ -31,6 +31,9 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from plain_mmdet import PlainMMDet  # noqa: E402
 
 from tests.random_weights import build_random_checkpoint  # noqa: E402
 from tests.support import SHARED_CHECKPOINT, LiveServer, write_config  # noqa: E402
@@ -64,36 +67,6 @@ def make_images() -> list[bytes]:
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:
     return statistics.median(seconds), float(np.percentile(seconds, 95))
-
-
-class Floor:
-    """Raw mmdet: ``inference_detector`` on a warm model, the benchmark's images as arrays."""
-
-    def __init__(self, config: str, checkpoint: Path, images: list[bytes], device: str):
-        from mmdet.apis import inference_detector, init_detector
-
-        from detection.models import mmdet_configs_dir
-        self.device = device
-        self.model = init_detector(str(mmdet_configs_dir() / config), str(checkpoint),
-                                   device=device)
-        self.infer = inference_detector
-        self.arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1].copy()
-                       for data in images]  # BGR, as mmdet takes them
-        for array in self.arrays * 2:  # warm: the first runs of each size are slower
-            self.infer(self.model, array)
-        self.times: dict[int, list[float]] = {size: [] for size in range(len(images))}
-
-    def measure(self, size: int) -> None:
-        import torch
-        started = time.perf_counter()
-        self.infer(self.model, self.arrays[size])
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        self.times[size].append(time.perf_counter() - started)
-
-    def close(self) -> None:
-        del self.model
-        gc.collect()
 
 
 def one_upload(server: LiveServer, data: bytes, **fields: str) -> dict:
@@ -175,7 +148,13 @@ def original_design(ini: Path, server: LiveServer, data: bytes, runs: int) -> li
 def bench_model(name: str, checkpoint: Path, images: list[bytes], args, workdir: Path) -> dict:
     heavy = name == "faster_rcnn_r50"
     rounds, uploads, burst_size = (1, 6, 20) if heavy else (2, 30, 50)
-    floor = Floor(CONFIGS[name], checkpoint, images, args.device)
+    from detection.models import mmdet_configs_dir
+    files = []
+    for index, data in enumerate(images):
+        files.append(workdir / f"image{index}.jpg")
+        files[-1].write_bytes(data)
+    floor = PlainMMDet(str(mmdet_configs_dir() / CONFIGS[name]), checkpoint, files,
+                       device=args.device)
     (workdir / name).mkdir(parents=True, exist_ok=True)
     ini = write_config(workdir / name, {name: checkpoint}, default_model=name,
                        device=args.device, max_upload_bytes=20_000_000, max_pixels=40_000_000,
@@ -216,7 +195,8 @@ def report(results: list[dict], device: str) -> str:
         f"{gpu}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}; images {', '.join(f'{w}x{h}' for w, h in SIZES)} "
-        f"(JPEG); threshold {THRESHOLD}. Times in seconds. Burst: 50 uploads at once "
+        f"(JPEG); threshold {THRESHOLD}. Times in seconds. Floor: plain mmdet in a fresh process "
+        "with default settings (`bench/plain_mmdet.py`), run beside each upload. Burst: 50 uploads at once "
         "(Faster R-CNN: 20), the wall time until the last result is written (the clients poll "
         "once a second, as the page does behind the queue's head).", "",
         "| model | floor p50 / p95 | service p50 / p95 | service ÷ floor | original design p50 "

@@ -3,6 +3,8 @@ a video end to end against the model alone on the same frames, callback delivery
 ends, and a batch of photos against single uploads.
 
     .venv/bin/python bench/long_jobs.py --output docs/long_jobs.md
+    .venv/bin/python bench/long_jobs.py --device cuda:0     (on a GPU: frames and a batch's
+                                                             images gpu_batch_size at a time)
 
 Video: a 20 s 1280x720 clip at 30 frames a second (a real photo panned across it, H.264),
 uploaded and detected at ``fps`` frames a second with tracking; its frames a second from the
@@ -52,7 +54,7 @@ def one_video(server: LiveServer, clip: bytes, fps: float) -> tuple[float, dict]
     return time.perf_counter() - started, status
 
 
-def video_numbers(server: LiveServer, fps: float, seconds: float) -> dict:
+def video_numbers(server: LiveServer, fps: float, seconds: float, device: str) -> dict:
     """The service's (its long lane's worker started for it, then warm) and the model alone's
     frames a second on one clip."""
     from detection.models import mmdet_configs_dir
@@ -68,7 +70,8 @@ def video_numbers(server: LiveServer, fps: float, seconds: float) -> dict:
         path = WORK / f"frame{index:04d}.png"
         Image.fromarray(rgb).save(path)
         paths.append(path)
-    plain = PlainMMDet(str(mmdet_configs_dir() / CONFIG), SHARED_CHECKPOINT, paths)
+    plain = PlainMMDet(str(mmdet_configs_dir() / CONFIG), SHARED_CHECKPOINT, paths,
+                       device=device)
     try:
         alone = sum(plain.measure(index) for index in range(len(paths)))
     finally:
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, nargs="+", default=[5.0, 10.0])
     parser.add_argument("--callbacks", type=int, default=20)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -133,12 +137,13 @@ def main() -> None:
     ini = write_config(WORK, {"yolox_nano": SHARED_CHECKPOINT}, default_model="yolox_nano",
                        callback_hosts="127.0.0.1:*", callback_private="true",
                        callback_secret=SECRET, max_upload_bytes=200_000_000,
-                       max_video_frames=10_000, max_batch_images=1000)
+                       max_video_frames=10_000, max_batch_images=1000, device=args.device)
     server = LiveServer(ini).start(timeout=60)
     try:
         warm = server.upload((SHARED_PHOTOS / "dog.jpg").read_bytes()).json()["sid"]
         server.wait_until_finished(warm)
-        videos = [(fps, video_numbers(server, fps, args.seconds)) for fps in args.fps]
+        videos = [(fps, video_numbers(server, fps, args.seconds, args.device))
+                  for fps in args.fps]
         delays = callback_delays(server, receiver, args.callbacks)
         batch = batch_numbers(server, args.batch)
     finally:
@@ -146,7 +151,8 @@ def main() -> None:
         server.kill_worker()
         server.remove_metrics()
         receiver.stop()
-    lines = ["YOLOX-Nano (the real checkpoint) on this machine's CPU, one job at a time.", "",
+    where = "this machine's CPU" if args.device == "cpu" else f"{args.device} (gpu_batch_size 8)"
+    lines = [f"YOLOX-Nano (the real checkpoint) on {where}, one job at a time.", "",
              f"**Video**: a {args.seconds:g} s 1280 × 720 clip at 30 frames a second, H.264; "
              "detected with tracking at the rate shown. Service: from the upload's start to the "
              "job's end (upload, probe, queue, decode, detect, track, draw, encode the MP4). "

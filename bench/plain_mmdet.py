@@ -5,7 +5,8 @@ takes them). For the faces model, facenet-pytorch's MTCNN ``detect`` in the same
 image and on each of the same N x N windows the service detects (their merge, an NMS of a few
 hundred boxes, left out).
 
-    python bench/plain_mmdet.py [--tiles N] CONFIG CHECKPOINT IMAGE...   (CONFIG "mtcnn": faces)
+    python bench/plain_mmdet.py [--tiles N] [--device D] CONFIG CHECKPOINT IMAGE...
+                                                            (CONFIG "mtcnn": the faces model)
 
 It warms up on every image twice, prints ``ready``, then answers each line of its input (an
 image's index) with the milliseconds one run took: the benchmarks interleave it with the service,
@@ -25,15 +26,15 @@ from PIL import Image
 warnings.filterwarnings("ignore")
 
 
-def load(config: str, checkpoint: str, tiles: int = 1):
+def load(config: str, checkpoint: str, tiles: int = 1, device: str = "cpu"):
     """A function that detects on one array, and the array it takes for an RGB image."""
     if config == "mtcnn":
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from detection.worker.detectors.face_detector import _import_mtcnn
-        mtcnn = _import_mtcnn()(keep_all=True, device="cpu")
+        mtcnn = _import_mtcnn()(keep_all=True, device=device)
         return (lambda rgb: mtcnn.detect(rgb, landmarks=True)), (lambda rgb: rgb)
     from mmdet.apis import inference_detector, init_detector
-    model = init_detector(config, checkpoint, device="cpu")
+    model = init_detector(config, checkpoint, device=device)
     if tiles == 1:
         return (lambda bgr: inference_detector(model, bgr)), (lambda rgb: rgb[:, :, ::-1].copy())
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,9 +48,11 @@ def load(config: str, checkpoint: str, tiles: int = 1):
     return tiled, (lambda rgb: rgb[:, :, ::-1].copy())
 
 
-def main(config: str, checkpoint: str, paths: list[str], tiles: int = 1) -> None:
+def main(config: str, checkpoint: str, paths: list[str], tiles: int = 1,
+         device: str = "cpu") -> None:
+    import torch
     with contextlib.redirect_stdout(sys.stderr):  # stdout answers the benchmark; mmdet talks
-        detect, prepare = load(config, checkpoint, tiles)
+        detect, prepare = load(config, checkpoint, tiles, device)
         images = [prepare(np.asarray(Image.open(path).convert("RGB"))) for path in paths]
         for image in images * 2:
             detect(image)
@@ -58,17 +61,20 @@ def main(config: str, checkpoint: str, paths: list[str], tiles: int = 1) -> None
         image = images[int(line)]
         started = time.perf_counter()
         detect(image)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         print(f"{(time.perf_counter() - started) * 1000:.2f}", flush=True)
 
 
 class PlainMMDet:
     """The benchmarks' side of this script: one fresh process, measured run by run."""
 
-    def __init__(self, config: str, checkpoint: Path, image_files: list[Path], tiles: int = 1):
+    def __init__(self, config: str, checkpoint: Path, image_files: list[Path], tiles: int = 1,
+                 device: str = "cpu"):
         import subprocess
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--tiles", str(tiles), config, str(checkpoint),
-             *map(str, image_files)],
+            [sys.executable, __file__, "--tiles", str(tiles), "--device", device, config,
+             str(checkpoint), *map(str, image_files)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.process.stdout.readline().strip()
         if ready != "ready":
@@ -94,8 +100,10 @@ if __name__ == "__main__":
     import argparse
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiles", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("config")
     parser.add_argument("checkpoint")
     parser.add_argument("images", nargs="+")
     arguments = parser.parse_args()
-    main(arguments.config, arguments.checkpoint, arguments.images, arguments.tiles)
+    main(arguments.config, arguments.checkpoint, arguments.images, arguments.tiles,
+         arguments.device)

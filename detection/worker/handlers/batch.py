@@ -64,10 +64,11 @@ class BatchHandler:
             decoded = []
             for index, (name, data) in group:
                 try:
-                    decoded.append((index, name, decode_image(data,
-                                                              work.models.settings.max_pixels)))
+                    rgb = decode_image(data, work.models.settings.max_pixels)
                 except Exception as error:  # this image alone
                     failed.append({"file_name": name, "error": failure_reason(error)})
+                    continue
+                decoded.append((index, name, rgb))
             spent["read_ms"] += _since(clock)
             clock = time.perf_counter()
             found_in = detect_each(detector, [rgb for _, _, rgb in decoded], options.threshold,
