@@ -24,12 +24,12 @@ import numpy as np
 from PIL import Image
 
 warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # detection/: faces, tiles
 
 
 def load(config: str, checkpoint: str, tiles: int = 1, device: str = "cpu"):
     """A function that detects on one array, and the array it takes for an RGB image."""
     if config == "mtcnn":
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from detection.worker.detectors.face_detector import _import_mtcnn
         mtcnn = _import_mtcnn()(keep_all=True, device=device)
         return (lambda rgb: mtcnn.detect(rgb, landmarks=True)), (lambda rgb: rgb)
@@ -37,7 +37,6 @@ def load(config: str, checkpoint: str, tiles: int = 1, device: str = "cpu"):
     model = init_detector(config, checkpoint, device=device)
     if tiles == 1:
         return (lambda bgr: inference_detector(model, bgr)), (lambda rgb: rgb[:, :, ::-1].copy())
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from detection.worker.tiling import tile_windows
 
     def tiled(bgr):

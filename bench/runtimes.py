@@ -126,7 +126,9 @@ def report(results: list[dict]) -> str:
         "`POST /upload` to `GET /uploads/<sid>.out.png` answered), one upload at a time, each "
         "beside a plain run of the same image; in brackets the service ÷ plain mmdet (the goal: "
         f"at most {GOAL}). auto: what `runtime = auto` chose when the model loaded, and its "
-        "timings of each runtime on its probe.", "",
+        "timings of each runtime on its probe. The images: the benchmark's shapes; for faces, "
+        "a portrait (grace_hopper.jpg) at each size. A model with tiles against plain mmdet on "
+        "the same windows (`plain_mmdet.py --tiles`).", "",
         "| model | image | plain mmdet | service, torch | service, onnxruntime | service, auto "
         "| auto chose (probe ms) |",
         "|---|---|---|---|---|---|---|"]
