@@ -1,6 +1,7 @@
 """Video clips made for tests with PyAV: a real photo panned across the frame (so that a real
 model sees one object move), at a constant or a varying frame rate, in MP4 or WebM; and clips
-that break the rules (an audio track alone, a frame too large, a few frames spread over hours)."""
+that break the rules (an audio track alone, a frame too large, a few frames spread over hours,
+frames that change size midway)."""
 from __future__ import annotations
 
 import io
