@@ -121,6 +121,11 @@ def pack(images: list[tuple[str, bytes]]) -> bytes:
 def unpack(data: bytes) -> tuple[int, Iterator[tuple[str, bytes]]]:
     """How many images a stored batch holds, and its images in order, each read when it is
     taken."""
-    packed = zipfile.ZipFile(io.BytesIO(data))
-    entries = packed.infolist()
-    return len(entries), ((entry.filename, packed.read(entry)) for entry in entries)
+    with zipfile.ZipFile(io.BytesIO(data)) as packed:
+        count = len(packed.infolist())
+
+    def images() -> Iterator[tuple[str, bytes]]:
+        with zipfile.ZipFile(io.BytesIO(data)) as packed:
+            for entry in packed.infolist():
+                yield entry.filename, packed.read(entry)
+    return count, images()

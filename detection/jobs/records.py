@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .atomic import fsync_path, move_into_place, write_atomically
+from .atomic import TEMP_SUFFIX, fsync_path, move_into_place, write_atomically
 from .errors import DISK_FULL
 from .job import BadJob, Job, JobKind, JobState, JobStatus, Progress
 from .layout import (
@@ -129,11 +129,22 @@ class Outcome:
         return cls(error=reason, cause=cause)
 
     def to_wire(self) -> dict[str, Any]:
-        """As an RQ job's return value (its files read in, their temporary files removed)."""
+        """As an RQ job's return value: once, since its temporary files are read in and
+        removed; a file that cannot be read fails the job (and the others are removed)."""
         if self.error is not None:
             return {"error": self.error}
-        files = {suffix: _taken(data) for suffix, data in (self.files or {}).items()}
+        try:
+            files = {suffix: _taken(data) for suffix, data in (self.files or {}).items()}
+        except (OSError, MemoryError) as error:
+            self.discard_files()
+            return {"error": f"its results could not be read back: {error}"}
         return {"result": self.result, "output": self.output, "files": files or None}
+
+    def discard_files(self) -> None:
+        """Remove its temporary files (those not moved into place)."""
+        for data in (self.files or {}).values():
+            if isinstance(data, Path):
+                data.unlink(missing_ok=True)
 
     @classmethod
     def from_wire(cls, value: Any) -> "Outcome | None":
@@ -205,14 +216,20 @@ class JobRecords:
 
     def write_files(self, sid: str, files: dict[str, bytes | Path] | None,
                     durable: bool = False) -> None:
-        """An outcome's other files (a video's or a batch's), before its result."""
-        for suffix, data in (files or {}).items():
-            if suffix not in OUTCOME_FILES:
-                continue
-            if isinstance(data, Path):
-                move_into_place(data, self.uploads_dir / f"{sid}{suffix}", durable)
-            else:
-                write_atomically(self.uploads_dir / f"{sid}{suffix}", data, durable=durable)
+        """An outcome's other files (a video's or a batch's), before its result; temporary
+        files not moved into place (a write failed first) are removed."""
+        try:
+            for suffix, data in (files or {}).items():
+                if suffix not in OUTCOME_FILES:
+                    continue
+                if isinstance(data, Path):
+                    move_into_place(data, self.uploads_dir / f"{sid}{suffix}", durable)
+                else:
+                    write_atomically(self.uploads_dir / f"{sid}{suffix}", data, durable=durable)
+        finally:
+            for data in (files or {}).values():
+                if isinstance(data, Path):
+                    data.unlink(missing_ok=True)
 
     def write_result(self, sid: str, result: dict, durable: bool = False) -> None:
         """The job is done (write its output first: the poll that sees this finds it)."""
@@ -294,6 +311,8 @@ class JobRecords:
         self.files.progress(job.sid).unlink(missing_ok=True)
         for suffix in OUTCOME_FILES:  # a result half-written when it failed is no result
             (self.uploads_dir / f"{job.sid}{suffix}").unlink(missing_ok=True)
+        for temporary in self.uploads_dir.glob(f".{job.sid}.*{TEMP_SUFFIX}"):  # being written
+            temporary.unlink(missing_ok=True)
 
     def make_durable(self, sid: str) -> None:
         """fsync a job's output and result, and their directory."""

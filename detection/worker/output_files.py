@@ -10,6 +10,9 @@ from ..jobs.atomic import temp_path_for
 
 
 class OutputFiles:
+    """One job's result files while they are written (a context: removed on leaving unless
+    kept)."""
+
     def __init__(self, folder: Path, sid: str):
         folder.mkdir(parents=True, exist_ok=True)  # (an RQ worker's own may not exist yet)
         self.folder, self.sid = folder, sid

@@ -87,6 +87,11 @@ def perform(fields: dict) -> dict:
         if job.kind is JobKind.DETECT:
             JOBS.labels(job.model, "failed").inc()
         return outcome.to_wire()
+    wire = outcome.to_wire()
+    if "error" in wire:  # its files could not be read back
+        log.error("failed %s: %s", job.sid, wire["error"],
+                  extra={"sid": job.sid, "event": "failed", "reason": wire["error"]})
+        return wire
     timings = outcome.result.get("timings", {})
     if job.kind is JobKind.DETECT:
         JOBS.labels(job.model, "done").inc()
@@ -94,7 +99,7 @@ def perform(fields: dict) -> dict:
     log.info("done %s", job.sid, extra={"sid": job.sid, "event": "done", "kind": job.kind.value,
                                         "model": job.model, "timings": timings,
                                         "detections": len(outcome.result.get("detections", ()))})
-    return outcome.to_wire()
+    return wire
 
 
 class OverTime(BaseException):

@@ -36,10 +36,20 @@ def tile_windows(width: int, height: int, grid: int) -> list[tuple[int, int, int
 
 def detect_each(detector: DetectorBackend, images: list[np.ndarray], threshold: float,
                 grid: int) -> list[list[Detection]]:
-    """Each image's detections: in one pass when untiled, else each on its tiles."""
-    if grid == 1:
-        return detector.detect_batch(images, [threshold] * len(images))
-    return [detect_tiled(detector, image, threshold, grid) for image in images]
+    """Each image's detections: images of one size in one pass when untiled (a batch pads its
+    images to the largest, which would move a smaller one's boxes near its edges), else each
+    on its tiles."""
+    if grid > 1:
+        return [detect_tiled(detector, image, threshold, grid) for image in images]
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(image.shape, []).append(index)
+    found: list[list[Detection]] = [[] for _ in images]
+    for indices in by_size.values():
+        for index, detections in zip(indices, detector.detect_batch(
+                [images[i] for i in indices], [threshold] * len(indices))):
+            found[index] = detections
+    return found
 
 
 def detect_tiled(detector: DetectorBackend, image: np.ndarray, threshold: float,

@@ -96,6 +96,30 @@ def test_result_files_written_beside_their_place_are_moved_in_or_carried(records
     assert not drawn.exists() and records.final_status(job.sid).state is JobState.DONE
 
 
+def test_result_files_not_moved_into_place_are_removed_whatever_failed(records, monkeypatch):
+    from detection.jobs import records as module
+    job = Job.video(new_sid(), "yolox_nano", VideoOptions(0.3))
+    drawn, frames = (temp_path_for(records.uploads_dir / f"{job.sid}{suffix}")
+                     for suffix in (VIDEO_OUTPUT, FRAMES))
+    drawn.write_bytes(b"mp4")
+    unread = Outcome(result={}, files={FRAMES: frames, VIDEO_OUTPUT: drawn})  # frames: gone
+    assert "could not be read back" in unread.to_wire()["error"] and not drawn.exists()
+
+    drawn.write_bytes(b"mp4")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(module, "write_atomically", disk_full)
+    with pytest.raises(OSError):  # the bytes first: the drawing is never moved
+        records.write_files(job.sid, {FRAMES: b"{}\n", VIDEO_OUTPUT: drawn})
+    assert not drawn.exists() and not (records.uploads_dir / f"{job.sid}{VIDEO_OUTPUT}").exists()
+    monkeypatch.undo()
+
+    frames.write_bytes(b"being written")  # a worker killed while writing it
+    records.fail(job, "the worker died")
+    assert not frames.exists() and records.final_status(job.sid).state is JobState.FAILED
+
+
 def test_progress_is_a_hint_while_it_runs_and_gone_when_it_ends(records):
     job = Job.download(new_sid(), "yolox_nano")
     assert records.progress(job.sid) is None

@@ -1,7 +1,7 @@
 """Video and batch jobs in the worker, with a real mmdet model (random weights): several frames or
-images in one pass of the network, as a GPU worker takes them (``gpu_batch_size``), give what
-one at a time gives; their result files are written as they come, beside where they go, and
-moved into place."""
+images of one size in one pass of the network, as a GPU worker takes them (``gpu_batch_size``),
+give what one at a time gives; their result files are written as they come, beside where they
+go (records.py moves them into place: tests/unit/test_records.py)."""
 import json
 
 import pytest
@@ -74,14 +74,16 @@ def test_a_videos_frames_detected_several_at_a_time_are_those_detected_one_by_on
 
 def test_a_batchs_images_detected_several_at_a_time_are_those_detected_one_by_one(
         worker, monkeypatch):
-    images = [(f"{i}.png", png_bytes(size=(200 + 40 * i, 160), color=(40 * i, 120, 200)))
+    images = [(f"{i}.png", png_bytes(size=(240, 160), color=(40 * i, 120, 200)))
               for i in range(5)] + [("broken.png", b"\x89PNG\r\n\x1a\n broken")]
     images.insert(2, ("dog.jpg", (SHARED_PHOTOS / "dog.jpg").read_bytes()))
     job = Job.batch(new_sid(), "rtmdet_tiny", BatchOptions(0.05, count=len(images)))
     worker.records.store_batch(job.sid, pack(images))
     alone, files_alone, passes_alone = run(worker, job, 1, monkeypatch)
     together, files_together, passes_together = run(worker, job, 4, monkeypatch)
-    assert passes_alone == [1] * 6 and passes_together == [4, 2]  # the broken one fails alone
+    # Four at a time: the three of one size in one pass, the dog alone; then two (the broken
+    # one fails alone)
+    assert passes_alone == [1] * 6 and passes_together == [3, 1, 2]
     assert together["failed"] == alone["failed"] and together["failed"][0]["file_name"] == \
         "broken.png"
     assert [i["file_name"] for i in together["images"]] == [name for name, _ in images][:-1]
