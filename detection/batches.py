@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterator
 
-from PIL import Image
-
 from .datasets.archive import ArchiveLimits, read_zip_files
-from .image_checks import BadImage, ImageTooLarge, check_container
+from .image_checks import BadImage
+from .images import check_image
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_NAME_CHARS = 120
@@ -67,8 +66,7 @@ def checked_images(files: list[tuple[str, bytes]], limits: BatchLimits
             raise BadImage(f"{base[:120]}: not an image (a batch takes JPEG, PNG, WebP, GIF, "
                            "BMP, TIFF, ICO or PPM files)")
         try:
-            check_container(content, limits.max_pixels)
-            _check_pixels(content, limits.max_pixels)
+            check_image(content, limits.max_pixels)  # its header, before it is stored
         except BadImage as error:
             raise type(error)(f"{base[:120]}: {error}") from None
         unique, stem, suffix, n = base, PurePosixPath(base).stem, PurePosixPath(base).suffix, 1
@@ -86,19 +84,6 @@ def clean_name(name: str) -> str:
     zip entries)."""
     kept = "".join(c if c.isprintable() and c not in "\\/" else "_" for c in name)
     return kept.lstrip(".")[-MAX_NAME_CHARS:]
-
-
-def _check_pixels(data: bytes, max_pixels: int) -> None:
-    """An image's size, as its header says (Pillow reads no pixel for it), within the limit."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError:
-        raise ImageTooLarge(f"it has more than {max_pixels} pixels") from None
-    except Exception as error:  # Pillow cannot read it: the worker would not either
-        raise BadImage(f"not an image Pillow reads ({type(error).__name__})") from None
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"it is {width}x{height}; the limit is {max_pixels} pixels")
 
 
 def looks_like_image(data: bytes) -> bool:

@@ -69,9 +69,15 @@ def limit_decoding(max_pixels: int) -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)  # again: a test may reset it
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode an upload into upright 8-bit RGB pixels (height x width x 3), or raise
-    ``BadImage``."""
+def check_image(data: bytes, max_pixels: int) -> None:
+    """Whether an upload would decode, as far as its container and header tell (no pixel is
+    read): ``BadImage`` or ``ImageTooLarge`` if not."""
+    _opened(data, max_pixels).close()
+
+
+def _opened(data: bytes, max_pixels: int) -> Image.Image:
+    """An upload opened by Pillow (its header read), its container checked and its size
+    within ``max_pixels``; else ``BadImage``."""
     if not data:
         raise BadImage("the file is empty")
     check_container(data, max_pixels)
@@ -82,13 +88,21 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                        f"({', '.join(ACCEPTED_FORMATS)})") from None
     except _PILLOW_ERRORS as error:
         raise _refusal(error, "the image header is corrupt") from None
-    try:  # closed on every way out: a refused image's pixels are not kept by its traceback
-        width, height = image.size
+    width, height = image.size
+    if width * height > max_pixels or width == 0 or height == 0:
+        image.close()
         if width * height > max_pixels:
             raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; "
                                 f"the limit is {max_pixels}")
-        if width == 0 or height == 0:
-            raise BadImage("the image has no pixels")
+        raise BadImage("the image has no pixels")
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode an upload into upright 8-bit RGB pixels (height x width x 3), or raise
+    ``BadImage``."""
+    image = _opened(data, max_pixels)
+    try:  # closed on every way out: a refused image's pixels are not kept by its traceback
         if slow := SLOW_DECODERS.intersection(tile[0] for tile in image.tile):
             raise BadImage(f"this kind of {image.format} ({', '.join(slow)}) is not accepted; "
                            "send a PNG or JPEG")
