@@ -9,6 +9,6 @@
     rq_worker.py     a worker on Redis + RQ (any host)
     handlers/        what a worker does with each kind of job (detect, download)
     model_cache.py   loaded models, kept warm
-    detectors/       the detector backends (mmdet, MTCNN faces) and ONNX Runtime's backbone
+    detectors/       the detector backends (mmdet, MTCNN faces) and ONNX Runtime's networks
     drawing.py       boxes, masks, labels and landmarks onto the image
 """

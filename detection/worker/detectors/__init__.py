@@ -4,7 +4,8 @@
                         follows
     mmdet_detector.py   mmdet's models (models.toml's backend "mmdet")
     face_detector.py    faces with facenet-pytorch's MTCNN (backend "mtcnn")
-    onnx_backbone.py    an mmdet model's backbone and neck on ONNX Runtime, on the CPU
+    onnx_network.py     an mmdet model's network (backbone, neck, a one-stage head) on ONNX
+                        Runtime, on the CPU
 """
 from __future__ import annotations
 

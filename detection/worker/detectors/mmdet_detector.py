@@ -21,9 +21,9 @@ def _test_pipeline(cfg):
 
 
 class MMDetDetector:
-    """One loaded mmdet model. On the CPU, ``runtime="onnxruntime"`` runs its backbone and neck
-    with ONNX Runtime, ``"auto"`` only where that is faster on this machine (timed as it loads),
-    ``"torch"`` never."""
+    """One loaded mmdet model. On the CPU, ``runtime="onnxruntime"`` runs its network (backbone,
+    neck, and a one-stage detector's head) with ONNX Runtime, ``"auto"`` only where that is
+    faster on this machine (timed as it loads), ``"torch"`` never."""
 
     def __init__(self, spec: ModelSpec, device: str, runtime: str = "torch",
                  cache_dir: Path | None = None, threads: int = 0):
@@ -55,29 +55,30 @@ class MMDetDetector:
 
     def _choose_runtime(self, runtime: str, checkpoint: Path, cache_dir: Path,
                         threads: int) -> None:
-        """ONNX Runtime for the backbone and neck where its features match PyTorch's, and (for
-        ``auto``) where it is faster here, timed on the whole detection."""
-        from .onnx_backbone import export_path, onnx_features, use_features
+        """ONNX Runtime for the network where its outputs match PyTorch's, and (for ``auto``)
+        where it is faster here, timed on the whole detection."""
+        from .onnx_network import export_path, onnx_network
         from .runtime_choice import median_ms, probe_image, timed_runtimes
-        features = onnx_features(self.model, checkpoint, self.spec.config, cache_dir, threads)
-        if features is None:
+        network = onnx_network(self.model, checkpoint, self.spec.config, cache_dir, threads)
+        if network is None:
             return
         if runtime == "auto":
             def time_each() -> dict[str, float]:
                 image = probe_image()
                 timings = {"torch": median_ms(lambda x: self.detect(x, 0.3), image)}
-                self.model.extract_feat = features  # for now: the class's method is PyTorch's
+                network.attach(self.model)
                 try:
                     timings["onnxruntime"] = median_ms(lambda x: self.detect(x, 0.3), image)
                 finally:
-                    del self.model.extract_feat
+                    network.detach(self.model)
                 return timings
             timings_file = export_path(checkpoint, self.spec.config, cache_dir).with_suffix(
                 f".{threads or 'default'}-threads.timings.json")
             self.runtime_ms = timed_runtimes(timings_file, time_each)
             if self.runtime_ms["onnxruntime"] >= self.runtime_ms["torch"]:
                 return
-        use_features(self.model, features)
+        network.attach(self.model)
+        network.free_pytorch(self.model)
         self.runtime = "onnxruntime"
 
     def detect(self, image_rgb: np.ndarray, threshold: float) -> list[Detection]:

@@ -1,5 +1,5 @@
 """Which runtime runs a model faster on this machine: PyTorch alone, or ONNX Runtime for its
-backbone and neck (``onnx_backbone.py``). Timed, not assumed: each on a few warm runs of the whole
+network (``onnx_network.py``). Timed, not assumed: each on a few warm runs of the whole
 detection (the pipeline, the network, the post-processing) on a probe image, when the model
 loads. The timings are kept beside the ONNX export for this machine (its CPU, cores and threads),
 so that the next load of the same model need not time them again.
