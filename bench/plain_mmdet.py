@@ -65,6 +65,14 @@ def main(config: str, checkpoint: str, paths: list[str], tiles: int = 1,
         print(f"{(time.perf_counter() - started) * 1000:.2f}", flush=True)
 
 
+# After its last op, a process's idle PyTorch (OpenMP) threads spin for ~6 ms of CPU (measured
+# here), taking a core from whatever runs next: run beside each other with no pause, plain mmdet
+# made the service's next upload slower (YOLOX-Nano's inference, two runs: 26.3-26.9 -> 28.6-34.5
+# ms p50), and the
+# service, on two torch threads, would slow plain mmdet's next run. Each side starts settled.
+SETTLE_SECONDS = 0.05
+
+
 class PlainMMDet:
     """The benchmarks' side of this script: one fresh process, measured run by run."""
 
@@ -82,11 +90,14 @@ class PlainMMDet:
         self.times: dict[int, list[float]] = {index: [] for index in range(len(image_files))}
 
     def measure(self, index: int) -> float:
-        """Seconds one run on image ``index`` took."""
+        """Seconds one run on image ``index`` took, with the machine left to settle before and
+        after it (``SETTLE_SECONDS``)."""
+        time.sleep(SETTLE_SECONDS)
         self.process.stdin.write(f"{index}\n")
         self.process.stdin.flush()
         seconds = float(self.process.stdout.readline()) / 1000
         self.times[index].append(seconds)
+        time.sleep(SETTLE_SECONDS)
         return seconds
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from PIL import Image
 from detection.jobs.job import Job, JobState, new_sid
 from detection.jobs.spool import SpoolQueue
 from detection.settings import parse_settings
+from detection.worker.detectors.runtime_choice import ONE_TORCH_THREAD
 from detection.worker.spool_worker import SpoolWorker
 from tests.oracle import assert_same_detections
 from tests.random_weights import build_random_checkpoint
@@ -260,12 +261,14 @@ def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatc
     assert detector.detect(image, 0.0), "the PyTorch model is intact after the export"
 
 
-@pytest.mark.parametrize("faster", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("faster", ["torch", "onnxruntime", ONE_TORCH_THREAD])
 def test_auto_keeps_the_runtime_timed_faster_here_and_times_once_per_machine(
         worker, monkeypatch, tmp_path, faster):
-    """Which runtime is faster depends on the model and the machine: auto times both on the
-    whole detection (here with a stand-in clock, so that the choice is the test's) and keeps
-    the timings beside the export for the next load."""
+    """Which runtime is faster depends on the model and the machine: auto times each on the
+    whole detection (here with a stand-in clock, so that the choice is the test's), a one-stage
+    detector on ONNX Runtime also with one PyTorch thread, and keeps the timings beside the
+    export for the next load."""
+    import torch
     from detection.worker.detectors import runtime_choice
     from detection.worker.detectors.mmdet_detector import MMDetDetector
     spec = worker.models.models_file.models["rtmdet_tiny"]
@@ -273,20 +276,27 @@ def test_auto_keeps_the_runtime_timed_faster_here_and_times_once_per_machine(
 
     def median_ms(detect, image):  # the real detection runs; its time is the test's
         detect(image)
-        timed.append(len(timed))
-        first = {"torch": 100.0, "onnxruntime": 200.0}[faster]
-        return first if len(timed) == 1 else 150.0
+        timed.append(during.pop())
+        candidate = ("torch", "onnxruntime", ONE_TORCH_THREAD)[len(timed) - 1]
+        return 100.0 if candidate == faster else 150.0
     monkeypatch.setattr(runtime_choice, "median_ms", median_ms)
+    during, detections = [], MMDetDetector._detections  # PyTorch's threads as detect ends
+    monkeypatch.setattr(MMDetDetector, "_detections", lambda *args: during.append(
+        torch.get_num_threads()) or detections(*args))
     cache = tmp_path / "onnx"
+    threads = torch.get_num_threads()
     detector = MMDetDetector(spec, "cpu", runtime="auto", cache_dir=cache)
-    assert detector.runtime == faster and len(timed) == 2
-    assert set(detector.runtime_ms) == {"torch", "onnxruntime"}
+    assert timed == [threads, threads, 1] and torch.get_num_threads() == threads
+    assert detector.runtime == faster
+    assert set(detector.runtime_ms) == {"torch", "onnxruntime", ONE_TORCH_THREAD}
     image = np.asarray(Image.new("RGB", (320, 240), (90, 140, 60)))
-    assert detector.detect(image, 0.0), "the model chosen detects (its features were checked)"
+    assert detector.detect(image, 0.0), "the model chosen detects (its outputs were checked)"
+    assert during == [1 if faster == ONE_TORCH_THREAD else threads]
+    assert torch.get_num_threads() == threads, "the process's threads are as they were"
     torch_only = MMDetDetector(spec, "cpu", runtime="torch", cache_dir=cache)
     assert torch_only.runtime_ms == {} and torch_only.runtime == "torch"
     again = MMDetDetector(spec, "cpu", runtime="auto", cache_dir=cache)
-    assert len(timed) == 2, "timed once on this machine"
+    assert len(timed) == 3, "timed once on this machine"
     assert again.runtime == faster and again.runtime_ms == detector.runtime_ms
 
 

@@ -94,8 +94,8 @@ class DetectorBackend(Protocol):
 
     spec: ModelSpec  # the models.toml table it was loaded from
     classes: tuple[str, ...]  # its labels, in class-id order
-    runtime: str  # what runs it: torch, onnxruntime
-    runtime_ms: dict[str, float]  # each runtime's time on a probe, where both were timed
+    runtime: str  # what runs it: torch, onnxruntime ("auto" may add: on 1 torch thread)
+    runtime_ms: dict[str, float]  # each runtime's time on a probe, where they were timed
 
     def detect_batch(self, images_rgb: list[np.ndarray],
                      thresholds: list[float]) -> list[list[Detection]]:

@@ -2,7 +2,9 @@
 ``init_detector`` once, then ``detect_batch`` many times."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -18,6 +20,21 @@ def _test_pipeline(cfg):
     steps = get_test_pipeline_cfg(cfg.copy())
     steps[0].type = "mmdet.LoadImageFromNDArray"
     return Compose(steps)
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """PyTorch on ``count`` threads for a while (None: as it is); its setting is the process's."""
+    import torch
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class MMDetDetector:
@@ -50,36 +67,48 @@ class MMDetDetector:
         threshold_mask_logits(self.model)
         self.runtime = "torch"
         self.runtime_ms: dict[str, float] = {}  # each runtime timed on the probe ("auto")
+        self.torch_threads: int | None = None  # PyTorch's threads in detect (None: the process's)
         if runtime != "torch" and device == "cpu" and cache_dir is not None:
             self._choose_runtime(runtime, checkpoint, cache_dir, threads)
 
     def _choose_runtime(self, runtime: str, checkpoint: Path, cache_dir: Path,
                         threads: int) -> None:
         """ONNX Runtime for the network where its outputs match PyTorch's, and (for ``auto``)
-        where it is faster here, timed on the whole detection."""
+        where it is faster here, timed on the whole detection: with the process's PyTorch
+        threads and, for a one-stage detector, with one."""
         from .onnx_network import export_path, onnx_network
-        from .runtime_choice import median_ms, probe_image, timed_runtimes
+        from .runtime_choice import ONE_TORCH_THREAD, median_ms, probe_image, timed_runtimes
         network = onnx_network(self.model, checkpoint, self.spec.config, cache_dir, threads)
         if network is None:
             return
+        chosen = "onnxruntime"
         if runtime == "auto":
+            candidates = {"torch": None, "onnxruntime": None}  # name -> PyTorch's threads
+            if network.structure is not None:
+                candidates[ONE_TORCH_THREAD] = 1
+
             def time_each() -> dict[str, float]:
-                image = probe_image()
-                timings = {"torch": median_ms(lambda x: self.detect(x, 0.3), image)}
-                network.attach(self.model)
-                try:
-                    timings["onnxruntime"] = median_ms(lambda x: self.detect(x, 0.3), image)
-                finally:
-                    network.detach(self.model)
+                image, timings = probe_image(), {}
+                for name, torch_threads in candidates.items():
+                    if name != "torch":
+                        network.attach(self.model)
+                    self.torch_threads = torch_threads
+                    try:
+                        timings[name] = median_ms(lambda x: self.detect(x, 0.3), image)
+                    finally:
+                        network.detach(self.model)
+                        self.torch_threads = None
                 return timings
             timings_file = export_path(checkpoint, self.spec.config, cache_dir).with_suffix(
                 f".{threads or 'default'}-threads.timings.json")
-            self.runtime_ms = timed_runtimes(timings_file, time_each)
-            if self.runtime_ms["onnxruntime"] >= self.runtime_ms["torch"]:
+            self.runtime_ms = timed_runtimes(timings_file, set(candidates), time_each)
+            chosen = min(candidates, key=self.runtime_ms.__getitem__)  # ties: the first
+            if chosen == "torch":
                 return
+            self.torch_threads = candidates[chosen]
         network.attach(self.model)
         network.free_pytorch(self.model)
-        self.runtime = "onnxruntime"
+        self.runtime = chosen
 
     def detect(self, image_rgb: np.ndarray, threshold: float) -> list[Detection]:
         """Detections scoring at least ``threshold``, best first, in ``image_rgb``'s pixels."""
@@ -92,12 +121,12 @@ class MMDetDetector:
         ``inference_detector`` would run a list one image at a time."""
         import torch
         from mmengine.dataset import pseudo_collate
-        batch = pseudo_collate([self.pipeline({"img": image, "img_id": 0})
-                                for image in images_rgb])
-        with torch.inference_mode():
+        with _torch_threads(self.torch_threads), torch.inference_mode():
+            batch = pseudo_collate([self.pipeline({"img": image, "img_id": 0})
+                                    for image in images_rgb])
             samples = self.model.test_step(batch)
-        return [self._detections(sample.pred_instances, image.shape[:2], threshold)
-                for sample, image, threshold in zip(samples, images_rgb, thresholds)]
+            return [self._detections(sample.pred_instances, image.shape[:2], threshold)
+                    for sample, image, threshold in zip(samples, images_rgb, thresholds)]
 
     def _detections(self, instances, size: tuple[int, int], threshold: float) -> list[Detection]:
         keep = instances.scores >= threshold
