@@ -5,7 +5,7 @@ import time
 
 
 class Stopwatch:
-    """``lap(name)`` records the milliseconds since the last lap (or the start) as ``name``."""
+    """``lap(name)`` adds the milliseconds since the last lap (or the start) to ``name``."""
 
     def __init__(self, **laps: float):
         self.laps: dict[str, float] = dict(laps)
@@ -13,5 +13,5 @@ class Stopwatch:
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        self.laps[name] = (now - self._clock) * 1000
+        self.laps[name] = self.laps.get(name, 0.0) + (now - self._clock) * 1000
         self._clock = now

@@ -24,6 +24,8 @@ from ..jobs.locks import exclusively
 
 log = logging.getLogger(__name__)
 
+STORED_PNG_WAIT_SECONDS = 5.0  # how long a detection's review waits for its upload's PNG
+
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,11 @@ def keep_for_review(review: ReviewList, spec, result: dict, stored_png: Path) ->
     disk or a pruned upload loses the review, never the job."""
     if spec is None or spec.review is None:
         return
+    # The spool queues a job before its web process stores the PNG (``SpoolQueue.enqueuing``):
+    # a fast model may finish first.
+    deadline = time.monotonic() + STORED_PNG_WAIT_SECONDS
+    while not stored_png.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         why = review.consider(spec.review, result, stored_png)
     except OSError as error:

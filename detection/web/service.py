@@ -280,7 +280,8 @@ class DetectionService:
         self.ensure_daemon()
 
     def _store(self, upload: Upload, request: JobRequest, timings: Stopwatch) -> str:
-        """Save the image and queue its job; on any failure, neither."""
+        """Save the image and queue its job; on any failure, neither (or the job is cancelled:
+        ``JobQueue.enqueuing``)."""
         sid = new_sid()
         job = Job.detect(sid, request.model.name, request.threshold, request.classes,
                          request.max_detections, request.tiles)
@@ -288,6 +289,7 @@ class DetectionService:
             if request.callback_url:
                 self.callbacks.register(sid, request.callback_url)
             with self.queue.enqueuing(job, upload):
+                timings.lap("queue")  # the spool's, before the block; others' after it
                 png = encode_png(upload.pixels)
                 timings.lap("encode")
                 self.records.store_input(sid, png)

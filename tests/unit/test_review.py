@@ -65,3 +65,21 @@ def test_the_count_bound_holds_when_the_bytes_fit(tmp_path):
     for i in range(5):
         review.consider(ReviewRule(one_in=1), result(f"{i:032x}"), png)
     assert len(review.items()) == 2
+
+
+def test_a_review_waits_for_the_png_its_web_process_is_still_storing(tmp_path, monkeypatch):
+    """The spool queues a job before its PNG is stored: a fast model may finish first."""
+    import threading
+    from types import SimpleNamespace
+
+    from detection.datasets import review as reviews
+    review = ReviewList(tmp_path / "datasets", max_items=10, max_bytes=10**6)
+    spec = SimpleNamespace(review=ReviewRule(one_in=1))
+    png = tmp_path / "late.png"
+    threading.Timer(0.2, png.write_bytes, (b"stored late",)).start()
+    reviews.keep_for_review(review, spec, result(), png)
+    assert review.image(SID).read_bytes() == b"stored late"
+    monkeypatch.setattr(reviews, "STORED_PNG_WAIT_SECONDS", 0.1)
+    other = "cd" * 16
+    reviews.keep_for_review(review, spec, result(other), tmp_path / "never.png")  # no raise
+    assert review.image(other) is None

@@ -254,12 +254,49 @@ def test_the_worker_gets_the_pixels_the_web_process_stored_and_they_go_with_the_
     assert queue.pixels.take(job.sid) is None and not list(queue.pixels.directory.iterdir())
 
 
-def test_a_failed_store_queues_nothing_and_leaves_no_pixels(queue):
+def test_the_job_is_queued_with_its_pixels_before_its_png_is_stored(queue):
+    """A worker runs it while the web process encodes and writes the PNG."""
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    with queue.enqueuing(job, upload_of(pixels)):
+        claimed = queue.claim_next()
+        assert claimed.sid == job.sid and np.array_equal(queue.pixels.take(job.sid), pixels)
+        write_atomically(queue.records.files.input(job.sid), encode_png(pixels))
+    assert queue.status(job.sid).state is JobState.RUNNING
+
+
+def test_a_failed_store_withdraws_the_job_it_queued_and_leaves_no_pixels(queue):
     job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
     with pytest.raises(OSError, match="No space"):
         with queue.enqueuing(job, upload_of(np.zeros((8, 8, 3), np.uint8))):
+            assert queue.depth() == 1
             raise OSError(28, "No space left on device")
+    assert queue.status(job.sid) is None and queue.claim_next() is None
     assert queue.depth() == 0 and not list(queue.pixels.directory.iterdir())
+
+
+def test_a_failed_store_while_a_worker_runs_the_job_asks_it_to_stop(queue):
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    with pytest.raises(OSError, match="No space"):
+        with queue.enqueuing(job, upload_of(np.zeros((8, 8, 3), np.uint8))):
+            claimed = queue.claim_next()
+            raise OSError(28, "No space left on device")
+    assert "could not be stored" in queue.cancel_requested(claimed.sid)
+    assert queue.pixels.take(job.sid) is None
+
+
+def test_without_pixels_the_job_is_queued_once_its_png_is_stored(tmp_path):
+    queue = SpoolQueue(tmp_path / "uploads", tmp_path / "uploads" / ".queue", max_queue=5,
+                       max_pixels_bytes=100)  # no room for any
+    job = Job.detect(new_sid(), "rtmdet_tiny", 0.3)
+    with pytest.raises(OSError, match="No space"):
+        with queue.enqueuing(job, upload_of(np.zeros((8, 8, 3), np.uint8))):
+            assert queue.depth() == 0
+            raise OSError(28, "No space left on device")
+    assert queue.depth() == 0 and queue.status(job.sid) is None
+    with queue.enqueuing(job, upload_of(np.zeros((8, 8, 3), np.uint8))):
+        assert queue.depth() == 0
+    assert queue.depth() == 1
 
 
 def test_pixels_beyond_their_budget_are_not_written_and_the_worker_reads_the_png(tmp_path):
