@@ -24,7 +24,7 @@ from ..jobs.locks import exclusively
 
 log = logging.getLogger(__name__)
 
-STORED_PNG_WAIT_SECONDS = 5.0  # how long a detection's review waits for its upload's PNG
+STORED_PNG_WAIT_SECONDS = 5.0  # how long a spool worker's review waits for the upload's PNG
 
 
 
@@ -165,14 +165,15 @@ class ReviewList:
         return when, total
 
 
-def keep_for_review(review: ReviewList, spec, result: dict, stored_png: Path) -> None:
+def keep_for_review(review: ReviewList, spec, result: dict, stored_png: Path,
+                    wait_seconds: float = 0.0) -> None:
     """``ReviewList.consider`` a detection's result by its model's rule, best effort: a full
-    disk or a pruned upload loses the review, never the job."""
+    disk or a pruned upload loses the review, never the job. ``wait_seconds``: how long the
+    PNG may take to appear (the spool queues a job before its web process stores the PNG,
+    ``SpoolQueue.enqueuing``: a fast model may finish first)."""
     if spec is None or spec.review is None:
         return
-    # The spool queues a job before its web process stores the PNG (``SpoolQueue.enqueuing``):
-    # a fast model may finish first.
-    deadline = time.monotonic() + STORED_PNG_WAIT_SECONDS
+    deadline = time.monotonic() + wait_seconds
     while not stored_png.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     try:

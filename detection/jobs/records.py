@@ -206,7 +206,7 @@ class JobRecords:
         return path.read_bytes()
 
     def discard_input(self, sid: str) -> None:
-        """An upload whose job was not queued after all."""
+        """An upload whose job was not queued after all (or was withdrawn)."""
         for path in (self.files.input(sid), self.files.video_input(sid),
                      self.files.batch_input(sid)):
             path.unlink(missing_ok=True)

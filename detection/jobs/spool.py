@@ -93,8 +93,9 @@ class SpoolQueue:
         With its pixels left for a worker, the job is queued before the block, so that a worker
         runs it while the PNG is encoded and written (YOLOX-Nano at 1280x960: the result 5 to
         10 ms sooner); if the block fails, the job is withdrawn, or cancelled if a worker has
-        it already (its client hears of the failure, never of the job), and its pixels go. Without them (over their budget, or a full disk),
-        the worker reads the PNG: the job is queued once the block is done, and not if it fails.
+        it already (it fails: its client hears of the failure, never of the job), and its
+        pixels go. Without them (over their budget, or a full disk), the worker reads the PNG:
+        the job is queued once the block is done, and not if it fails.
         """
         pixels = self.pixels.leave(job.sid, upload.pixels)
         if pixels is None:
@@ -105,9 +106,9 @@ class SpoolQueue:
         try:
             yield
         except BaseException:
-            self.pixels.drop(job.sid)  # a worker yet to take them would look for the PNG: none
-            if not self._withdraw(job):  # a worker has it: asked to stop (else it ends unseen)
-                with suppress(OSError):
+            with suppress(OSError):  # the store's error is the one to tell
+                self.pixels.drop(job.sid)  # a worker yet to take them would look for the PNG
+                if not self._withdraw(job):  # a worker has it: it fails the job
                     self.request_cancel(job, "its upload could not be stored")
             raise
 
@@ -121,6 +122,7 @@ class SpoolQueue:
                     (self.queued_dir / name).unlink()
                 except FileNotFoundError:
                     return False
+                fsync_path(self.queued_dir)  # gone for good, as a claimed one is
                 return True
         return False
 
@@ -299,9 +301,10 @@ class SpoolQueue:
         pixels and ticket."""
         self.records.make_durable(job.sid)
         self.pixels.drop(job.sid)
-        (self.cancel_dir / job.sid).unlink(missing_ok=True)
         for ticket in self._running_tickets(job.sid):
             ticket.unlink(missing_ok=True)
+        # After the ticket: a cancel asked meanwhile sees the job ended, and drops its own
+        (self.cancel_dir / job.sid).unlink(missing_ok=True)
         fsync_path(self.running_dir)  # gone for good: a power cut does not bring it back
 
     def fail(self, job: Job, reason: str) -> None:

@@ -86,7 +86,7 @@ class ModelCache:
         MODEL_LOAD_SECONDS.labels(name).observe(time.perf_counter() - started)
         timed = ", ".join(f"{runtime} {ms:g} ms" for runtime, ms in detector.runtime_ms.items())
         log.info("loaded model %s on %s (%s%s) in %.1f s", name, self.device, detector.runtime,
-                 f", the faster here: {timed} at 640x480" if timed else "",
+                 f", the fastest here: {timed} at 640x480" if timed else "",
                  time.perf_counter() - started)
         self._evict(keep=self.max_models, memory_bound=True)
         return self._loaded[name]

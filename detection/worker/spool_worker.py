@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..daemon_state import WorkerState
-from ..datasets.review import ReviewList, keep_for_review
+from ..datasets.review import STORED_PNG_WAIT_SECONDS, ReviewList, keep_for_review
 from ..images import limit_decoding, read_png
 from ..jobs.job import Job, JobKind, Progress
 from ..jobs.kinds import DETECT_LANE, LANES, Lane
@@ -121,6 +121,12 @@ class SpoolWorker:
         self.report(Finished(tuple(job.sid for job in jobs), self.state()))
 
     def _record(self, job: Job, outcome: Outcome, started: float) -> None:
+        # A detection cannot stop midway: cancelled while it ran (its upload could not be
+        # stored, say: ``SpoolQueue.enqueuing``), it fails instead of being recorded.
+        if (outcome.error is None and job.kind is JobKind.DETECT
+                and (reason := self.queue.cancel_requested(job.sid))):
+            outcome.discard_files()
+            outcome = Outcome.failed(reason)
         if outcome.error is None:
             try:
                 self._record_done(job, outcome)
@@ -142,6 +148,10 @@ class SpoolWorker:
         if job.kind is JobKind.DETECT:
             JOBS.labels(job.model, "done").inc()
             observe_stages(job.model, timings)
+            # After the job's end: the review may wait for a PNG its web process still stores
+            keep_for_review(self.review, self.models.models_file.models.get(job.model),
+                            outcome.result, self.records.input_path(job.sid),
+                            wait_seconds=STORED_PNG_WAIT_SECONDS)
 
     def _record_done(self, job: Job, outcome: Outcome) -> None:
         """The drawing, then the result (neither fsynced yet: ``SpoolQueue.finish`` does that
@@ -152,9 +162,6 @@ class SpoolWorker:
             outcome.result["timings"]["write_ms"] = round((time.perf_counter() - started) * 1000, 1)
         self.records.write_files(job.sid, outcome.files)
         self.records.write_result(job.sid, outcome.result)
-        if job.kind is JobKind.DETECT:
-            keep_for_review(self.review, self.models.models_file.models.get(job.model),
-                            outcome.result, self.records.input_path(job.sid))
 
     def state(self) -> WorkerState:
         """What /health shows of this worker."""

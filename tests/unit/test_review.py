@@ -1,5 +1,7 @@
 """Uploads kept for review: a model's rule (near its threshold, a class rarely found, one in N),
 the list's bounds in count and bytes (the oldest go first), and dismissing one."""
+import time
+
 import pytest
 
 from detection.datasets.review import ReviewList, ReviewRule
@@ -67,7 +69,7 @@ def test_the_count_bound_holds_when_the_bytes_fit(tmp_path):
     assert len(review.items()) == 2
 
 
-def test_a_review_waits_for_the_png_its_web_process_is_still_storing(tmp_path, monkeypatch):
+def test_a_review_waits_for_the_png_its_web_process_is_still_storing(tmp_path):
     """The spool queues a job before its PNG is stored: a fast model may finish first."""
     import threading
     from types import SimpleNamespace
@@ -77,9 +79,8 @@ def test_a_review_waits_for_the_png_its_web_process_is_still_storing(tmp_path, m
     spec = SimpleNamespace(review=ReviewRule(one_in=1))
     png = tmp_path / "late.png"
     threading.Timer(0.2, png.write_bytes, (b"stored late",)).start()
-    reviews.keep_for_review(review, spec, result(), png)
+    reviews.keep_for_review(review, spec, result(), png, wait_seconds=5)
     assert review.image(SID).read_bytes() == b"stored late"
-    monkeypatch.setattr(reviews, "STORED_PNG_WAIT_SECONDS", 0.1)
-    other = "cd" * 16
-    reviews.keep_for_review(review, spec, result(other), tmp_path / "never.png")  # no raise
-    assert review.image(other) is None
+    other, started = "cd" * 16, time.monotonic()
+    reviews.keep_for_review(review, spec, result(other), tmp_path / "never.png", wait_seconds=0.1)
+    assert review.image(other) is None and time.monotonic() - started < 2  # no raise

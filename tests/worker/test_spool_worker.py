@@ -250,6 +250,32 @@ def test_onnxruntime_runs_a_one_stage_detectors_head_too(worker, monkeypatch):
     assert convolutions == [] and post_processed == [[3, 3]]  # scores, boxes: 3 levels each
 
 
+def test_a_network_the_exporter_cannot_trace_falls_back_to_pytorch(worker, monkeypatch, tmp_path):
+    from detection.worker.detectors import onnx_network
+    from detection.worker.detectors.mmdet_detector import MMDetDetector
+
+    def cannot_trace(model, path):
+        raise RuntimeError("an operation the exporter does not know")
+    monkeypatch.setattr(onnx_network, "_export", cannot_trace)
+    spec = worker.models.models_file.models["rtmdet_tiny"]
+    detector = MMDetDetector(spec, "cpu", runtime="auto", cache_dir=tmp_path / "onnx")
+    assert detector.runtime == "torch"
+    assert detector.detect(np.asarray(Image.new("RGB", (320, 240), (90, 140, 60))), 0.0)
+
+
+def test_a_detection_cancelled_while_it_ran_fails_with_the_reason(worker):
+    """Its upload could not be stored after it was queued (``SpoolQueue.enqueuing``): the
+    worker, which cannot stop a detection midway, fails it rather than recording it."""
+    job = enqueue(worker.queue, png_bytes(size=(200, 150)), threshold=0.3)
+    worker.queue.request_cancel(job, "its upload could not be stored")
+    worker.run_jobs([job])
+    status = worker.queue.status(job.sid)
+    assert status.state is JobState.FAILED and "could not be stored" in status.error
+    files = worker.queue.records.files
+    assert not files.output(job.sid).exists() and not files.result(job.sid).exists()
+    assert worker.queue.cancel_requested(job.sid) is None and worker.queue.depth() == 0
+
+
 def test_an_export_that_fails_the_check_falls_back_to_pytorch(worker, monkeypatch, tmp_path):
     from detection.worker.detectors import onnx_network
     from detection.worker.detectors.mmdet_detector import MMDetDetector

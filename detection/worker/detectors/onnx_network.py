@@ -33,9 +33,11 @@ Structure = tuple[int | None, ...]
 def _one_stage(model) -> bool:
     """Whether ``model`` predicts as mmdet's one-stage detectors do: its dense head's forward on
     the features, then ``predict_by_feat``, where the export may take the head in."""
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
     from mmdet.models.detectors import SingleStageDetector
     return isinstance(model, SingleStageDetector) \
-        and type(model).predict is SingleStageDetector.predict
+        and type(model).predict is SingleStageDetector.predict \
+        and type(model.bbox_head).predict is BaseDenseHead.predict
 
 
 def _pytorch_outputs(model, inputs) -> tuple[list, Structure | None]:
@@ -126,7 +128,17 @@ class OnnxNetwork:
 def onnx_network(model, checkpoint: Path, config: Path, cache_dir: Path,
                  threads: int) -> OnnxNetwork | None:
     """``model``'s network on ONNX Runtime (exported once, cached), checked against PyTorch's
-    outputs on an input of another shape than the export's; None if it cannot be trusted."""
+    outputs on a batch of another size and shape than the export's; None if it cannot be
+    trusted, or exported (an operation the exporter cannot trace, say)."""
+    try:
+        return _checked_network(model, checkpoint, config, cache_dir, threads)
+    except Exception as error:
+        log.warning("ONNX Runtime cannot run this model's network (%s); using PyTorch", error)
+        return None
+
+
+def _checked_network(model, checkpoint: Path, config: Path, cache_dir: Path,
+                     threads: int) -> OnnxNetwork | None:
     import onnxruntime
     import torch
 
@@ -142,7 +154,8 @@ def onnx_network(model, checkpoint: Path, config: Path, cache_dir: Path,
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options,
                                            providers=["CPUExecutionProvider"])
-    check = torch.randn(1, 3, 480, 736, generator=torch.Generator().manual_seed(0))
+    # Two images: a batch (tiles, a GPU's) must not be traced as one image
+    check = torch.randn(2, 3, 480, 736, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, structure = _pytorch_outputs(model, check)
     network = OnnxNetwork(session, structure)
@@ -152,6 +165,10 @@ def onnx_network(model, checkpoint: Path, config: Path, cache_dir: Path,
                     len(expected))
         return None
     for ours, theirs in zip(outputs, expected):
+        if ours.shape != theirs.shape:
+            log.warning("ONNX Runtime gives an output of shape %s, PyTorch %s; using PyTorch",
+                        tuple(ours.shape), tuple(theirs.shape))
+            return None
         difference = float(np.abs(ours.numpy() - theirs.numpy()).max())
         if difference > RELATIVE_TOLERANCE * max(1.0, float(theirs.abs().max())):
             log.warning("ONNX Runtime outputs differ from PyTorch's by %.3g; using PyTorch",
