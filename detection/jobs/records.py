@@ -298,21 +298,21 @@ class JobRecords:
         del fields["enqueued_ns"]
         failure = JobFailure(**fields, attempts=job.attempts, error=reason)
         data = json.dumps(failure).encode()
+        # Before the record: whoever sees it sees the job's end, with nothing of its run left
+        self.files.progress(job.sid).unlink(missing_ok=True)
+        for suffix in OUTCOME_FILES:  # a result half-written when it failed is no result
+            (self.uploads_dir / f"{job.sid}{suffix}").unlink(missing_ok=True)
+        for temporary in self.uploads_dir.glob(f".{job.sid}.*{TEMP_SUFFIX}"):  # being written
+            temporary.unlink(missing_ok=True)
         try:
             write_atomically(self.files.error(job.sid), data, durable=True)
         except OSError as error:
             if error.errno not in DISK_FULL:
                 raise
             for path in (self.files.output(job.sid), self.files.input(job.sid),
-                         self.files.video_input(job.sid), self.files.batch_input(job.sid),
-                         self.files.progress(job.sid)):
+                         self.files.video_input(job.sid), self.files.batch_input(job.sid)):
                 path.unlink(missing_ok=True)
             write_atomically(self.files.error(job.sid), data, durable=True)
-        self.files.progress(job.sid).unlink(missing_ok=True)
-        for suffix in OUTCOME_FILES:  # a result half-written when it failed is no result
-            (self.uploads_dir / f"{job.sid}{suffix}").unlink(missing_ok=True)
-        for temporary in self.uploads_dir.glob(f".{job.sid}.*{TEMP_SUFFIX}"):  # being written
-            temporary.unlink(missing_ok=True)
 
     def make_durable(self, sid: str) -> None:
         """fsync a job's output and result, and their directory."""
