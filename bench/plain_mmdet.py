@@ -68,8 +68,8 @@ def main(config: str, checkpoint: str, paths: list[str], tiles: int = 1,
 # After its last op, a process's idle PyTorch (OpenMP) threads spin for ~6 ms of CPU (measured
 # here), taking a core from whatever runs next: run beside each other with no pause, plain mmdet
 # made the service's next upload slower (YOLOX-Nano's inference, two runs: 26.3-26.9 -> 28.6-34.5
-# ms p50), and the
-# service, on two torch threads, would slow plain mmdet's next run. Each side starts settled.
+# ms p50), and the service, on two torch threads, would slow plain mmdet's next run. Each side
+# starts settled.
 SETTLE_SECONDS = 0.05
 
 

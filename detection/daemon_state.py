@@ -27,7 +27,7 @@ class WorkerState:
     gpu: str | None = None
     version: str = ""
     models_loaded: list[str] = field(default_factory=list)
-    runtimes: dict[str, str] = field(default_factory=dict)  # model -> torch, onnxruntime[, 1 torch thread]
+    runtimes: dict[str, str] = field(default_factory=dict)  # model -> what runs it (base.py)
     runtime_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> timings
     jobs_done: int = 0
     current_jobs: list[str] = field(default_factory=list)  # sids; the supervisor fills it in

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 STORED_PNG_WAIT_SECONDS = 5.0  # how long a spool worker's review waits for the upload's PNG
 
 
-
 @dataclass(frozen=True)
 class ReviewRule:
     """A model's ``review = { near = 0.1, rare = 5, one_in = 50 }``: keep an upload with a

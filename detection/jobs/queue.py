@@ -26,11 +26,11 @@ class JobQueue(Protocol):
 
     ``with queue.enqueuing(job, upload): <store it as <sid>.png>`` queues a detection (a
     backend without a shared disk sends the upload's bytes with the job, once the block is done;
-    the spool hands its pixels to a worker on the same machine, before the block, and cancels
-    the job if the block fails); ``enqueue(job)`` queues a job
-    without an upload. ``status`` only reads; ``collect`` is the named step that brings a job
-    finished elsewhere (RQ) into uploads/ (the spool's workers record their jobs themselves);
-    ``is_finished`` is cheap (a waiter asks often)."""
+    the spool hands its pixels to a worker on the same machine, before the block, and withdraws
+    or fails the job if the block fails); ``enqueue(job)`` queues a job without an upload.
+    ``status`` only reads; ``collect`` is the named step that brings a job finished elsewhere
+    (RQ) into uploads/ (the spool's workers record their jobs themselves); ``is_finished`` is
+    cheap (a waiter asks often)."""
 
     def enqueuing(self, job: Job, upload: Upload) -> ContextManager[None]: ...
     def enqueue(self, job: Job) -> None: ...
