@@ -115,16 +115,19 @@ class SpoolQueue:
     def _withdraw(self, job: Job) -> bool:
         """Take a queued job's ticket back, as if it had never been queued; False if a worker
         claimed it first (a claim and this are each one atomic step: one of them wins)."""
-        for name in self.queued_names():
-            match = QUEUED_TICKET.fullmatch(name)
-            if match is not None and match["sid"] == job.sid:
-                try:
-                    (self.queued_dir / name).unlink()
-                except FileNotFoundError:
-                    return False
-                fsync_path(self.queued_dir)  # gone for good, as a claimed one is
-                return True
-        return False
+        if (name := self._queued_name(job.sid)) is None:
+            return False
+        try:
+            (self.queued_dir / name).unlink()
+        except FileNotFoundError:
+            return False
+        fsync_path(self.queued_dir)  # gone for good, as a claimed one is
+        return True
+
+    def _queued_name(self, sid: str) -> str | None:
+        """The name of job ``sid``'s ticket in queued/, if it is there."""
+        return next((name for name in self.queued_names()
+                     if (match := QUEUED_TICKET.fullmatch(name)) and match["sid"] == sid), None)
 
     def enqueue(self, job: Job, upload: Upload | None = None) -> None:
         """Queue a job (a detection's upload stored already: the disk is shared), with the
@@ -225,11 +228,9 @@ class SpoolQueue:
         is left first, so that a worker taking the job meanwhile sees it."""
         marker = self.cancel_dir / job.sid
         write_atomically(marker, reason.encode())
-        for name in self.queued_names():
-            match = QUEUED_TICKET.fullmatch(name)
-            if match is not None and match["sid"] == job.sid and (claimed := self._claim(name)):
-                self.fail(claimed, reason)  # (finish drops the marker)
-                return
+        if (name := self._queued_name(job.sid)) and (claimed := self._claim(name)):
+            self.fail(claimed, reason)  # (finish drops the marker)
+            return
         if not self._running_tickets(job.sid):  # it ended meanwhile
             marker.unlink(missing_ok=True)
 
